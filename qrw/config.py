@@ -1,0 +1,135 @@
+"""Typed configs, their command lines, and the one-line error convention.
+
+Every concern has one dataclass config (``WorldConfig``, ``ModelConfig``,
+``SFTConfig``, ``GRPOConfig``). Each field is declared once with :func:`arg`,
+which carries its one-line help; :func:`add_config_args` maps the dataclass onto
+an ``argparse`` parser (``n_products`` -> ``--n-products``) and
+:func:`config_from_args` maps it back. Configs validate themselves in
+``__post_init__`` and raise :class:`UserError`; scripts run under
+:func:`run_main`, which turns a ``UserError`` into one line on stderr and exit
+code 2, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+from typing import Any, Callable
+
+
+class UserError(ValueError):
+    """A mistake in what the user asked for (bad flag, bad file, bad query).
+
+    Reported as a single line ``error: <message>``; never a traceback.
+    """
+
+
+def arg(default: Any, help: str, **kwargs: Any) -> Any:
+    """A dataclass field with its one-line documentation (used for ``--help``)."""
+    if isinstance(default, (list, dict, set)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help, **kwargs})
+    return dataclasses.field(default=default, metadata={"help": help, **kwargs})
+
+
+def check(condition: bool, message: str) -> None:
+    """Raise :class:`UserError` with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise UserError(message)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line (no usage block)."""
+
+    def error(self, message: str) -> typing.NoReturn:  # noqa: D401 - argparse API
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        raise SystemExit(2)
+
+
+def _field_type(cls: type, field: dataclasses.Field) -> Any:
+    hints = typing.get_type_hints(cls)
+    t = hints[field.name]
+    origin = typing.get_origin(t)
+    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        args = [a for a in typing.get_args(t) if a is not type(None)]
+        t = args[0]
+    return t
+
+
+def add_config_args(parser: argparse.ArgumentParser, cls: type, *, prefix: str = "",
+                    skip: tuple[str, ...] = (), group_title: str | None = None) -> None:
+    """Add one ``--flag`` per field of dataclass ``cls`` (defaults shown in --help).
+
+    Booleans become ``--flag`` / ``--no-flag``; ``choices`` in the field's
+    metadata restrict the values. ``prefix`` namespaces the flags
+    (``prefix="model"`` -> ``--model-n-layer``).
+    """
+    target = parser.add_argument_group(group_title) if group_title else parser
+    for f in dataclasses.fields(cls):
+        if f.name in skip or not f.init:
+            continue
+        name = (f"{prefix}_{f.name}" if prefix else f.name).replace("_", "-")
+        t = _field_type(cls, f)
+        help_text = f.metadata.get("help", "")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        dest = (f"{prefix}_{f.name}" if prefix else f.name)
+        if t is bool:
+            target.add_argument(f"--{name}", dest=dest, action=argparse.BooleanOptionalAction,
+                                default=None, help=f"{help_text} (default: {default})")
+        else:
+            kind = t if t in (int, float, str) else str
+            target.add_argument(f"--{name}", dest=dest, type=kind, default=None,
+                                choices=f.metadata.get("choices"), metavar=f.metadata.get("metavar"),
+                                help=f"{help_text} (default: {default})")
+
+
+def config_from_args(cls: type, args: argparse.Namespace, *, prefix: str = "", base: Any = None, **overrides: Any) -> Any:
+    """Build ``cls`` from parsed args: flags the user gave override ``base`` (or the defaults)."""
+    values = dataclasses.asdict(base) if base is not None else {}
+    for f in dataclasses.fields(cls):
+        dest = f"{prefix}_{f.name}" if prefix else f.name
+        v = getattr(args, dest, None)
+        if v is not None:
+            values[f.name] = v
+    values.update(overrides)
+    return cls(**values)
+
+
+def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Rebuild a config from ``dataclasses.asdict`` output; unknown keys are an error."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    check(not unknown, f"unknown {cls.__name__} keys: {', '.join(unknown)}")
+    return cls(**data)
+
+
+def run_main(main: Callable[[], Any]) -> None:
+    """Run a command-line entry point; user mistakes become one line and exit code 2."""
+    try:
+        code = main()
+    except UserError as e:
+        sys.stderr.write(f"error: {e}\n")
+        raise SystemExit(2)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        raise SystemExit(130)
+    raise SystemExit(code or 0)
+
+
+def resolve_device(name: str):
+    """``auto`` -> cuda if available, else mps if available, else cpu; otherwise the named device."""
+    import torch
+
+    check(name in ("auto", "cpu", "cuda", "mps"), f"--device must be auto, cpu, cuda or mps (got {name!r})")
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda requested but CUDA is not available")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise UserError("--device mps requested but MPS is not available")
+    return torch.device(name)
