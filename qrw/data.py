@@ -1,0 +1,155 @@
+"""Task datasets, the task mixture, and collation with loss masks.
+
+Three tasks, each rendered by one function of :mod:`qrw.tokenizer` into
+``(ids, loss_mask)`` (``loss_mask[i] == 1``: token ``ids[i]`` is a target):
+
+- ``pretrain``  (stage 0): product titles, attribute text and search-log sessions,
+  so the model sees user vocabulary next to catalog vocabulary;
+- ``rewrite``   (stage 1): train query -> gold rewrite;
+- ``relevance`` (stage 1): (query, rewrite) -> relevance label 0/1/2, with the
+  perturbed rewrites of the world, balanced across labels.
+
+Batches are a deterministic function of ``(seed, step)``: each task is an endless
+stream of epochs, each epoch a fresh permutation seeded by ``(seed, task, epoch)``,
+and step ``s`` takes the next ``n_task`` items of each task's stream. Resuming at
+step ``s`` therefore continues the exact data order with no sampler state to save.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from qrw.tokenizer import Tokenizer, render_pretrain, render_relevance, render_rewrite
+
+Example = tuple[list[int], list[int]]  # (ids, loss_mask)
+
+TASKS = ("pretrain", "rewrite", "relevance")
+
+
+def pretrain_dataset(world, tok: Tokenizer, max_len: int) -> list[Example]:
+    """Stage-0 examples: every pretraining text of the world, truncated to ``max_len`` tokens."""
+    return [_truncate(render_pretrain(tok, text), max_len) for text in world.pretrain_texts()]
+
+
+def rewrite_dataset(queries, tok: Tokenizer, max_len: int) -> list[Example]:
+    """Rewrite-task examples: ``<|bos|><|rewrite|>query<|sep|>gold<|eos|>``, loss on ``gold<|eos|>``."""
+    return [_truncate(render_rewrite(tok, q.text, q.gold), max_len) for q in queries]
+
+
+def relevance_dataset(world, split: str, tok: Tokenizer, max_len: int, seed: int = 0) -> list[Example]:
+    """Relevance-task examples, balanced: every label keeps as many pairs as the rarest label."""
+    by_label: dict[int, list[tuple[str, str, int]]] = {0: [], 1: [], 2: []}
+    for q, r, label in world.relevance_examples(split):
+        by_label[label].append((q, r, label))
+    n = min(len(v) for v in by_label.values())
+    rng = random.Random(seed)
+    chosen = [x for label in (0, 1, 2) for x in rng.sample(by_label[label], n)]
+    return [_truncate(render_relevance(tok, q, r, label), max_len) for q, r, label in chosen]
+
+
+def _truncate(example: Example, max_len: int) -> Example:
+    ids, mask = example
+    return ids[:max_len], mask[:max_len]
+
+
+def stream_indices(n: int, start: int, count: int, seed: int, task_index: int) -> list[int]:
+    """Items ``start .. start + count - 1`` of an endless stream of per-epoch permutations of ``range(n)``."""
+    out: list[int] = []
+    pos = start
+    while len(out) < count:
+        epoch, offset = divmod(pos, n)
+        g = torch.Generator().manual_seed(seed * 1_000_003 + task_index * 10_007 + epoch)
+        perm = torch.randperm(n, generator=g)
+        take = min(n - offset, count - len(out))
+        out.extend(perm[offset:offset + take].tolist())
+        pos += take
+    return out
+
+
+@dataclass
+class TaskMixture:
+    """A fixed number of examples per task in every batch (the task ratio), reproducible by step.
+
+    ``counts[t]`` examples of task ``t`` per batch; ``weights[t]`` multiplies that
+    task's token losses (the multi-task loss of the paper's stage 1).
+    """
+
+    datasets: dict[str, list[Example]]
+    counts: dict[str, int]
+    weights: dict[str, float]
+    seed: int = 0
+
+    def batch(self, step: int) -> list[tuple[str, Example]]:
+        """The examples of optimizer step ``step`` as ``(task, example)`` pairs."""
+        out: list[tuple[str, Example]] = []
+        for task_index, task in enumerate(TASKS):
+            count = self.counts.get(task, 0)
+            if count == 0:
+                continue
+            data = self.datasets[task]
+            for i in stream_indices(len(data), step * count, count, self.seed, task_index):
+                out.append((task, data[i]))
+        return out
+
+
+def mixture_counts(batch_size: int, tasks: tuple[str, ...], rewrite_fraction: float) -> dict[str, int]:
+    """Split ``batch_size`` between the tasks: ``rewrite_fraction`` of it to ``rewrite`` when both are on."""
+    if tasks == ("pretrain",):
+        return {"pretrain": batch_size}
+    if set(tasks) == {"rewrite"}:
+        return {"rewrite": batch_size}
+    if set(tasks) == {"relevance"}:
+        return {"relevance": batch_size}
+    n_rewrite = max(1, min(batch_size - 1, round(batch_size * rewrite_fraction)))
+    return {"rewrite": n_rewrite, "relevance": batch_size - n_rewrite}
+
+
+@dataclass
+class Batch:
+    """A right-padded training batch.
+
+    ``input_ids`` (B, T), ``targets`` (B, T): targets[b, t] = ids[b, t + 1];
+    ``weights`` (B, T) float: the loss mask of the target times the task's loss weight;
+    ``target_mask`` (B, T) float: the plain loss mask (counts target tokens);
+    ``attention_mask`` (B, T) bool; ``task_ids`` (B,) long, index into :data:`TASKS`.
+    """
+
+    input_ids: torch.Tensor
+    targets: torch.Tensor
+    weights: torch.Tensor
+    target_mask: torch.Tensor
+    attention_mask: torch.Tensor
+    task_ids: torch.Tensor
+
+    def to(self, device) -> "Batch":
+        return Batch(*(getattr(self, f).to(device) for f in
+                       ("input_ids", "targets", "weights", "target_mask", "attention_mask", "task_ids")))
+
+
+def collate(items: list[tuple[str, Example]], pad_id: int, weights: dict[str, float]) -> Batch:
+    """Right-pad ``(task, (ids, loss_mask))`` items into a :class:`Batch` (inputs and shifted targets)."""
+    T = max(len(ids) for _, (ids, _) in items) - 1
+    B = len(items)
+    input_ids = torch.full((B, T), pad_id, dtype=torch.long)
+    targets = torch.full((B, T), pad_id, dtype=torch.long)
+    target_mask = torch.zeros(B, T)
+    weight = torch.zeros(B, T)
+    attention = torch.zeros(B, T, dtype=torch.bool)
+    task_ids = torch.zeros(B, dtype=torch.long)
+    for b, (task, (ids, mask)) in enumerate(items):
+        n = len(ids) - 1
+        input_ids[b, :n] = torch.tensor(ids[:-1])
+        targets[b, :n] = torch.tensor(ids[1:])
+        target_mask[b, :n] = torch.tensor(mask[1:], dtype=torch.float)
+        weight[b, :n] = target_mask[b, :n] * weights.get(task, 1.0)
+        attention[b, :n] = True
+        task_ids[b] = TASKS.index(task)
+    return Batch(input_ids, targets, weight, target_mask, attention, task_ids)
+
+
+def split_micro_batches(items: list, micro_batch_size: int) -> list[list]:
+    """Consecutive chunks of at most ``micro_batch_size`` items (gradient accumulation)."""
+    return [items[i:i + micro_batch_size] for i in range(0, len(items), micro_batch_size)]

@@ -1,0 +1,234 @@
+"""The multi-task loss and the training loop of stages 0 and 1.
+
+Stage 0 (pretraining on search logs and product text) and stage 1 (multi-task SFT:
+rewrite generation + relevance tagging, the paper's section on multi-task
+fine-tuning) share one loop; they differ only in the task mixture.
+
+The multi-task loss of one optimizer step, over all its micro-batches, is
+
+    L = sum_i w_task(i) * CE_i / max(N, 1)
+
+where i runs over every target token of the step (``loss_mask == 1``), ``CE_i`` is
+its cross-entropy, ``w_task(i)`` the loss weight of the task the token belongs to,
+and ``N`` the number of target tokens in the whole step (all micro-batches), so
+that gradient accumulation gives exactly the full-batch gradient. With one task
+and weight 1 this is the usual token-mean language-model loss.
+
+The step order is fixed (nanoGPT): learning rate -> micro-batches (forward, loss,
+backward) -> finite check -> clip -> optimizer step -> zero grad -> log -> eval ->
+checkpoint. A non-finite loss raises :class:`NonFiniteLossError` *before* the
+optimizer step, so the last checkpoint on disk stays the last good one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from qrw.config import arg, check
+from qrw.data import TASKS, Batch, TaskMixture, collate, split_micro_batches
+from qrw.log import MetricsLog, log_line
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of one training stage (stage 0 or stage 1)."""
+
+    steps: int = arg(300, "optimizer steps")
+    batch_size: int = arg(64, "sequences per optimizer step")
+    micro_batch_size: int = arg(64, "sequences per forward/backward (gradient accumulation when < batch_size)")
+    lr: float = arg(3e-3, "peak learning rate (AdamW)")
+    min_lr_ratio: float = arg(0.1, "final learning rate as a fraction of the peak (cosine decay)")
+    warmup_steps: int = arg(20, "linear warmup steps")
+    weight_decay: float = arg(0.1, "AdamW weight decay on matrices (not on norms or embeddings)")
+    beta1: float = arg(0.9, "AdamW beta1")
+    beta2: float = arg(0.95, "AdamW beta2")
+    grad_clip: float = arg(1.0, "max global gradient norm (0 disables clipping)")
+    log_every: int = arg(10, "steps between log lines and metrics.jsonl records")
+    eval_every: int = arg(100, "steps between validation passes (0: only at the end)")
+    ckpt_every: int = arg(100, "steps between checkpoints (0: only at the end of the stage)")
+
+    def __post_init__(self) -> None:
+        check(self.steps >= 0, f"steps must be >= 0 (got {self.steps})")
+        check(self.batch_size >= 1, f"batch size must be >= 1 (got {self.batch_size})")
+        check(self.micro_batch_size >= 1, f"micro batch size must be >= 1 (got {self.micro_batch_size})")
+        check(math.isfinite(self.lr) and self.lr > 0, f"learning rate must be > 0 (got {self.lr})")
+        check(0 <= self.min_lr_ratio <= 1, f"min lr ratio must be in [0, 1] (got {self.min_lr_ratio})")
+        check(self.warmup_steps >= 0, f"warmup steps must be >= 0 (got {self.warmup_steps})")
+        check(self.weight_decay >= 0, f"weight decay must be >= 0 (got {self.weight_decay})")
+        check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "AdamW betas must be in [0, 1)")
+        check(self.grad_clip >= 0, f"grad clip must be >= 0 (got {self.grad_clip})")
+        check(self.log_every >= 1, f"log every must be >= 1 (got {self.log_every})")
+        check(self.eval_every >= 0 and self.ckpt_every >= 0, "eval/ckpt intervals must be >= 0")
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to ``lr`` over ``warmup_steps``, then cosine decay to ``lr * min_lr_ratio``."""
+    if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    decay_steps = max(1, cfg.steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / decay_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * progress))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over the model's weight-decay groups (``model.param_groups``)."""
+    return torch.optim.AdamW(model.param_groups(cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                             fused=device.type == "cuda")
+
+
+def multitask_loss(logits: torch.Tensor, batch: Batch, normalizer: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The step's loss contribution of one micro-batch, and per-task sums for logging.
+
+    ``logits`` (B, T, V); ``normalizer`` is the number of target tokens of the whole step.
+    Returns ``loss = sum(w * CE) / max(normalizer, 1)`` and, per task, the detached
+    sums ``{task}_loss_sum``, ``{task}_correct``, ``{task}_tokens`` (for per-task mean
+    loss and token accuracy).
+    """
+    B, T, V = logits.shape
+    token_ce = F.cross_entropy(logits.reshape(B * T, V), batch.targets.reshape(B * T),
+                               reduction="none").view(B, T)  # (B, T)
+    loss = (token_ce * batch.weights).sum() / max(normalizer, 1.0)
+    stats: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        correct = (logits.argmax(-1) == batch.targets).float() * batch.target_mask  # (B, T)
+        for task_index, task in enumerate(TASKS):
+            rows = batch.task_ids == task_index  # (B,)
+            if rows.any():
+                stats[f"{task}_loss_sum"] = (token_ce[rows] * batch.target_mask[rows]).sum()
+                stats[f"{task}_correct"] = correct[rows].sum()
+                stats[f"{task}_tokens"] = batch.target_mask[rows].sum()
+    return loss, stats
+
+
+def accumulate_gradients(model: torch.nn.Module, items: list, micro_batch_size: int, pad_id: int,
+                         weights: dict[str, float], device: torch.device) -> tuple[float, dict[str, float]]:
+    """Forward/backward every micro-batch of one step's ``(task, example)`` items.
+
+    The normaliser is the number of target tokens of the *whole step*, so the
+    accumulated ``.grad`` equals the gradient of the full-batch loss, whatever
+    ``micro_batch_size`` is. Returns the step's loss and summed per-task statistics.
+    """
+    normalizer = float(sum(sum(mask[1:]) for _, (_, mask) in items))
+    loss_total = 0.0
+    sums: dict[str, float] = {}
+    for chunk in split_micro_batches(items, micro_batch_size):
+        batch = collate(chunk, pad_id, weights).to(device)
+        logits = model(batch.input_ids, attention_mask=batch.attention_mask)  # (b, T, V)
+        loss, stats = multitask_loss(logits, batch, normalizer)
+        loss.backward()
+        loss_total += loss.item()
+        for k, v in stats.items():
+            sums[k] = sums.get(k, 0.0) + v.item()
+    return loss_total, sums
+
+
+@torch.no_grad()
+def evaluate_loss(model: torch.nn.Module, examples: dict[str, list], pad_id: int, device: torch.device,
+                  batch_size: int = 128) -> dict[str, float]:
+    """Mean token loss and token accuracy per task on fixed examples (validation)."""
+    model.eval()
+    out: dict[str, float] = {}
+    for task, data in examples.items():
+        loss_sum = correct = tokens = 0.0
+        for chunk in split_micro_batches([(task, ex) for ex in data], batch_size):
+            batch = collate(chunk, pad_id, {task: 1.0}).to(device)
+            logits = model(batch.input_ids, attention_mask=batch.attention_mask)
+            _, stats = multitask_loss(logits, batch, 1.0)
+            loss_sum += stats[f"{task}_loss_sum"].item()
+            correct += stats[f"{task}_correct"].item()
+            tokens += stats[f"{task}_tokens"].item()
+        out[f"val_{task}_loss"] = loss_sum / max(tokens, 1.0)
+        out[f"val_{task}_acc"] = correct / max(tokens, 1.0)
+    model.train()
+    return out
+
+
+def train_stage(model: torch.nn.Module, mixture: TaskMixture, cfg: TrainConfig, *, stage: str,
+                device: torch.device, pad_id: int, log: MetricsLog,
+                save: Callable[[int, torch.optim.Optimizer], None],
+                evaluate: Callable[[], dict[str, float]] | None = None,
+                start_step: int = 0, optimizer_state: dict | None = None,
+                stop_after: int | None = None, progress: bool = True) -> bool:
+    """Train ``model`` on ``mixture`` for ``cfg.steps`` optimizer steps, starting at ``start_step``.
+
+    ``save(step, optimizer)`` writes a checkpoint after ``step`` completed steps;
+    ``evaluate()`` returns validation metrics. ``stop_after`` stops (after saving)
+    once that many steps ran in this call: the run then continues with resume.
+    Returns True when the stage completed, False when it stopped early.
+    """
+    model.train()
+    optimizer = make_optimizer(model, cfg, device)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    steps_run = 0
+    bar = tqdm(range(start_step, cfg.steps), desc=stage, initial=start_step, total=cfg.steps,
+               disable=not progress, dynamic_ncols=True, leave=False)
+    window: dict[str, float] = {}
+    t_window = time.perf_counter()
+    for step in bar:
+        lr = lr_at(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss_total, sums = accumulate_gradients(model, mixture.batch(step), cfg.micro_batch_size, pad_id,
+                                                mixture.weights, device)
+        if not math.isfinite(loss_total):
+            optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLossError(f"{stage}: non-finite loss {loss_total} at step {step}; "
+                                     "the last good checkpoint is kept (lower --lr?)")
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        steps_run += 1
+
+        for k, v in sums.items():
+            window[k] = window.get(k, 0.0) + v
+        window["loss"] = window.get("loss", 0.0) + loss_total
+        window["grad_norm"] = window.get("grad_norm", 0.0) + float(grad_norm)
+        window["n"] = window.get("n", 0.0) + 1
+        bar.set_postfix(loss=f"{loss_total:.3f}", lr=f"{lr:.2e}")
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            n = window["n"]
+            record = {"stage": stage, "step": done, "loss": window["loss"] / n, "lr": lr,
+                      "grad_norm": window["grad_norm"] / n,
+                      "seconds_per_step": (time.perf_counter() - t_window) / n}
+            for task in TASKS:
+                if f"{task}_tokens" in window:
+                    record[f"{task}_loss"] = window[f"{task}_loss_sum"] / max(window[f"{task}_tokens"], 1.0)
+                    record[f"{task}_acc"] = window[f"{task}_correct"] / max(window[f"{task}_tokens"], 1.0)
+            log.write(record)
+            shown = {k: record[k] for k in ("loss", "pretrain_loss", "rewrite_loss", "relevance_loss", "lr") if k in record}
+            if progress:
+                bar.write(f"{stage} " + log_line(done, cfg.steps, shown, record["seconds_per_step"]))
+            window = {}
+            t_window = time.perf_counter()
+        if evaluate is not None and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps):
+            metrics = evaluate()
+            log.write({"stage": stage, "step": done, **metrics})
+            if progress:
+                bar.write(f"{stage} eval " + log_line(done, cfg.steps, metrics))
+        stopping = stop_after is not None and steps_run >= stop_after and done < cfg.steps
+        if (cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == cfg.steps or stopping:
+            save(done, optimizer)
+        if stopping:
+            bar.close()
+            return False
+    bar.close()
+    return True
+
+
+def config_dict(cfg) -> dict:
+    """A dataclass config as a plain dict (for config.json and checkpoints)."""
+    return asdict(cfg)
