@@ -7,7 +7,8 @@ an ``argparse`` parser (``n_products`` -> ``--n-products``) and
 :func:`config_from_args` maps it back. Configs validate themselves in
 ``__post_init__`` and raise :class:`UserError`; scripts run under
 :func:`run_main`, which turns a ``UserError`` into one line on stderr and exit
-code 2, never a stack trace.
+code 2 (a :class:`NonFiniteLossError` into one line and exit code 1), never a
+stack trace.
 """
 
 from __future__ import annotations
@@ -23,6 +24,13 @@ class UserError(ValueError):
     """A mistake in what the user asked for (bad flag, bad file, bad query).
 
     Reported as a single line ``error: <message>``; never a traceback.
+    """
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss (or gradient norm); the optimizer was not stepped.
+
+    Scripts report it as one line (exit code 1): the last good checkpoint on disk is kept.
     """
 
 
@@ -111,6 +119,9 @@ def run_main(main: Callable[[], Any]) -> None:
     except UserError as e:
         sys.stderr.write(f"error: {e}\n")
         raise SystemExit(2)
+    except NonFiniteLossError as e:
+        sys.stderr.write(f"error: {e}\n")
+        raise SystemExit(1)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         raise SystemExit(130)

@@ -72,12 +72,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from qrw.config import NonFiniteLossError  # noqa: F401  (raised by grpo_update; re-exported here)
+
 ADVANTAGE_SCALES = ("group", "batch", "none")
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "gspo")
-
-
-class NonFiniteLossError(RuntimeError):
-    """The GRPO loss or gradient norm is NaN or infinite; the optimizer was not stepped."""
 
 
 # ---------------------------------------------------------------------------

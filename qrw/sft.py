@@ -31,13 +31,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from qrw.config import arg, check
+from qrw.config import NonFiniteLossError, arg, check
 from qrw.data import TASKS, Batch, TaskMixture, collate, split_micro_batches
 from qrw.log import MetricsLog, log_line
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or infinite loss; the last good checkpoint is kept."""
 
 
 @dataclass
@@ -54,7 +50,7 @@ class TrainConfig:
     beta1: float = arg(0.9, "AdamW beta1")
     beta2: float = arg(0.95, "AdamW beta2")
     grad_clip: float = arg(1.0, "max global gradient norm (0 disables clipping)")
-    log_every: int = arg(10, "steps between log lines and metrics.jsonl records")
+    log_every: int = arg(10, "steps between printed log lines (metrics.jsonl gets every step)")
     eval_every: int = arg(100, "steps between validation passes (0: only at the end)")
     ckpt_every: int = arg(100, "steps between checkpoints (0: only at the end of the stage)")
 
@@ -175,9 +171,8 @@ def train_stage(model: torch.nn.Module, mixture: TaskMixture, cfg: TrainConfig, 
     steps_run = 0
     bar = tqdm(range(start_step, cfg.steps), desc=stage, initial=start_step, total=cfg.steps,
                disable=not progress, dynamic_ncols=True, leave=False)
-    window: dict[str, float] = {}
-    t_window = time.perf_counter()
     for step in bar:
+        t0 = time.perf_counter()
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -185,35 +180,28 @@ def train_stage(model: torch.nn.Module, mixture: TaskMixture, cfg: TrainConfig, 
                                                 mixture.weights, device)
         if not math.isfinite(loss_total):
             optimizer.zero_grad(set_to_none=True)
-            raise NonFiniteLossError(f"{stage}: non-finite loss {loss_total} at step {step}; "
-                                     "the last good checkpoint is kept (lower --lr?)")
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+            raise NonFiniteLossError(f"{stage}: non-finite loss {loss_total} at step {step + 1}; "
+                                     "the last good checkpoint is kept (lower the learning rate?)")
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                                   cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         done = step + 1
         steps_run += 1
 
-        for k, v in sums.items():
-            window[k] = window.get(k, 0.0) + v
-        window["loss"] = window.get("loss", 0.0) + loss_total
-        window["grad_norm"] = window.get("grad_norm", 0.0) + float(grad_norm)
-        window["n"] = window.get("n", 0.0) + 1
+        # every step goes to metrics.jsonl (so a resumed run logs exactly what an uninterrupted one does)
+        record = {"stage": stage, "step": done, "loss": loss_total, "lr": lr, "grad_norm": float(grad_norm)}
+        for task in TASKS:
+            if f"{task}_tokens" in sums:
+                record[f"{task}_loss"] = sums[f"{task}_loss_sum"] / max(sums[f"{task}_tokens"], 1.0)
+                record[f"{task}_acc"] = sums[f"{task}_correct"] / max(sums[f"{task}_tokens"], 1.0)
+        record["seconds"] = time.perf_counter() - t0
+        log.write(record)
         bar.set_postfix(loss=f"{loss_total:.3f}", lr=f"{lr:.2e}")
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            n = window["n"]
-            record = {"stage": stage, "step": done, "loss": window["loss"] / n, "lr": lr,
-                      "grad_norm": window["grad_norm"] / n,
-                      "seconds_per_step": (time.perf_counter() - t_window) / n}
-            for task in TASKS:
-                if f"{task}_tokens" in window:
-                    record[f"{task}_loss"] = window[f"{task}_loss_sum"] / max(window[f"{task}_tokens"], 1.0)
-                    record[f"{task}_acc"] = window[f"{task}_correct"] / max(window[f"{task}_tokens"], 1.0)
-            log.write(record)
-            shown = {k: record[k] for k in ("loss", "pretrain_loss", "rewrite_loss", "relevance_loss", "lr") if k in record}
-            if progress:
-                bar.write(f"{stage} " + log_line(done, cfg.steps, shown, record["seconds_per_step"]))
-            window = {}
-            t_window = time.perf_counter()
+        if progress and (done % cfg.log_every == 0 or done == cfg.steps):
+            shown = {k: record[k] for k in ("loss", "pretrain_loss", "rewrite_loss", "relevance_loss", "lr")
+                     if k in record}
+            bar.write(f"{stage} " + log_line(done, cfg.steps, shown, record["seconds"]))
         if evaluate is not None and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps):
             metrics = evaluate()
             log.write({"stage": stage, "step": done, **metrics})

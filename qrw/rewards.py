@@ -1,0 +1,130 @@
+"""GRPO rewards for query rewriting and their fusion (the paper's hybrid reward).
+
+Each reward maps a batch of (query, rewrite) pairs to one float per pair, all
+vectorised over the rollout batch (one BM25 call for all rewrites, cached
+query channels, one tagger forward):
+
+- ``relevance``: how much of the query's meaning the rewrite keeps, in [0, 1].
+  ``oracle``: the judge's grade / 2 (0, 0.5, 1). ``tagger``: the frozen SFT
+  model's own relevance tagger, as the expected grade / 2 under its softmax over
+  the label tokens, ``(p1 + 2 p2) / 2`` (the paper's learned relevance judgment).
+- ``conversion``: search-engine feedback: the shopper simulator's expected
+  purchases per user on ``page(q, r)`` (UCVR), divided by ``conversion_scale``
+  so that it lives on the same [0, ~1] scale as the other rewards.
+- ``recall``: recall@k of the intent's Exact products on ``page(q, r)``.
+- ``format`` (rule-based), 1 when all hold, else 0: the rewrite ended with EOS
+  (not truncated), is non-empty, has at most ``max_words`` words, has no word
+  repeated 3 or more times (degenerate repetition), and is not a verbatim copy of
+  a query that contains words the catalog does not know (such a copy cannot add
+  a useful retrieval channel).
+
+Fusion (``rFusion``): ``r = sum_c w_c * r_c`` over the components, taken
+*before* group normalisation (GRPO.md property 7). Which components a run uses
+is its ``--reward``: ``fusion`` (relevance + conversion + format, the paper's
+setting), or one objective alone plus the format rule (``relevance``,
+``conversion``, ``recall``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from qrw.config import arg, check
+from qrw.grpo import fuse_rewards
+from qrw.metrics import rewrite_metrics
+
+COMPONENTS = ("relevance", "conversion", "recall", "format")
+REWARD_CHOICES = ("fusion", "relevance", "conversion", "recall")
+
+
+@dataclass
+class RewardConfig:
+    """Which rewards a GRPO run optimises, and their fusion weights."""
+
+    reward: str = arg("fusion", "objective: fusion (relevance + conversion + format) or one of "
+                      "relevance, conversion, recall (each with the format rule)", choices=list(REWARD_CHOICES))
+    relevance_judge: str = arg("oracle", "relevance reward from the oracle judge or the frozen SFT model's tagger",
+                               choices=["oracle", "tagger"])
+    w_relevance: float = arg(1.0, "fusion weight of the relevance reward")
+    w_conversion: float = arg(1.0, "fusion weight of the conversion reward")
+    w_recall: float = arg(0.0, "fusion weight of the recall reward (fusion only)")
+    w_format: float = arg(0.5, "weight of the rule-based format reward")
+    conversion_scale: float = arg(0.5, "UCVR is divided by this to give the conversion reward (~[0, 1])")
+    max_words: int = arg(16, "format rule: at most this many words in a rewrite")
+
+    def __post_init__(self) -> None:
+        for name in ("w_relevance", "w_conversion", "w_recall", "w_format"):
+            check(getattr(self, name) >= 0, f"--{name.replace('_', '-')} must be >= 0")
+        check(self.conversion_scale > 0, "--conversion-scale must be > 0")
+        check(self.max_words >= 1, "--max-words must be >= 1")
+        check(any(w > 0 for w in self.weights().values()), "every reward weight of this objective is 0")
+
+    def weights(self) -> dict[str, float]:
+        """The fusion weights of the chosen objective (components with weight 0 are left out)."""
+        if self.reward == "fusion":
+            w = {"relevance": self.w_relevance, "conversion": self.w_conversion, "recall": self.w_recall,
+                 "format": self.w_format}
+        else:
+            w = {self.reward: 1.0, "format": self.w_format}
+        return {k: v for k, v in w.items() if v > 0}
+
+
+def format_reward(queries: list[str], rewrites: list[str], finished: list[bool], known_words: set[str],
+                  max_words: int) -> np.ndarray:
+    """The rule-based format check (see the module docstring), 1.0 or 0.0 per rewrite."""
+    out = np.zeros(len(rewrites))
+    for i, (q, r, done) in enumerate(zip(queries, rewrites, finished)):
+        words = r.split()
+        if not done or not words or len(words) > max_words:
+            continue
+        if max(Counter(words).values()) >= 3:
+            continue
+        if r == q and any(w not in known_words for w in q.split()):
+            continue
+        out[i] = 1.0
+    return out
+
+
+class RewardFunction:
+    """Scores rewrites of world queries with every reward component, then fuses them.
+
+    ``ctx`` is an :class:`qrw.evaluate.EvalContext` (world, search engine, shoppers);
+    ``tagger`` a :class:`qrw.rewriter.Rewriter` over the frozen SFT model, needed
+    for ``relevance_judge="tagger"``.
+    """
+
+    def __init__(self, ctx, cfg: RewardConfig, tagger=None):
+        check(cfg.relevance_judge == "oracle" or tagger is not None, "the tagger relevance reward needs a tagger model")
+        self.ctx = ctx
+        self.cfg = cfg
+        self.tagger = tagger
+        self.weights = cfg.weights()
+        self.known_words = {w for title in ctx.world.titles for w in title.split()}
+
+    def __call__(self, queries, rewrites: list[str], finished: list[bool] | None = None) -> dict[str, np.ndarray]:
+        """Per-pair components (N,) for every name in :data:`COMPONENTS`, plus ``fused`` and ``ucvr``."""
+        finished = [True] * len(rewrites) if finished is None else finished
+        metrics = rewrite_metrics(self.ctx.world, self.ctx.engine, self.ctx.users, queries, rewrites, k=self.ctx.k)
+        out: dict[str, np.ndarray] = {}
+        if self.cfg.relevance_judge == "tagger":
+            probs = self.tagger.relevance_probs([q.text for q in queries], [r if r else "-" for r in rewrites])
+            out["relevance"] = ((probs[:, 1] + 2 * probs[:, 2]) / 2).double().numpy()
+        else:
+            out["relevance"] = np.asarray(metrics["grade"], dtype=np.float64) / 2
+        out["conversion"] = np.asarray(metrics["ucvr"], dtype=np.float64) / self.cfg.conversion_scale
+        out["recall"] = np.asarray(metrics["recall"], dtype=np.float64)
+        out["format"] = format_reward([q.text for q in queries], rewrites, finished, self.known_words,
+                                      self.cfg.max_words)
+        parts = {c: torch.as_tensor(out[c]) for c in self.weights}
+        out["fused"] = fuse_rewards(parts, self.weights).numpy()
+        out["ucvr"] = np.asarray(metrics["ucvr"], dtype=np.float64)
+        out["page_relevance"] = np.asarray(metrics["relevance"], dtype=np.float64)
+        return out
+
+    def as_tensor(self, scores: dict[str, np.ndarray], num_samples: int) -> torch.Tensor:
+        """The fused reward as a (P, G) float tensor (rows are prompt-major, as the sampler returns them)."""
+        return torch.tensor(scores["fused"], dtype=torch.float32).view(-1, num_samples)  # (P, G)

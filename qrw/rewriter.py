@@ -1,0 +1,193 @@
+"""The trained model as a product: rewrite queries, tag (query, rewrite) relevance.
+
+:class:`Rewriter` wraps a model and its tokenizer with the two tasks of the paper:
+
+- ``rewrite``: ``<|bos|><|rewrite|>{query}<|sep|>`` -> sampled or greedy rewrite
+  (the KV-cache engine of :mod:`qrw.generate`);
+- ``relevance_probs``: ``<|bos|><|relevance|>{query}<|sep|>{rewrite}<|sep|>`` -> the
+  softmax over the three label-token logits ``<|rel_0|> <|rel_1|> <|rel_2|>`` at the
+  label position: one forward pass, no sampling. Used for the tagging metrics and
+  as the learned relevance reward of GRPO.
+
+Input handling (DESIGN.md "Reliability rules"): queries are normalised
+(:func:`qrw.tokenizer.normalize_query`: trimmed, whitespace collapsed, lowercased);
+an empty or whitespace-only query is a :class:`~qrw.config.UserError`; a query
+longer than ``max_query_tokens`` tokens is truncated to its first
+``max_query_tokens`` tokens with a warning (any Unicode is accepted: the tokenizer
+is byte-level).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from qrw.checkpoint import CKPT_NAME, CONFIG_NAME, TOKENIZER_NAME, file_sha256, load_checkpoint, read_json
+from qrw.config import UserError, check, config_from_dict
+from qrw.generate import Rollout, sample
+from qrw.model import ModelConfig, Transformer
+from qrw.tokenizer import Tokenizer, normalize_query, relevance_prompt, rewrite_prompt
+from qrw.world import World, WorldConfig
+
+
+class Rewriter:
+    """A model + tokenizer pair that rewrites queries and tags rewrite relevance."""
+
+    def __init__(self, model: torch.nn.Module, tok: Tokenizer, device: torch.device | str = "cpu",
+                 max_new_tokens: int = 32, batch_size: int = 256):
+        self.model = model
+        self.tok = tok
+        self.device = torch.device(device)
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        # room for <|bos|><|rewrite|> ... <|sep|> and the completion in the context window; a relevance
+        # prompt <|bos|><|relevance|> q <|sep|> r <|sep|> + label gives half of the rest to each text
+        check(max_new_tokens + 4 <= model.config.max_seq_len,
+              f"max_new_tokens {max_new_tokens} leaves no room for a query in a {model.config.max_seq_len}-token context")
+        self.max_query_tokens = model.config.max_seq_len - max_new_tokens - 3
+        self.max_pair_tokens = (model.config.max_seq_len - 5) // 2
+
+    # ---- inputs -------------------------------------------------------------------
+    def prepare(self, queries: list[str]) -> list[str]:
+        """Normalise queries; reject empty ones; truncate over-long ones (with a warning)."""
+        if not queries:
+            raise UserError("no queries given")
+        out = []
+        for q in queries:
+            if not isinstance(q, str):
+                raise UserError(f"a query must be a string, got {type(q).__name__}")
+            text = normalize_query(q)
+            if not text:
+                raise UserError("empty query (only whitespace)")
+            ids = self.tok.encode(text)
+            if len(ids) > self.max_query_tokens:
+                text = self.tok.decode(ids[: self.max_query_tokens]).strip()
+                warnings.warn(f"query truncated to its first {self.max_query_tokens} tokens", stacklevel=2)
+            out.append(text)
+        return out
+
+    def _clip(self, text: str) -> str:
+        """``text`` cut to at most ``max_pair_tokens`` tokens (keeps relevance prompts in the context)."""
+        ids = self.tok.encode(text)
+        return text if len(ids) <= self.max_pair_tokens else self.tok.decode(ids[: self.max_pair_tokens])
+
+    # ---- rewrite generation -----------------------------------------------------------
+    def prompts(self, queries: list[str]) -> list[list[int]]:
+        """The rewrite prompt ``<|bos|><|rewrite|>{query}<|sep|>`` of each (prepared) query."""
+        return [rewrite_prompt(self.tok, q) for q in queries]
+
+    @torch.no_grad()
+    def rollout(self, queries: list[str], *, num_samples: int = 1, temperature: float = 0.0,
+                top_k: int = 0, top_p: float = 1.0, generator: torch.Generator | None = None) -> Rollout:
+        """Sample ``num_samples`` rewrites per (already prepared) query; rows are prompt-major."""
+        return sample(self.model, self.prompts(queries), num_samples=num_samples, max_new_tokens=self.max_new_tokens,
+                      temperature=temperature, top_k=top_k, top_p=top_p, eos_id=self.tok.eos_id,
+                      pad_id=self.tok.pad_id, generator=generator)
+
+    def decode_rollout(self, rollout: Rollout) -> list[str]:
+        """The text of each completion, up to (excluding) its first EOS."""
+        texts = []
+        for tokens, mask in zip(rollout.tokens.tolist(), rollout.mask.tolist()):
+            ids = [t for t, m in zip(tokens, mask) if m > 0 and t != self.tok.eos_id]
+            texts.append(normalize_query(self.tok.decode(ids)))
+        return texts
+
+    def rewrite(self, queries: list[str], *, num_samples: int = 1, temperature: float = 0.0,
+                top_k: int = 0, top_p: float = 1.0, generator: torch.Generator | None = None) -> list[str]:
+        """Rewrites of ``queries`` (greedy at temperature 0), ``num_samples`` per query, prompt-major."""
+        queries = self.prepare(queries)
+        texts: list[str] = []
+        was_training = self.model.training
+        self.model.eval()
+        for i in range(0, len(queries), self.batch_size):
+            chunk = queries[i:i + self.batch_size]
+            texts += self.decode_rollout(self.rollout(chunk, num_samples=num_samples, temperature=temperature,
+                                                      top_k=top_k, top_p=top_p, generator=generator))
+        self.model.train(was_training)
+        return texts
+
+    # ---- relevance tagging -------------------------------------------------------------
+    @torch.no_grad()
+    def relevance_probs(self, queries: list[str], rewrites: list[str]) -> torch.Tensor:
+        """P(label = 0, 1, 2 | query, rewrite) for each pair: (N, 3) float, rows sum to 1.
+
+        One forward over right-padded ``relevance_prompt``s; the label position is the
+        last prompt token (its logits predict the label token).
+        """
+        if len(queries) != len(rewrites):
+            raise UserError(f"{len(queries)} queries but {len(rewrites)} rewrites")
+        queries = [self._clip(q) for q in self.prepare(queries)]
+        rewrites = [self._clip(normalize_query(r)) for r in rewrites]
+        label_ids = torch.tensor(self.tok.rel_ids, device=self.device)
+        was_training = self.model.training
+        self.model.eval()
+        out = []
+        for i in range(0, len(queries), self.batch_size):
+            prompts = [relevance_prompt(self.tok, q, r) for q, r in
+                       zip(queries[i:i + self.batch_size], rewrites[i:i + self.batch_size])]
+            T = max(len(p) for p in prompts)
+            ids = torch.full((len(prompts), T), self.tok.pad_id, dtype=torch.long)
+            attention = torch.zeros(len(prompts), T, dtype=torch.bool)
+            for b, p in enumerate(prompts):
+                ids[b, :len(p)] = torch.tensor(p)
+                attention[b, :len(p)] = True
+            ids, attention = ids.to(self.device), attention.to(self.device)
+            logits = self.model(ids, attention_mask=attention)  # (b, T, V)
+            last = attention.sum(1) - 1  # (b,) index of the last prompt token
+            label_logits = logits[torch.arange(len(prompts), device=self.device), last][:, label_ids]  # (b, 3)
+            out.append(torch.softmax(label_logits.float(), dim=-1).cpu())
+        self.model.train(was_training)
+        return torch.cat(out)  # (N, 3)
+
+    def tag(self, queries: list[str], rewrites: list[str]) -> list[int]:
+        """The most probable relevance label (0, 1, 2) of each (query, rewrite) pair."""
+        return self.relevance_probs(queries, rewrites).argmax(-1).tolist()
+
+
+@dataclass
+class LoadedRun:
+    """A finished run directory (SFT or GRPO): its world, tokenizer, model and saved configs."""
+
+    path: Path
+    world: World
+    tok: Tokenizer
+    model: torch.nn.Module
+    config: dict
+
+    def rewriter(self, device: torch.device | str = "cpu", **kwargs) -> Rewriter:
+        return Rewriter(self.model, self.tok, device, **kwargs)
+
+
+def load_run(run_dir: str | os.PathLike, device: torch.device | str = "cpu") -> LoadedRun:
+    """Load a finished run directory written by ``train_sft.py`` or ``train_grpo.py``.
+
+    Every problem a user can cause is one :class:`UserError`: no such directory,
+    a missing or corrupted ``config.json`` / ``tokenizer.json`` / ``ckpt.pt``, a
+    checkpoint trained with another config or tokenizer, or an unfinished run.
+    """
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise UserError(f"no run directory at {path} (train one with `python train_sft.py`)")
+    config = read_json(path / CONFIG_NAME, "run config")
+    try:
+        world_cfg = config_from_dict(WorldConfig, config["world"])
+        model_cfg = config_from_dict(ModelConfig, config["model"])
+    except (KeyError, TypeError) as e:
+        raise UserError(f"{path / CONFIG_NAME} is not a qrw run config (missing {e})") from None
+    tok = Tokenizer.load(path / TOKENIZER_NAME)
+    state = load_checkpoint(path / CKPT_NAME, expect_model_config=dataclasses.asdict(model_cfg),
+                            expect_tokenizer_sha256=file_sha256(path / TOKENIZER_NAME))
+    steps = config.get("sft", config.get("grpo", {})).get("steps")
+    finished_stage = "sft" if config.get("kind") == "sft" else "grpo"
+    if state.get("stage") != finished_stage or (steps is not None and state.get("step") != steps):
+        raise UserError(f"{path} holds an unfinished run (stage {state.get('stage')!r}, step {state.get('step')}); "
+                        f"finish it with --resume")
+    model = Transformer(model_cfg)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return LoadedRun(path, World(world_cfg), tok, model.to(device), config)
