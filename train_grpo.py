@@ -30,7 +30,7 @@ from qrw.checkpoint import (CKPT_NAME, CONFIG_NAME, TOKENIZER_NAME, file_sha256,
                             save_checkpoint, write_json)
 from qrw.config import (Parser, UserError, add_config_args, arg, check, config_from_args, config_from_dict,
                         resolve_device, run_main)
-from qrw.evaluate import EvalContext, evaluate_run, format_table
+from qrw.evaluate import EvalContext, compare_rewrites, evaluate_run, format_comparison, format_table
 from qrw.grpo import frozen_reference
 from qrw.grpo_train import GRPOConfig, train_grpo
 from qrw.log import MetricsLog
@@ -44,6 +44,8 @@ class GRPORunConfig:
 
     init: str = arg("runs/sft", "SFT run directory to start from (the policy's init and the frozen reference)")
     seed: int = arg(0, "seed of the query order and the sampling")
+    queries: str = arg("logs", "GRPO's training queries: the search logs' queries (unlabelled: the rewards need "
+                       "no gold rewrite) or the SFT training queries", choices=["logs", "train"])
 
     def __post_init__(self) -> None:
         check(self.seed >= 0, f"--seed must be >= 0 (got {self.seed})")
@@ -135,7 +137,8 @@ def main(argv=None) -> int:
 
     start = state["step"] if state else 0
     if start < grpo.steps or grpo.steps == 0:
-        finished = train_grpo(policy, reference, rewriter, reward_fn, world.queries["train"], grpo, seed=run.seed,
+        pool = world.log_queries if run.queries == "logs" else world.queries["train"]
+        finished = train_grpo(policy, reference, rewriter, reward_fn, pool, grpo, seed=run.seed,
                               device=device, log=log, save=save, start_step=start,
                               optimizer_state=state["optimizer"] if state else None,
                               stop_after=args.stop_after, progress=progress)
@@ -152,17 +155,22 @@ def main(argv=None) -> int:
                          tagging=False)
     rows = {**before["rows"], **after["rows"]}
     queries = world.queries["test"]
-    fused = {}
-    for label, res in (("SFT init", before), (f"GRPO ({rewards.reward})", after)):
-        fused[label] = float(np.mean(reward_fn(queries, res["rewrites"])["fused"]))
-        rows[label]["all"]["reward"] = fused[label]
+    before_label, after_label = "SFT init", f"GRPO ({rewards.reward})"
+    fused = {label: reward_fn(queries, res["rewrites"], res["well_formed"])["fused"]
+             for label, res in ((before_label, before), (after_label, after))}
+    for label, values in fused.items():
+        rows[label]["all"]["reward"] = float(np.mean(values))
+    comparison = compare_rewrites(ctx, queries, before["rewrites"], after["rewrites"],
+                                  extra={"reward": (fused[before_label], fused[after_label])})
     results = {"split": "test", "n_queries": len(queries), "segments": before["segments"], "rows": rows,
-               "reward": rewards.reward, "fused_reward": fused, "train_seconds": round(train_seconds, 1),
+               "reward": rewards.reward, "comparison": comparison, "train_seconds": round(train_seconds, 1),
                "samples": after["samples"]}
     write_json(out / "metrics.json", results)
-    print(f"== test queries ({len(queries)}): SFT init vs GRPO ({rewards.reward}) ==")
+    print(f"== test queries ({len(queries)}): SFT init vs GRPO ({rewards.reward}); reward = the run's fused reward ==")
     print(format_table(rows, before["segments"], ("accuracy", "relevance", "recall", "ucvr", "reward")))
-    print(f"wrote {out}/ in {time.perf_counter() - t_start:.0f} s")
+    print(f"paired differences on the {len(queries)} test queries (GRPO - SFT init):")
+    print(format_comparison(comparison, before_label, after_label))
+    print(f"wrote {out}/ in {time.perf_counter() - t_start:.0f} s (training {train_seconds:.0f} s)")
     return 0
 
 

@@ -211,6 +211,7 @@ def main(argv=None) -> int:
     results = evaluate_run(ctx, rewriter, name="multi-task SFT" if "relevance" in tasks else "single-task SFT",
                            baselines=True, tagging="relevance" in tasks)
     results.pop("rewrites")
+    results.pop("well_formed")
     results["train_seconds"] = round(train_seconds, 1)
     write_json(out / "metrics.json", results)
     print(format_summary(results, title=f"test queries ({out})"))

@@ -115,10 +115,11 @@ def grpo_step(policy, reference, optimizer, rewriter, reward_fn, queries, cfg: G
     rewrites = rewriter.decode_rollout(rollout)
     lengths = rollout.mask.sum(1)  # (P*G,) completion tokens, EOS included
     finished = (rollout.tokens == rewriter.tok.eos_id).logical_and(rollout.mask > 0).any(1)  # (P*G,)
+    well_formed = rewriter.well_formed(rollout)
     t1 = time.perf_counter()
     # 3. rewards
     repeated = [q for q in queries for _ in range(G)]
-    scores = reward_fn(repeated, rewrites, finished.tolist())
+    scores = reward_fn(repeated, rewrites, well_formed)
     rewards = reward_fn.as_tensor(scores, G)  # (P, G)
     t2 = time.perf_counter()
     # 4-5. advantages, dynamic sampling

@@ -12,8 +12,8 @@ query channels, one tagger forward):
   purchases per user on ``page(q, r)`` (UCVR), divided by ``conversion_scale``
   so that it lives on the same [0, ~1] scale as the other rewards.
 - ``recall``: recall@k of the intent's Exact products on ``page(q, r)``.
-- ``format`` (rule-based), 1 when all hold, else 0: the rewrite ended with EOS
-  (not truncated), is non-empty, has at most ``max_words`` words, has no word
+- ``format`` (rule-based), 1 when all hold, else 0: the rewrite is well formed
+  (ended with EOS, not truncated, no stray special token), is non-empty, has at most ``max_words`` words, has no word
   repeated 3 or more times (degenerate repetition), and is not a verbatim copy of
   a query that contains words the catalog does not know (such a copy cannot add
   a useful retrieval channel).
@@ -73,13 +73,13 @@ class RewardConfig:
         return {k: v for k, v in w.items() if v > 0}
 
 
-def format_reward(queries: list[str], rewrites: list[str], finished: list[bool], known_words: set[str],
+def format_reward(queries: list[str], rewrites: list[str], well_formed: list[bool], known_words: set[str],
                   max_words: int) -> np.ndarray:
     """The rule-based format check (see the module docstring), 1.0 or 0.0 per rewrite."""
     out = np.zeros(len(rewrites))
-    for i, (q, r, done) in enumerate(zip(queries, rewrites, finished)):
+    for i, (q, r, ok) in enumerate(zip(queries, rewrites, well_formed)):
         words = r.split()
-        if not done or not words or len(words) > max_words:
+        if not ok or not words or len(words) > max_words:
             continue
         if max(Counter(words).values()) >= 3:
             continue
@@ -105,9 +105,13 @@ class RewardFunction:
         self.weights = cfg.weights()
         self.known_words = {w for title in ctx.world.titles for w in title.split()}
 
-    def __call__(self, queries, rewrites: list[str], finished: list[bool] | None = None) -> dict[str, np.ndarray]:
-        """Per-pair components (N,) for every name in :data:`COMPONENTS`, plus ``fused`` and ``ucvr``."""
-        finished = [True] * len(rewrites) if finished is None else finished
+    def __call__(self, queries, rewrites: list[str], well_formed: list[bool] | None = None) -> dict[str, np.ndarray]:
+        """Per-pair components (N,) for every name in :data:`COMPONENTS`, plus ``fused`` and ``ucvr``.
+
+        ``well_formed[i]``: rewrite i ended with EOS and held no stray special token
+        (default: all True, e.g. for greedy evaluation text).
+        """
+        well_formed = [True] * len(rewrites) if well_formed is None else well_formed
         metrics = rewrite_metrics(self.ctx.world, self.ctx.engine, self.ctx.users, queries, rewrites, k=self.ctx.k)
         out: dict[str, np.ndarray] = {}
         if self.cfg.relevance_judge == "tagger":
@@ -117,7 +121,7 @@ class RewardFunction:
             out["relevance"] = np.asarray(metrics["grade"], dtype=np.float64) / 2
         out["conversion"] = np.asarray(metrics["ucvr"], dtype=np.float64) / self.cfg.conversion_scale
         out["recall"] = np.asarray(metrics["recall"], dtype=np.float64)
-        out["format"] = format_reward([q.text for q in queries], rewrites, finished, self.known_words,
+        out["format"] = format_reward([q.text for q in queries], rewrites, well_formed, self.known_words,
                                       self.cfg.max_words)
         parts = {c: torch.as_tensor(out[c]) for c in self.weights}
         out["fused"] = fuse_rewards(parts, self.weights).numpy()

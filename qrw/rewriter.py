@@ -31,7 +31,7 @@ from qrw.checkpoint import CKPT_NAME, CONFIG_NAME, TOKENIZER_NAME, file_sha256, 
 from qrw.config import UserError, check, config_from_dict
 from qrw.generate import Rollout, sample
 from qrw.model import ModelConfig, Transformer
-from qrw.tokenizer import Tokenizer, normalize_query, relevance_prompt, rewrite_prompt
+from qrw.tokenizer import SPECIAL_TOKENS, Tokenizer, normalize_query, relevance_prompt, rewrite_prompt
 from qrw.world import World, WorldConfig
 
 
@@ -90,26 +90,45 @@ class Rewriter:
                       pad_id=self.tok.pad_id, generator=generator)
 
     def decode_rollout(self, rollout: Rollout) -> list[str]:
-        """The text of each completion, up to (excluding) its first EOS."""
+        """The text of each completion, up to (excluding) its first EOS; stray special tokens are dropped.
+
+        (A special token inside a completion is malformed output: see :meth:`well_formed`.)
+        """
         texts = []
         for tokens, mask in zip(rollout.tokens.tolist(), rollout.mask.tolist()):
-            ids = [t for t, m in zip(tokens, mask) if m > 0 and t != self.tok.eos_id]
-            texts.append(normalize_query(self.tok.decode(ids)))
+            ids = [t for t, m in zip(tokens, mask) if m > 0]
+            texts.append(normalize_query(self.tok.decode(ids, skip_special=True)))
         return texts
 
+    def well_formed(self, rollout: Rollout) -> list[bool]:
+        """Per completion: it ended with EOS (not cut at ``max_new_tokens``) and holds no other special token."""
+        n_special = len(SPECIAL_TOKENS)  # special tokens are ids 0 .. n_special - 1
+        out = []
+        for tokens, mask in zip(rollout.tokens.tolist(), rollout.mask.tolist()):
+            ids = [t for t, m in zip(tokens, mask) if m > 0]
+            out.append(bool(ids) and ids[-1] == self.tok.eos_id and all(t >= n_special for t in ids[:-1]))
+        return out
+
     def rewrite(self, queries: list[str], *, num_samples: int = 1, temperature: float = 0.0,
-                top_k: int = 0, top_p: float = 1.0, generator: torch.Generator | None = None) -> list[str]:
-        """Rewrites of ``queries`` (greedy at temperature 0), ``num_samples`` per query, prompt-major."""
+                top_k: int = 0, top_p: float = 1.0, generator: torch.Generator | None = None,
+                return_well_formed: bool = False):
+        """Rewrites of ``queries`` (greedy at temperature 0), ``num_samples`` per query, prompt-major.
+
+        With ``return_well_formed``, returns ``(texts, well_formed)`` (see :meth:`well_formed`).
+        """
         queries = self.prepare(queries)
         texts: list[str] = []
+        flags: list[bool] = []
         was_training = self.model.training
         self.model.eval()
         for i in range(0, len(queries), self.batch_size):
             chunk = queries[i:i + self.batch_size]
-            texts += self.decode_rollout(self.rollout(chunk, num_samples=num_samples, temperature=temperature,
-                                                      top_k=top_k, top_p=top_p, generator=generator))
+            rollout = self.rollout(chunk, num_samples=num_samples, temperature=temperature, top_k=top_k,
+                                   top_p=top_p, generator=generator)
+            texts += self.decode_rollout(rollout)
+            flags += self.well_formed(rollout)
         self.model.train(was_training)
-        return texts
+        return (texts, flags) if return_well_formed else texts
 
     # ---- relevance tagging -------------------------------------------------------------
     @torch.no_grad()

@@ -866,7 +866,8 @@ class World:
     Attributes: ``config``, ``lexicon``, ``products`` (list[Product]), ``titles``,
     ``popularity`` (n,) float64, ``prices`` (n,) float64, ``judge``,
     ``queries[split]`` (list[Query]) for split in ``SPLITS``, ``logs`` (list of
-    ``(query text, product id, purchased)``).
+    ``(query text, product id, purchased)``), ``log_queries`` (the distinct logged
+    queries as ``Query`` objects with split ``"log"``; GRPO's training queries).
     """
 
     SEGMENTS = SEGMENTS
@@ -1061,9 +1062,17 @@ class World:
         probability 0.85 (else a same-category substitute), drawn in proportion
         to popularity: the logs of a production engine that already serves
         these users well. Purchased with probability 0.35 (exact) / 0.1.
+
+        Also collects ``self.log_queries``: the distinct logged query texts as
+        :class:`Query` objects (split ``"log"``). They carry no gold rewrite that
+        any stage trains on: GRPO samples its training queries from them, since
+        its rewards need no labelled rewrite (only the judge, the engine and the
+        shoppers), as in production where RL runs on logged traffic.
         """
         held_out = self._split_keys["val"] | self._split_keys["test"]
         logs: list[tuple[str, int, bool]] = []
+        self.log_queries: list[Query] = []
+        self._log_query_texts: set[str] = set()
         attempts = 0
         while len(logs) < self.config.n_log_sessions and attempts < 20 * self.config.n_log_sessions:
             attempts += 1
@@ -1077,6 +1086,11 @@ class World:
             pick = int(ids[draws.weighted(cumulative)])
             purchased = draws.random() < (0.35 if exact else 0.1)
             logs.append((rendered[0], pick, purchased))
+            if rendered[0] not in self._log_query_texts:
+                self._log_query_texts.add(rendered[0])
+                text, forms, difficulty, _ = rendered
+                self.log_queries.append(Query(text, intent, render_canonical(self.lexicon, intent),
+                                              SEGMENTS[min(difficulty, len(SEGMENTS) - 1)], "log", forms, difficulty))
         return logs
 
     def _exact_and_substitutes(self, intent: Intent) -> tuple[tuple[np.ndarray, list[float]], ...]:

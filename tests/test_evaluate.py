@@ -1,0 +1,262 @@
+"""Evaluation: tagging macro-F1, the A/B statistics (hand-computed, A/A coverage, planted lifts), the CLI.
+
+The statistics tests use a tiny hand-built population (a dozen queries on a
+ten-product catalog) with the pure :func:`qrw.evaluate.ab_test`, so they run in
+well under a second; the CLI tests use a tiny trained run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+import train_sft
+from qrw.config import UserError, run_main
+from qrw.evaluate import (EvalContext, ab_test, confusion_matrix, diff_ci, jsonable, macro_f1, main,
+                          tagging_metrics, to_json)
+from qrw.metrics import page_grades
+from qrw.users import UserSimulator
+from qrw.world import COMPLEMENT, EXACT, SUBSTITUTE, World, WorldConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+# tests/test_scripts.py's TINY world, and as few training steps as a complete run directory needs
+TINY = ["--smoke", "--quiet", "--n-products", "120", "--n-train-queries", "150", "--n-val-queries", "20",
+        "--n-test-queries", "30", "--n-log-sessions", "200", "--pretrain-steps", "2", "--sft-steps", "2"]
+ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "sft"
+    assert train_sft.main(TINY + ["--out", str(out)]) == 0
+    return out
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "qrw.evaluate", *args], cwd=ROOT, capture_output=True,
+                          env=ONE_THREAD_ENV, timeout=300)
+
+
+# ---- tagging metrics ---------------------------------------------------------------------------
+
+def test_macro_f1_on_a_hand_made_confusion():
+    confusion = np.array([[5, 1, 0],   # judge 0: 5 right, 1 tagged 1
+                          [2, 3, 1],   # judge 1
+                          [0, 0, 4]])  # judge 2: all right
+    f1s, macro = macro_f1(confusion)
+    # F1 = 2 tp / (row sum + column sum): 10 / 13, 6 / 10, 8 / 9
+    assert f1s == pytest.approx([10 / 13, 0.6, 8 / 9])
+    assert macro == pytest.approx((10 / 13 + 0.6 + 8 / 9) / 3)
+    # a class never predicted (and never right) has F1 0 and still counts in the mean
+    f1s, macro = macro_f1([[3, 0, 0], [1, 0, 0], [0, 0, 2]])
+    assert f1s == pytest.approx([2 * 3 / (3 + 4), 0.0, 1.0]) and macro == pytest.approx((6 / 7 + 1) / 3)
+    assert confusion_matrix([0, 0, 1, 2, 2], [0, 1, 1, 2, 0]).tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 1]]
+
+
+def test_tagging_metrics_of_a_perfect_and_a_constant_tagger():
+    world = World(WorldConfig(seed=3, n_products=150, n_train_queries=20, n_val_queries=10, n_test_queries=20,
+                              n_log_sessions=0))
+    truth = {(q, r): label for q, r, label in world.relevance_examples("test")}
+    perfect = SimpleNamespace(tag=lambda qs, rs: [truth[(q, r)] for q, r in zip(qs, rs)])
+    m = tagging_metrics(perfect, world, "test")
+    assert m["tag_accuracy"] == 1.0 and m["tag_macro_f1"] == 1.0 and m["tag_pairs"] == len(truth)
+    always_equivalent = SimpleNamespace(tag=lambda qs, rs: [2] * len(qs))
+    m = tagging_metrics(always_equivalent, world, "test")
+    share = sum(label == 2 for label in truth.values()) / len(truth)  # precision of class 2; its recall is 1
+    assert m["tag_accuracy"] == pytest.approx(share)
+    assert m["tag_f1"] == pytest.approx([0.0, 0.0, 2 * share / (share + 1)])
+
+
+# ---- A/B statistics ----------------------------------------------------------------------------
+
+def test_diff_ci_against_a_hand_computed_interval():
+    control, treatment = [0, 1, 1, 0], [1, 1, 1, 0, 1]
+    # means 0.5 and 0.8; sample variances (ddof 1) 1/3 and 0.2
+    se = np.sqrt((1 / 3) / 4 + 0.2 / 5)  # 0.351188...
+    ci = diff_ci(control, treatment)
+    assert ci.lift == pytest.approx(0.3)
+    assert ci.se == pytest.approx(se) and ci.se == pytest.approx(0.3511885)
+    assert (ci.low, ci.high) == pytest.approx((0.3 - 1.959964 * se, 0.3 + 1.959964 * se))
+    assert diff_ci(treatment, control).lift == pytest.approx(-0.3)  # the sign follows treatment - control
+    with pytest.raises(UserError, match=">= 2 values per side"):
+        diff_ci([1], [0, 1])
+
+
+def tiny_population(seed: int = 0, n_queries: int = 12, k: int = 4):
+    """A 10-product catalog in two categories and ``n_queries`` random pages with random grades."""
+    rng = np.random.default_rng(seed)
+    world = SimpleNamespace(products=[SimpleNamespace(category="ab"[i % 2]) for i in range(10)],
+                            popularity=rng.uniform(1, 10, 10), prices=rng.uniform(5, 20, 10))
+    pages = np.stack([rng.permutation(10)[:k] for _ in range(n_queries)])  # (Q, k)
+    grades = rng.integers(0, 4, size=(n_queries, k))  # (Q, k)
+    return UserSimulator(world), pages, grades
+
+
+def aa_coverage(z: float, seeds: int = 200, n_users: int = 400) -> dict[str, float]:
+    users, pages, grades = tiny_population()
+    covered = {"ucvr": 0, "relevance": 0}
+    for seed in range(seeds):
+        result = ab_test(users, pages, grades, pages, grades, n_users, np.random.default_rng(seed), z=z)
+        for metric in covered:
+            lift = result["lift"][metric]
+            assert lift["expected"] == 0.0
+            covered[metric] += lift["ci_low"] <= 0.0 <= lift["ci_high"]
+    return {metric: n / seeds for metric, n in covered.items()}
+
+
+def test_aa_test_interval_covers_zero_about_95_percent_of_the_time():
+    """A/A: both sides serve the same pages, so the true lift is 0 and a 95% interval covers it 95% of the time.
+
+    200 seeds of 400 shoppers (200 per side; UCVR about 0.2, so ~40 purchases a
+    side, enough for the normal approximation). If the true coverage is 0.95,
+    the number of covering seeds is Binomial(200, 0.95): mean 190, sd 3.1; the
+    accepted band [0.90, 0.99] = [180, 198] holds it with probability 0.9984
+    (P(< 180) = 0.0012, P(> 198) = 0.0004), so the test is not flaky under any
+    correct implementation, seeds fixed or not. It does catch a wrong interval:
+    a 90% interval (coverage 0.90) lands below 180 about half the time, and the
+    z = 1 interval (68%) always does, which the second half checks.
+    """
+    coverage = aa_coverage(z=1.959964)
+    for metric, value in coverage.items():
+        assert 0.90 <= value <= 0.99, (metric, value)
+    narrow = aa_coverage(z=1.0)
+    for metric, value in narrow.items():
+        assert value < 0.80, (metric, value)  # ~0.68: P(>= 160 of 200 | p = 0.68) < 1e-6
+
+
+def test_planted_lift_is_detected_with_the_right_sign():
+    """Treatment serves the same products, but its Substitutes are Exact matches for the shopper: higher
+    purchase probabilities and relevance. Detected, positive, near the closed-form lift; swapped, negative."""
+    users, pages, grades = tiny_population()
+    better = np.where(grades == SUBSTITUTE, EXACT, grades)
+    result = ab_test(users, pages, grades, pages, better, 4000, np.random.default_rng(7))
+    assert result["control"]["users"] == 2000 and result["treatment"]["users"] == 2000
+    for metric in ("ucvr", "relevance"):
+        lift = result["lift"][metric]
+        assert lift["expected"] > 0 and lift["ci_low"] > 0, (metric, lift)
+        assert abs(lift["absolute"] - lift["expected"]) < 4 * lift["se"]  # estimates the closed-form lift
+        assert lift["relative"] == pytest.approx(lift["absolute"] / result["control"][metric])
+    swapped = ab_test(users, pages, better, pages, grades, 4000, np.random.default_rng(7))
+    for metric in ("ucvr", "relevance"):
+        assert swapped["lift"][metric]["ci_high"] < 0, metric
+    nothing_relevant = np.where(grades == EXACT, COMPLEMENT, grades)
+    result = ab_test(users, pages, nothing_relevant, pages, better, 400, np.random.default_rng(7))
+    assert result["control"]["relevance"] == 0 and result["lift"]["relevance"]["relative"] is None
+
+
+def test_ab_test_is_seeded_and_validates_its_input():
+    users, pages, grades = tiny_population()
+    a = ab_test(users, pages, grades, pages, grades, 101, np.random.default_rng(3))
+    b = ab_test(users, pages, grades, pages, grades, 101, np.random.default_rng(3))
+    assert to_json(a) == to_json(b)
+    assert (a["control"]["users"], a["treatment"]["users"]) == (51, 50)
+    with pytest.raises(UserError, match="--users must be >= 4"):
+        ab_test(users, pages, grades, pages, grades, 0, np.random.default_rng(0))
+    with pytest.raises(UserError, match="same"):
+        ab_test(users, pages, grades, pages[:, :2], grades[:, :2], 100, np.random.default_rng(0))
+
+
+def test_gold_beats_no_rewrite_in_a_small_world():
+    """The real pipeline: pages of the world's search engine, grades of its judge, its shoppers."""
+    world = World(WorldConfig(seed=1, n_products=300, n_train_queries=50, n_val_queries=10, n_test_queries=60,
+                              n_log_sessions=0))
+    ctx = EvalContext(world)
+    queries = world.queries["test"]
+    sides = []
+    for name in ("none", "gold"):
+        pages = ctx.engine.pages([q.text for q in queries], ctx.baseline_rewrites(name, queries), ctx.k)
+        sides += [pages, page_grades(world.judge, [q.intent for q in queries], pages)]
+    result = ab_test(ctx.users, *sides, 20_000, np.random.default_rng(0))
+    for metric in ("ucvr", "relevance"):
+        assert result["lift"][metric]["ci_low"] > 0, metric
+
+
+def test_jsonable_rounds_and_drops_non_finite_values():
+    assert jsonable({"a": 0.1234567891, "b": float("nan"), "c": np.float32(2.5), "d": (np.int64(3), True),
+                     "e": -1e-9}) == {"a": 0.123457, "b": None, "c": 2.5, "d": [3, True], "e": 0.0}
+    assert to_json({"b": 1, "a": -0.0}) == '{\n "a": 0.0,\n "b": 1\n}'
+
+
+# ---- command line ------------------------------------------------------------------------------
+
+def test_json_output_is_byte_identical_across_runs(run_dir):
+    first = run_cli("--ckpt", str(run_dir), "--baselines", "--json")
+    second = run_cli("--ckpt", str(run_dir), "--baselines", "--json")
+    assert first.returncode == 0, first.stderr.decode()
+    assert first.stdout == second.stdout
+    results = json.loads(first.stdout)
+    assert set(results["rows"]) == {"no rewrite", "dictionary", "gold", "multi-task SFT"}
+    assert "all" in results["rows"]["gold"] and set(results["rows"]["gold"]) <= {"head", "torso", "tail", "all"}
+    assert results["tagger"] == "sft" and 0 <= results["tagging"]["tag_macro_f1"] <= 1
+    assert "rewrites" not in results and str(run_dir) not in first.stdout.decode()
+    ab = [run_cli("--ab", "none", str(run_dir), "--users", "2000", "--json") for _ in range(2)]
+    assert ab[0].returncode == 0, ab[0].stderr.decode()
+    assert ab[0].stdout == ab[1].stdout
+    result = json.loads(ab[0].stdout)["result"]
+    assert result["control"]["users"] + result["treatment"]["users"] == 2000
+    assert set(result["lift"]) == {"ucvr", "relevance"}
+
+
+def test_human_readable_outputs(run_dir, capsys):
+    assert main(["--ckpt", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "multi-task SFT" in out and "macro-F1" in out and "gold" not in out.split("samples")[0]
+    assert main(["--ckpt", str(run_dir), "--ab", "none", "gold", "--users", "4000"]) == 0
+    out = capsys.readouterr().out
+    assert "control none vs treatment gold" in out and "95% CI of lift" in out
+    assert out.count("*") >= 2  # gold's lifts are detected even in the tiny world
+
+
+def cli_error(capsys, *argv: str) -> str:
+    """Run the CLI in-process as ``python -m qrw.evaluate`` would; return its one stderr line (exit code 2)."""
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(lambda: main(list(argv)))
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_missing_run_directory_is_a_one_line_error_from_the_real_cli(tmp_path):
+    result = run_cli("--ckpt", str(tmp_path / "nope"))
+    assert result.returncode == 2
+    assert result.stderr.decode().strip().splitlines() == [
+        f"error: no run directory at {tmp_path / 'nope'} (train one with `python train_sft.py`)"]
+
+
+def test_bad_input_gives_one_line_errors(run_dir, tmp_path, capsys):
+    assert "is neither a run directory nor a baseline" in cli_error(capsys, "--ab", "none", "golden")
+    assert "--users must be between 4" in cli_error(capsys, "--ab", "none", "gold", "--ckpt", str(run_dir),
+                                                    "--users", "0")
+    assert "--ckpt DIR" in cli_error(capsys)
+    assert "--users applies to the A/B test" in cli_error(capsys, "--ckpt", str(run_dir), "--users", "10")
+    assert "invalid choice" in cli_error(capsys, "--ckpt", str(run_dir), "--split", "train")
+    other = tmp_path / "other-world"
+    shutil.copytree(run_dir, other)
+    config = json.loads((other / "config.json").read_text())
+    config["world"]["seed"] = 5
+    (other / "config.json").write_text(json.dumps(config))
+    message = cli_error(capsys, "--ab", str(run_dir), str(other), "--users", "100")
+    assert "come from different worlds (seed 0 vs 5)" in message
+    (other / "ckpt.pt").write_bytes(b"not a checkpoint")
+    (other / "config.json").write_text((run_dir / "config.json").read_text())
+    assert "corrupted or truncated checkpoint" in cli_error(capsys, "--ckpt", str(other))
+    (other / "config.json").write_text("{not json")
+    assert "corrupted run config" in cli_error(capsys, "--ab", "none", str(other))
