@@ -44,11 +44,12 @@ class SFTRunConfig:
     preset: str = arg("cpu", "model preset (see python -m qrw.model)", choices=sorted(PRESETS))
     vocab_size: int = arg(2048, "BPE vocabulary size (special tokens included)")
     tasks: str = arg("rewrite,relevance", "stage-1 tasks: 'rewrite,relevance' (multi-task) or 'rewrite' (single-task)",
-                     choices=["rewrite,relevance", "rewrite"])
+                     choices=["rewrite,relevance", "rewrite"], metavar="TASKS")
     pretrain: bool = arg(True, "run stage 0, pretraining on search logs and product text (--no-pretrain skips it)")
-    rewrite_fraction: float = arg(0.5, "share of each stage-1 batch given to the rewrite task")
+    rewrite_fraction: float = arg(0.25, "share of each stage-1 batch given to the rewrite task (the rest: relevance)")
     rewrite_weight: float = arg(1.0, "stage-1 loss weight of rewrite tokens")
-    relevance_weight: float = arg(1.0, "stage-1 loss weight of relevance-label tokens")
+    relevance_weight: float = arg(3.0, "stage-1 loss weight of relevance-label tokens")
+    relevance_per_label: int = arg(3, "distinct perturbed rewrites per label and training query (relevance task)")
     val_examples: int = arg(256, "validation examples per task for the periodic validation loss")
 
     def __post_init__(self) -> None:
@@ -57,10 +58,11 @@ class SFTRunConfig:
         check(0 < self.rewrite_fraction < 1, f"--rewrite-fraction must be in (0, 1) (got {self.rewrite_fraction})")
         check(self.rewrite_weight > 0 and self.relevance_weight > 0, "task loss weights must be > 0")
         check(self.val_examples >= 1, "--val-examples must be >= 1")
+        check(self.relevance_per_label >= 1, "--relevance-per-label must be >= 1")
 
 
-DEFAULT_PRETRAIN = TrainConfig(steps=300, batch_size=64, lr=3e-3, warmup_steps=30)
-DEFAULT_SFT = TrainConfig(steps=500, batch_size=64, lr=2e-3, warmup_steps=30)
+DEFAULT_PRETRAIN = TrainConfig(steps=600, batch_size=64, lr=3e-3, warmup_steps=30)
+DEFAULT_SFT = TrainConfig(steps=3000, batch_size=64, lr=2e-3, warmup_steps=50, eval_every=250, ckpt_every=250)
 SMOKE = {
     "world": dict(n_products=200, n_train_queries=400, n_val_queries=60, n_test_queries=80, n_log_sessions=600),
     "run": dict(preset="tiny", vocab_size=512, val_examples=32),
@@ -72,8 +74,7 @@ SMOKE = {
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = Parser(prog="train_sft.py", description=__doc__.split("\n\n")[0],
-               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(prog="train_sft.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/sft", help="run directory")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--smoke", action="store_true", help="tiny world, model and step counts: an end-to-end check in seconds")
@@ -83,8 +84,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines, only the final summary")
     add_config_args(p, SFTRunConfig, group_title="run")
     add_config_args(p, WorldConfig, skip=("seed",), group_title="world")
-    add_config_args(p, TrainConfig, prefix="pretrain", group_title="stage 0 (pretraining)")
-    add_config_args(p, TrainConfig, prefix="sft", group_title="stage 1 (multi-task SFT)")
+    add_config_args(p, TrainConfig, prefix="pretrain", group_title="stage 0 (pretraining)", base=DEFAULT_PRETRAIN)
+    add_config_args(p, TrainConfig, prefix="sft", group_title="stage 1 (multi-task SFT)", base=DEFAULT_SFT)
     return p.parse_args(argv)
 
 
@@ -186,7 +187,8 @@ def main(argv=None) -> int:
     datasets = {"rewrite": rewrite_dataset(world.queries["train"], tok, max_len)}
     val = {"rewrite": rewrite_dataset(world.queries["val"][:run.val_examples], tok, max_len)}
     if "relevance" in tasks:
-        datasets["relevance"] = relevance_dataset(world, "train", tok, max_len, seed=run.seed)
+        datasets["relevance"] = relevance_dataset(world, "train", tok, max_len, seed=run.seed,
+                                                  per_label=run.relevance_per_label)
         val["relevance"] = relevance_dataset(world, "val", tok, max_len, seed=run.seed)[:run.val_examples]
     mixture = TaskMixture(datasets, counts=mixture_counts(sft.batch_size, tasks, run.rewrite_fraction),
                           weights={"rewrite": run.rewrite_weight, "relevance": run.relevance_weight}, seed=run.seed)

@@ -47,8 +47,22 @@ def check(condition: bool, message: str) -> None:
         raise UserError(message)
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help with defaults shown once (not for None/False, nor when the help already says it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default is None or action.default is False or "(default:" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 class Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors are one line (no usage block)."""
+    """An ``ArgumentParser`` whose errors are one line (no usage block) and whose --help shows defaults."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> typing.NoReturn:  # noqa: D401 - argparse API
         sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
@@ -66,12 +80,14 @@ def _field_type(cls: type, field: dataclasses.Field) -> Any:
 
 
 def add_config_args(parser: argparse.ArgumentParser, cls: type, *, prefix: str = "",
-                    skip: tuple[str, ...] = (), group_title: str | None = None) -> None:
+                    skip: tuple[str, ...] = (), group_title: str | None = None, base: Any = None) -> None:
     """Add one ``--flag`` per field of dataclass ``cls`` (defaults shown in --help).
 
     Booleans become ``--flag`` / ``--no-flag``; ``choices`` in the field's
     metadata restrict the values. ``prefix`` namespaces the flags
-    (``prefix="model"`` -> ``--model-n-layer``).
+    (``prefix="model"`` -> ``--model-n-layer``). ``base``, an instance of ``cls``,
+    supplies the defaults shown in --help when a script's defaults differ from the
+    dataclass's.
     """
     target = parser.add_argument_group(group_title) if group_title else parser
     for f in dataclasses.fields(cls):
@@ -80,7 +96,10 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, *, prefix: str =
         name = (f"{prefix}_{f.name}" if prefix else f.name).replace("_", "-")
         t = _field_type(cls, f)
         help_text = f.metadata.get("help", "")
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if base is not None:
+            default = getattr(base, f.name)
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         dest = (f"{prefix}_{f.name}" if prefix else f.name)
         if t is bool:
             target.add_argument(f"--{name}", dest=dest, action=argparse.BooleanOptionalAction,

@@ -39,10 +39,15 @@ def rewrite_dataset(queries, tok: Tokenizer, max_len: int) -> list[Example]:
     return [_truncate(render_rewrite(tok, q.text, q.gold), max_len) for q in queries]
 
 
-def relevance_dataset(world, split: str, tok: Tokenizer, max_len: int, seed: int = 0) -> list[Example]:
-    """Relevance-task examples, balanced: every label keeps as many pairs as the rarest label."""
+def relevance_dataset(world, split: str, tok: Tokenizer, max_len: int, seed: int = 0,
+                      per_label: int = 1) -> list[Example]:
+    """Relevance-task examples, balanced: every label keeps as many pairs as the rarest label.
+
+    ``per_label``: distinct perturbed rewrites per label and query (more gives the
+    tagger more varied pairs for the same queries; see ``World.relevance_examples``).
+    """
     by_label: dict[int, list[tuple[str, str, int]]] = {0: [], 1: [], 2: []}
-    for q, r, label in world.relevance_examples(split):
+    for q, r, label in world.relevance_examples(split, per_label=per_label):
         by_label[label].append((q, r, label))
     n = min(len(v) for v in by_label.values())
     rng = random.Random(seed)

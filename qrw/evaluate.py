@@ -457,20 +457,10 @@ def to_json(obj) -> str:
 
 # ---- command line ------------------------------------------------------------------------------
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """--help with defaults shown (except empty ones: None, False) and the epilog's line breaks kept."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default is None or action.default is False:
-            return action.help or ""
-        return super()._get_help_string(action)
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     p = Parser(prog="python -m qrw.evaluate",
                description="Evaluate a trained rewriter offline (--ckpt DIR), or run a simulated online A/B test "
                            "(--ab CONTROL TREATMENT).",
-               formatter_class=HelpFormatter,
                epilog="examples:\n"
                       "  python -m qrw.evaluate --ckpt runs/sft --baselines          # offline table\n"
                       "  python -m qrw.evaluate --ckpt runs/sft --baselines --json   # the same, as JSON\n"

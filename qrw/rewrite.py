@@ -47,7 +47,7 @@ import warnings
 import numpy as np
 
 from qrw.config import Parser, check, resolve_device, run_main
-from qrw.evaluate import EvalContext, HelpFormatter, run_name, tagger_source
+from qrw.evaluate import EvalContext, run_name, tagger_source
 from qrw.metrics import rewrite_metrics
 from qrw.tokenizer import normalize_query
 from qrw.world import COMPLEMENT, EXACT, IRRELEVANT, SUBSTITUTE, Intent, Query, render_canonical
@@ -181,7 +181,7 @@ class Explainer:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = Parser(prog="python -m qrw.rewrite", formatter_class=HelpFormatter,
+    p = Parser(prog="python -m qrw.rewrite",
                description="Rewrite queries with a trained run: rewrites, their relevance tags and rewards, and the "
                            "search results before and after. Without queries, reads one query per line from stdin.")
     p.add_argument("queries", nargs="*", metavar="QUERY", help="queries to rewrite (none: interactive)")

@@ -1187,27 +1187,38 @@ class World:
             out[0].append(" ".join(([intent.brand] if intent.brand else []) + [draws.pick(complements)]))
         return out
 
-    def relevance_examples(self, split: str) -> list[tuple[str, str, int]]:
+    def relevance_examples(self, split: str, per_label: int = 1) -> list[tuple[str, str, int]]:
         """Relevance-tagging examples ``(query text, rewrite, label)`` for one split.
 
-        For every query of the split: one rewrite per label in (2, 1, 0), each
-        drawn uniformly from ``perturbations`` with a fixed seed (label 1 always
-        exists: a bare-category intent can be narrowed). Every label equals
-        ``judge.grade_rewrite(query.intent, rewrite)`` (candidates that would
-        not are skipped; a test checks that none are).
+        For every query of the split: ``per_label`` distinct rewrites per label in
+        (2, 1, 0) (fewer when a query has fewer candidates), drawn from
+        ``perturbations`` with a fixed seed (label 1 always exists: a
+        bare-category intent can be narrowed). Every label equals
+        ``judge.grade_rewrite(query.intent, rewrite)`` (candidates that would not
+        are skipped; a test checks that none are). ``per_label=1`` is the
+        evaluation set; training uses more pairs per query for diversity.
         """
         check(split in SPLITS, f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-        if split in self._relevance_cache:
-            return self._relevance_cache[split]
-        draws = Draws(np.random.default_rng([self.config.seed, _RNG_RELEVANCE, SPLITS.index(split)]))
+        check(per_label >= 1, f"per_label must be >= 1 (got {per_label})")
+        key = f"{split}/{per_label}"
+        if key in self._relevance_cache:
+            return self._relevance_cache[key]
+        seed = [self.config.seed, _RNG_RELEVANCE, SPLITS.index(split)] + ([per_label] if per_label > 1 else [])
+        draws = Draws(np.random.default_rng(seed))
         examples = []
         for query in self.queries[split]:
             candidates = self.perturbations(query.intent, draws)
             for label in (2, 1, 0):
                 options = [t for t in candidates[label] if self.judge.grade_rewrite(query.intent, t) == label]
-                if options:
+                if not options:
+                    continue
+                if per_label == 1:
                     examples.append((query.text, draws.pick(options), label))
-        self._relevance_cache[split] = examples
+                else:
+                    options = list(dict.fromkeys(options))  # distinct rewrites
+                    order = draws.permutation(len(options))[:per_label]
+                    examples += [(query.text, options[i], label) for i in order]
+        self._relevance_cache[key] = examples
         return examples
 
 

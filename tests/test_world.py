@@ -249,6 +249,31 @@ def test_every_relevance_label_equals_the_judge_grade(world):
         world.relevance_examples("dev")
 
 
+def test_several_relevance_pairs_per_label_are_distinct_and_correctly_labelled(world):
+    """per_label=3 (the training set): up to 3 distinct rewrites per (query, label), every label the judge's."""
+    examples = world.relevance_examples("train", per_label=3)
+    by_text = {q.text: q.intent for q in world.queries["train"]}
+    groups: dict = {}
+    for query_text, rewrite, label in examples:
+        assert world.judge.grade_rewrite(by_text[query_text], rewrite) == label
+        groups.setdefault((query_text, label), []).append(rewrite)
+    assert all(1 <= len(v) <= 3 and len(set(v)) == len(v) for v in groups.values())
+    assert sum(len(v) == 3 for v in groups.values()) > len(groups) // 3  # label 2 has few reorderings
+    assert len(examples) > 2 * len(world.relevance_examples("train"))
+    with pytest.raises(UserError):
+        world.relevance_examples("train", per_label=0)
+
+
+def test_log_queries_are_distinct_logged_texts_with_their_intents(world):
+    """GRPO's training queries: each logged text once, its intent the judge's parse, never a val/test combination."""
+    texts = [q.text for q in world.log_queries]
+    assert len(texts) == len(set(texts)) and set(texts) == {q for q, _, _ in world.logs}
+    held_out = {(q.intent, q.forms) for split in ("val", "test") for q in world.queries[split]}
+    for q in world.log_queries:
+        assert q.split == "log" and world.judge.parse(q.text) == q.intent
+        assert (q.intent, q.forms) not in held_out
+
+
 def test_all_perturbations_have_the_intended_label(world):
     draws = Draws(np.random.default_rng(0))
     for q in world.queries["val"]:

@@ -1,0 +1,281 @@
+"""Train and evaluate the whole grid of the paper's comparisons, then write docs/RESULTS.md.
+
+    python -m qrw.reproduce            # the full grid with the default settings (about an hour on 2 CPU cores)
+    python -m qrw.reproduce --quick    # shorter training everywhere (minutes): checks the pipeline, not the claims
+
+Rows (all with fixed seeds, on the default world's held-out test queries):
+
+    no rewrite, dictionary, gold              baselines (no training)
+    single-task SFT                           train_sft.py --tasks rewrite
+    multi-task SFT                            train_sft.py                    (rewrite + relevance tagging)
+    multi-task SFT, no pretraining            train_sft.py --no-pretrain
+    GRPO relevance / conversion / fusion      train_grpo.py --reward R        (from the multi-task SFT run)
+
+Each run is a subprocess writing its own run directory under ``--out`` (a finished
+run is reused, so an interrupted grid continues where it stopped; ``--force``
+retrains). The claims of the paper are then checked with paired 95% intervals
+over the same test queries, and written with every number, command, seed,
+machine and wall time to ``docs/RESULTS.md``. Training curves are drawn to
+``docs/`` when matplotlib is installed (the optional ``plot`` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from qrw.config import Parser, UserError, check, run_main
+from qrw.evaluate import METRICS, EvalContext, compare_rewrites, evaluate_run
+from qrw.rewriter import load_run
+
+QUICK_SFT = ["--pretrain-steps", "150", "--sft-steps", "500"]
+QUICK_GRPO = ["--steps", "40"]
+
+# name -> (script, extra flags, init run or None)
+GRID = {
+    "sft-single": ("train_sft.py", ["--tasks", "rewrite"], None),
+    "sft-multi": ("train_sft.py", [], None),
+    "sft-nopretrain": ("train_sft.py", ["--no-pretrain"], None),
+    "grpo-relevance": ("train_grpo.py", ["--reward", "relevance"], "sft-multi"),
+    "grpo-conversion": ("train_grpo.py", ["--reward", "conversion"], "sft-multi"),
+    "grpo-fusion": ("train_grpo.py", ["--reward", "fusion"], "sft-multi"),
+}
+LABELS = {"sft-single": "single-task SFT", "sft-multi": "multi-task SFT", "sft-nopretrain": "multi-task SFT, no pretrain",
+          "grpo-relevance": "GRPO relevance", "grpo-conversion": "GRPO conversion", "grpo-fusion": "GRPO fusion"}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = Parser(prog="python -m qrw.reproduce", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="short training everywhere (a pipeline check, minutes)")
+    p.add_argument("--out", default=None, help="directory of the grid's runs (default runs/reproduce[-quick])")
+    p.add_argument("--results", default=None, help="where to write the report (default docs/RESULTS[-quick].md)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every run")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--force", action="store_true", help="retrain runs that already finished")
+    return p.parse_args(argv)
+
+
+def train(name: str, out: Path, args: argparse.Namespace) -> float:
+    """Train one grid run in a subprocess (output to ``out/name.log``); returns its wall time (0 when reused)."""
+    script, flags, init = GRID[name]
+    run_dir = out / name
+    if (run_dir / "metrics.json").exists() and not args.force:
+        print(f"  {name}: reusing {run_dir}")
+        return json.loads((run_dir / "metrics.json").read_text()).get("train_seconds", 0.0)
+    if run_dir.exists():
+        import shutil
+        shutil.rmtree(run_dir)
+    cmd = [sys.executable, script, "--out", str(run_dir), "--seed", str(args.seed), "--device", args.device,
+           "--quiet", *flags]
+    if init:
+        cmd += ["--init", str(out / init)]
+    if args.quick:
+        cmd += QUICK_SFT if script == "train_sft.py" else QUICK_GRPO
+    print(f"  {name}: {' '.join(cmd[1:])}", flush=True)
+    t0 = time.perf_counter()
+    root = Path(__file__).resolve().parents[1]
+    with open(out / f"{name}.log", "w") as log:
+        result = subprocess.run(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        raise UserError(f"{name} failed (exit {result.returncode}); see {out / f'{name}.log'}")
+    return time.perf_counter() - t0
+
+
+def command_of(name: str, args: argparse.Namespace) -> str:
+    script, flags, init = GRID[name]
+    parts = ["python", script, *flags, "--seed", str(args.seed)]
+    if init:
+        parts += ["--init", f"<{init}>"]
+    if args.quick:
+        parts += QUICK_SFT if script == "train_sft.py" else QUICK_GRPO
+    return " ".join(parts)
+
+
+def verdict(ok: bool) -> str:
+    return "**reproduces**" if ok else "**does not reproduce**"
+
+
+def ci_text(c: dict) -> str:
+    return f"{c['diff']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}]"
+
+
+def check_claims(cmp: dict[tuple[str, str], dict], rows: dict) -> list[str]:
+    """The paper's four claims, each judged from paired differences on the test queries."""
+    out = []
+    # 1. multi-task SFT raises relevance over single-task at similar recall
+    c = cmp[("sft-single", "sft-multi")]
+    rel_up = c["relevance"]["low"] > 0 or c["accuracy"]["low"] > 0
+    recall_similar = abs(c["recall"]["diff"]) <= 0.01 or c["recall"]["low"] > 0
+    out.append("1. *Multi-task SFT (with relevance tagging) raises relevance over single-task SFT at similar recall.* "
+               f"Multi-task minus single-task: relevance@10 {ci_text(c['relevance'])}, accuracy "
+               f"{ci_text(c['accuracy'])}, recall@10 {ci_text(c['recall'])}, UCVR {ci_text(c['ucvr'])}. "
+               f"Reading: a relevance or accuracy gain whose interval excludes 0, with recall within 0.01 or better: "
+               f"{verdict(rel_up and recall_similar)}.")
+    # 2. pretraining on logs helps
+    c = cmp[("sft-nopretrain", "sft-multi")]
+    tail = (rows["multi-task SFT"]["tail"], rows["multi-task SFT, no pretrain"]["tail"])
+    helps = c["accuracy"]["low"] > 0 or c["recall"]["low"] > 0
+    out.append("2. *Pretraining on search logs and product text helps.* With minus without stage 0: accuracy "
+               f"{ci_text(c['accuracy'])}, recall@10 {ci_text(c['recall'])}, relevance@10 {ci_text(c['relevance'])}, "
+               f"UCVR {ci_text(c['ucvr'])}; on the tail segment accuracy {tail[0]['accuracy']:.3f} vs "
+               f"{tail[1]['accuracy']:.3f}, recall@10 {tail[0]['recall']:.3f} vs {tail[1]['recall']:.3f}. "
+               f"Reading: accuracy or recall up with an interval excluding 0: {verdict(helps)}.")
+    # 3. GRPO with the fused reward gives the best balance
+    fusion, rel_only, conv_only = (rows[LABELS[n]]["all"] for n in ("grpo-fusion", "grpo-relevance", "grpo-conversion"))
+    sft = rows["multi-task SFT"]["all"]
+    c = cmp[("sft-multi", "grpo-fusion")]
+    balance = (c["relevance"]["diff"] >= 0 and c["ucvr"]["diff"] >= 0 and fusion["relevance"] >= conv_only["relevance"]
+               and fusion["ucvr"] >= rel_only["ucvr"] - 0.002)
+    out.append("3. *GRPO with the fused reward (relevance + conversion) gives the best balance.* "
+               f"relevance@10 / UCVR: SFT init {sft['relevance']:.4f} / {sft['ucvr']:.4f}, relevance-only "
+               f"{rel_only['relevance']:.4f} / {rel_only['ucvr']:.4f}, conversion-only {conv_only['relevance']:.4f} / "
+               f"{conv_only['ucvr']:.4f}, fusion {fusion['relevance']:.4f} / {fusion['ucvr']:.4f}. Fusion minus SFT "
+               f"init: relevance@10 {ci_text(c['relevance'])}, UCVR {ci_text(c['ucvr'])}. Reading: fusion improves "
+               f"both over its init, keeps relevance at least at conversion-only's and UCVR at relevance-only's "
+               f"(within 0.002): {verdict(balance)}.")
+    # 4. conversion-only reward costs relevance
+    c = cmp[("grpo-fusion", "grpo-conversion")]
+    c0 = cmp[("sft-multi", "grpo-conversion")]
+    costs = c["relevance"]["high"] < 0 or c0["relevance"]["high"] < 0 or c["accuracy"]["high"] < 0
+    out.append("4. *Optimising conversion alone costs relevance.* Conversion-only minus fusion: relevance@10 "
+               f"{ci_text(c['relevance'])}, accuracy {ci_text(c['accuracy'])}, UCVR {ci_text(c['ucvr'])}; "
+               f"conversion-only minus SFT init: relevance@10 {ci_text(c0['relevance'])}, accuracy "
+               f"{ci_text(c0['accuracy'])}. Reading: a relevance or accuracy loss whose interval excludes 0: "
+               f"{verdict(costs)}.")
+    return out
+
+
+def table(rows: dict, segment: str, names: list[str], tagging: dict) -> list[str]:
+    head = "| rewriter | accuracy | relevance@10 | recall@10 | UCVR | tagger macro-F1 |"
+    lines = [head, "|---|---:|---:|---:|---:|---:|"]
+    for name in names:
+        r = rows[name][segment]
+        cells = ["-" if (r.get(m) is None or np.isnan(r.get(m, np.nan))) else f"{r[m]:.3f}" for m in METRICS]
+        f1 = tagging.get(name)
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {'-' if f1 is None else f'{f1:.3f}'} |")
+    return lines
+
+
+def plot_curves(out: Path, docs: Path, suffix: str) -> list[str]:
+    """Training curves from metrics.jsonl (only when matplotlib is installed); returns the files written."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    written = []
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for name in ("sft-single", "sft-multi", "sft-nopretrain"):
+        recs = [json.loads(x) for x in (out / name / "metrics.jsonl").read_text().splitlines()]
+        for ax, key in zip(axes, ("rewrite_loss", "relevance_loss")):
+            pts = [(r["step"], r[key]) for r in recs if r.get("stage") == "sft" and key in r]
+            if pts:
+                steps, vals = zip(*pts)
+                ax.plot(steps, np.convolve(vals, np.ones(20) / 20, mode="same"), label=LABELS[name])
+                ax.set_title(f"stage 1 {key.replace('_', ' ')} (20-step mean)")
+                ax.set_xlabel("step")
+                ax.set_yscale("log")
+    for ax in axes:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = docs / f"sft_curves{suffix}.png"
+    fig.savefig(path, dpi=110)
+    written.append(path.name)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    for name in ("grpo-relevance", "grpo-conversion", "grpo-fusion"):
+        recs = [json.loads(x) for x in (out / name / "metrics.jsonl").read_text().splitlines()]
+        steps = [r["step"] for r in recs]
+        for ax, key, title in zip(axes, ("reward_page_relevance_mean", "reward_ucvr_mean", "kl"),
+                                  ("training relevance@10 of samples", "training UCVR of samples", "KL to SFT (k3)")):
+            vals = [r.get(key, np.nan) for r in recs]
+            ax.plot(steps, np.convolve(vals, np.ones(10) / 10, mode="same"), label=LABELS[name])
+            ax.set_title(f"{title} (10-step mean)")
+            ax.set_xlabel("GRPO step")
+    for ax in axes:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = docs / f"grpo_curves{suffix}.png"
+    fig.savefig(path, dpi=110)
+    written.append(path.name)
+    plt.close("all")
+    return written
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    check(args.seed >= 0, f"--seed must be >= 0 (got {args.seed})")
+    suffix = "-quick" if args.quick else ""
+    out = Path(args.out or f"runs/reproduce{suffix}")
+    results_path = Path(args.results or f"docs/RESULTS{suffix}.md")
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    print(f"training the grid into {out}/ ({'quick' if args.quick else 'full'} settings)")
+    seconds = {name: train(name, out, args) for name in GRID}
+
+    print("evaluating on the test queries")
+    runs = {name: load_run(out / name) for name in GRID}
+    world = runs["sft-multi"].world
+    ctx = EvalContext(world)
+    queries = world.queries["test"]
+    rows, rewrites, tagging = {}, {}, {}
+    for i, name in enumerate(GRID):
+        res = evaluate_run(ctx, runs[name].rewriter(), name=LABELS[name], baselines=(i == 0),
+                           tagging=name.startswith("sft") and name != "sft-single")
+        rows.update(res["rows"])
+        rewrites[name] = res["rewrites"]
+        if "tagging" in res:
+            tagging[LABELS[name]] = res["tagging"]["tag_macro_f1"]
+    pairs = [("sft-single", "sft-multi"), ("sft-nopretrain", "sft-multi"), ("sft-multi", "grpo-fusion"),
+             ("sft-multi", "grpo-relevance"), ("sft-multi", "grpo-conversion"), ("grpo-fusion", "grpo-conversion")]
+    cmp = {(a, b): compare_rewrites(ctx, queries, rewrites[a], rewrites[b]) for a, b in pairs}
+    names = ["no rewrite", "dictionary", "gold"] + [LABELS[n] for n in GRID]
+    plots = plot_curves(out, results_path.parent, suffix)
+
+    total = time.perf_counter() - t_start
+    cpu = platform.processor() or platform.machine()
+    lines = [f"# qrw reproduction results{' (quick settings)' if args.quick else ''}", "",
+             f"Produced by `python -m qrw.reproduce{' --quick' if args.quick else ''}` on "
+             f"{datetime.date.today().isoformat()}: {os.cpu_count()} CPU cores ({cpu}), "
+             f"torch {torch.__version__}, Python {platform.python_version()}, device {args.device}; seed {args.seed} "
+             f"for every run; grid wall time {total / 60:.1f} min. Everything below is measured, not edited.", "",
+             f"World: the default synthetic world (seed {world.config.seed}): {len(world.products)} products, "
+             f"{len(world.queries['train'])} train / {len(queries)} test queries, {len(world.log_queries)} distinct "
+             "logged queries (GRPO's training queries). Metrics are on the held-out test queries (new intent and "
+             "variant combinations); relevance@10 and recall@10 are on the results page "
+             "`page(q, r) = dedupe(interleave(top10(r), top10(q)))[:10]`, UCVR is the simulated shoppers' expected "
+             "purchases per user, accuracy is the share of rewrites the judge grades 2 (equivalent).", "",
+             "## All queries", ""]
+    lines += table(rows, "all", names, tagging)
+    lines += ["", f"## Hardest segment (tail: rare or log-only variants, typos; {sum(q.segment == 'tail' for q in queries)} queries)", ""]
+    lines += table(rows, "tail", names, tagging)
+    lines += ["", "## The paper's claims, checked here", "",
+              "Differences are paired over the same test queries (mean per-query difference and its 95% interval).", ""]
+    lines += [c + "\n" for c in check_claims(cmp, rows)]
+    lines += ["## Runs", "", "| run | command | training wall time |", "|---|---|---:|"]
+    for name in GRID:
+        lines.append(f"| {LABELS[name]} | `{command_of(name, args)}` | "
+                     f"{seconds[name]:.0f} s{' (reused)' if seconds[name] == 0 else ''} |")
+    if plots:
+        lines += ["", "## Training curves", ""] + [f"![{p}]({p})" for p in plots]
+    lines += ["", "Regenerate: `python -m qrw.reproduce" + (" --quick" if args.quick else "") +
+              "` (finished runs under the output directory are reused; `--force` retrains them)."]
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    results_path.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"wrote {results_path} in {total / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
