@@ -17,7 +17,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 
 import train_sft
 from qrw.config import UserError, run_main
@@ -32,14 +31,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--smoke", "--quiet", "--n-products", "120", "--n-train-queries", "150", "--n-val-queries", "20",
         "--n-test-queries", "30", "--n-log-sessions", "200", "--pretrain-steps", "2", "--sft-steps", "2"]
 ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

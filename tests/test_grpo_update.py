@@ -24,7 +24,6 @@ from qrw import grpo
 from qrw.grpo import (
     NonFiniteLossError,
     RolloutBatch,
-    completion_mask,
     frozen_reference,
     group_advantages,
     grpo_update,

@@ -13,15 +13,6 @@ from qrw.model import PRESETS, ModelConfig, Transformer, apply_rope, attention_m
 V = 97
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and do not fight other processes for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(**overrides) -> Transformer:
     torch.manual_seed(0)
     return Transformer(ModelConfig.preset("tiny", V, **overrides))

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 import train_sft
 from qrw.rewrite import Explainer, clean_text
@@ -28,14 +27,6 @@ TINY = ["--smoke", "--quiet", "--n-products", "120", "--n-train-queries", "150",
         "--n-test-queries", "30", "--n-log-sessions", "200", "--pretrain-steps", "2", "--sft-steps", "2"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8"}
 LONG = "buy " + "x" * 4996  # 5,000 characters
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

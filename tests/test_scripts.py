@@ -18,14 +18,6 @@ TINY = ["--smoke", "--quiet", "--n-products", "120", "--n-train-queries", "150",
         "--n-test-queries", "30", "--n-log-sessions", "200"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def weights(run_dir: Path) -> dict:
     return torch.load(run_dir / "ckpt.pt", weights_only=True)["model"]
 

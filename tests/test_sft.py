@@ -20,14 +20,6 @@ def tok():
     return Tokenizer.train(CORPUS, 320)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def items(tok):
     return [("rewrite", render_rewrite(tok, "blk kicks for men", "nike sneakers black men")),
             ("relevance", render_relevance(tok, "blk kicks for men", "nike sneakers black", 1)),

@@ -1,0 +1,17 @@
+"""Suite-wide settings: torch runs single-threaded in tests.
+
+The suite's models are tiny: a second thread buys nothing and, on a 2-core
+machine shared with the subprocesses some tests start, oversubscription can make
+a 0.4 s test take 10 s. Results do not depend on it (every test seeds itself).
+"""
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
