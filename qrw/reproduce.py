@@ -35,22 +35,24 @@ import numpy as np
 import torch
 
 from qrw.config import Parser, UserError, check, run_main
-from qrw.evaluate import METRICS, EvalContext, compare_rewrites, evaluate_run
+from qrw.evaluate import METRICS, EvalContext, ab_test, compare_rewrites, evaluate_run
+from qrw.metrics import page_grades
 from qrw.rewriter import load_run
 
 QUICK_SFT = ["--pretrain-steps", "150", "--sft-steps", "500"]
 QUICK_GRPO = ["--steps", "40"]
 
-# name -> (script, extra flags, init run or None)
+# name -> (script, extra flags, init run or None); sft-multi and grpo-fusion are the defaults of the scripts
 GRID = {
-    "sft-single": ("train_sft.py", ["--tasks", "rewrite"], None),
     "sft-multi": ("train_sft.py", [], None),
+    "sft-single": ("train_sft.py", ["--tasks", "rewrite"], None),
     "sft-nopretrain": ("train_sft.py", ["--no-pretrain"], None),
+    "grpo-fusion": ("train_grpo.py", ["--reward", "fusion"], "sft-multi"),
     "grpo-relevance": ("train_grpo.py", ["--reward", "relevance"], "sft-multi"),
     "grpo-conversion": ("train_grpo.py", ["--reward", "conversion"], "sft-multi"),
-    "grpo-fusion": ("train_grpo.py", ["--reward", "fusion"], "sft-multi"),
 }
-LABELS = {"sft-single": "single-task SFT", "sft-multi": "multi-task SFT", "sft-nopretrain": "multi-task SFT, no pretrain",
+AB_USERS = 100_000
+LABELS = {"none": "no rewrite", "sft-single": "single-task SFT", "sft-multi": "multi-task SFT", "sft-nopretrain": "multi-task SFT, no pretrain",
           "grpo-relevance": "GRPO relevance", "grpo-conversion": "GRPO conversion", "grpo-fusion": "GRPO fusion"}
 
 
@@ -153,6 +155,28 @@ def check_claims(cmp: dict[tuple[str, str], dict], rows: dict) -> list[str]:
                f"{ci_text(c0['accuracy'])}. Reading: a relevance or accuracy loss whose interval excludes 0: "
                f"{verdict(costs)}.")
     return out
+
+
+def ab_lines(ctx: EvalContext, queries, rewrites: dict, pairs: list[tuple[str, str]], seed: int) -> list[str]:
+    """Simulated online A/B tests (``python -m qrw.evaluate --ab``'s core) between grid rows."""
+    texts = [q.text for q in queries]
+    intents = [q.intent for q in queries]
+    lines = [f"Each test: {AB_USERS:,} simulated shoppers, queries drawn uniformly from the test queries, "
+             "split 50/50 at random; lift = treatment - control with its 95% interval (Welch).", "",
+             "| control | treatment | UCVR control | UCVR treatment | UCVR lift [95% CI] | relevance lift [95% CI] |",
+             "|---|---|---:|---:|---|---|"]
+    for control, treatment in pairs:
+        sides = []
+        for name in (control, treatment):
+            pages = ctx.engine.pages(texts, rewrites[name], ctx.k)  # (Q, k)
+            sides += [pages, page_grades(ctx.world.judge, intents, pages)]
+        res = ab_test(ctx.users, *sides, AB_USERS, np.random.default_rng(seed))
+        u, r = res["lift"]["ucvr"], res["lift"]["relevance"]
+        lines.append(f"| {LABELS.get(control, control)} | {LABELS.get(treatment, treatment)} | "
+                     f"{res['control']['ucvr']:.4f} | {res['treatment']['ucvr']:.4f} | "
+                     f"{u['absolute']:+.4f} [{u['ci_low']:+.4f}, {u['ci_high']:+.4f}] | "
+                     f"{r['absolute']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] |")
+    return lines
 
 
 def table(rows: dict, segment: str, names: list[str], tagging: dict) -> list[str]:
@@ -262,7 +286,14 @@ def main(argv=None) -> int:
     lines += ["", "## The paper's claims, checked here", "",
               "Differences are paired over the same test queries (mean per-query difference and its 95% interval).", ""]
     lines += [c + "\n" for c in check_claims(cmp, rows)]
-    lines += ["## Runs", "", "| run | command | training wall time |", "|---|---|---:|"]
+    rewrites["none"] = [None] * len(queries)
+    lines += ["## Simulated online A/B tests", ""]
+    lines += ab_lines(ctx, queries, rewrites, [("none", "sft-multi"), ("sft-multi", "grpo-fusion"),
+                                               ("sft-multi", "grpo-conversion")], args.seed)
+    lines += [""]
+    lines += ["## Runs", "", "Training wall time as each run recorded it (a run trained while another was "
+              "training on the same cores is slower than alone).", "",
+              "| run | command | training wall time |", "|---|---|---:|"]
     for name in GRID:
         lines.append(f"| {LABELS[name]} | `{command_of(name, args)}` | "
                      f"{seconds[name]:.0f} s{' (reused)' if seconds[name] == 0 else ''} |")
