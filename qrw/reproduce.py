@@ -67,13 +67,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def train(name: str, out: Path, args: argparse.Namespace) -> float:
-    """Train one grid run in a subprocess (output to ``out/name.log``); returns its wall time (0 when reused)."""
+def train(name: str, out: Path, args: argparse.Namespace) -> tuple[float, bool]:
+    """Train one grid run in a subprocess (output to ``out/name.log``).
+
+    Returns (its training wall time, whether a finished run was reused).
+    """
     script, flags, init = GRID[name]
     run_dir = out / name
     if (run_dir / "metrics.json").exists() and not args.force:
         print(f"  {name}: reusing {run_dir}")
-        return json.loads((run_dir / "metrics.json").read_text()).get("train_seconds", 0.0)
+        return json.loads((run_dir / "metrics.json").read_text()).get("train_seconds", 0.0), True
     if run_dir.exists():
         import shutil
         shutil.rmtree(run_dir)
@@ -90,7 +93,7 @@ def train(name: str, out: Path, args: argparse.Namespace) -> float:
         result = subprocess.run(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT)
     if result.returncode != 0:
         raise UserError(f"{name} failed (exit {result.returncode}); see {out / f'{name}.log'}")
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, False
 
 
 def command_of(name: str, args: argparse.Namespace) -> str:
@@ -122,7 +125,11 @@ def check_claims(cmp: dict[tuple[str, str], dict], rows: dict) -> list[str]:
                f"Multi-task minus single-task: relevance@10 {ci_text(c['relevance'])}, accuracy "
                f"{ci_text(c['accuracy'])}, recall@10 {ci_text(c['recall'])}, UCVR {ci_text(c['ucvr'])}. "
                f"Reading: a relevance or accuracy gain whose interval excludes 0, with recall within 0.01 or better: "
-               f"{verdict(rel_up and recall_similar)}.")
+               f"{verdict(rel_up and recall_similar)}." + ("" if rel_up and recall_similar else
+               " Likely reason: here the rewriter and the tagger share a 2M-parameter model, and the multi-task "
+               "batch gives most of its rows to relevance pairs, so single-task SFT sees several times more "
+               "rewrite examples per step; what the relevance task teaches (which words matter to the intent) "
+               "is also taught by the gold rewrites themselves in this world."))
     # 2. pretraining on logs helps
     c = cmp[("sft-nopretrain", "sft-multi")]
     tail = (rows["multi-task SFT"]["tail"], rows["multi-task SFT, no pretrain"]["tail"])
@@ -148,12 +155,21 @@ def check_claims(cmp: dict[tuple[str, str], dict], rows: dict) -> list[str]:
     # 4. conversion-only reward costs relevance
     c = cmp[("grpo-fusion", "grpo-conversion")]
     c0 = cmp[("sft-multi", "grpo-conversion")]
-    costs = c["relevance"]["high"] < 0 or c0["relevance"]["high"] < 0 or c["accuracy"]["high"] < 0
+    below_fusion = c["relevance"]["high"] < 0 or c["accuracy"]["high"] < 0
+    below_init = c0["relevance"]["high"] < 0 or c0["accuracy"]["high"] < 0
+    if below_fusion and below_init:
+        reading = verdict(True)
+    elif below_fusion:
+        reading = ("**partly reproduces**: conversion-only ends below fusion in relevance, but does not fall below "
+                   "its SFT init (no drift away from relevance within these steps; the KL to the SFT model and the "
+                   "format rule hold it, and in this world a relevant rewrite also converts well)")
+    else:
+        reading = verdict(False)
     out.append("4. *Optimising conversion alone costs relevance.* Conversion-only minus fusion: relevance@10 "
                f"{ci_text(c['relevance'])}, accuracy {ci_text(c['accuracy'])}, UCVR {ci_text(c['ucvr'])}; "
                f"conversion-only minus SFT init: relevance@10 {ci_text(c0['relevance'])}, accuracy "
-               f"{ci_text(c0['accuracy'])}. Reading: a relevance or accuracy loss whose interval excludes 0: "
-               f"{verdict(costs)}.")
+               f"{ci_text(c0['accuracy'])}. Reading: a relevance or accuracy loss (interval excluding 0) against "
+               f"fusion and against the SFT init: {reading}.")
     return out
 
 
@@ -245,7 +261,10 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     print(f"training the grid into {out}/ ({'quick' if args.quick else 'full'} settings)")
-    seconds = {name: train(name, out, args) for name in GRID}
+    trained = {name: train(name, out, args) for name in GRID}
+    seconds = {name: s for name, (s, _) in trained.items()}
+    reused = [name for name, (_, was_reused) in trained.items() if was_reused]
+    t_eval = time.perf_counter()
 
     print("evaluating on the test queries")
     runs = {name: load_run(out / name) for name in GRID}
@@ -267,12 +286,14 @@ def main(argv=None) -> int:
     plots = plot_curves(out, results_path.parent, suffix)
 
     total = time.perf_counter() - t_start
+    eval_seconds = time.perf_counter() - t_eval
     cpu = platform.processor() or platform.machine()
     lines = [f"# qrw reproduction results{' (quick settings)' if args.quick else ''}", "",
              f"Produced by `python -m qrw.reproduce{' --quick' if args.quick else ''}` on "
              f"{datetime.date.today().isoformat()}: {os.cpu_count()} CPU cores ({cpu}), "
              f"torch {torch.__version__}, Python {platform.python_version()}, device {args.device}; seed {args.seed} "
-             f"for every run; grid wall time {total / 60:.1f} min. Everything below is measured, not edited.", "",
+             f"for every run; training {sum(seconds.values()) / 60:.1f} min in all (see Runs), evaluation "
+             f"{eval_seconds / 60:.1f} min. Everything below is measured, not edited.", "",
              f"World: the default synthetic world (seed {world.config.seed}): {len(world.products)} products, "
              f"{len(world.queries['train'])} train / {len(queries)} test queries, {len(world.log_queries)} distinct "
              "logged queries (GRPO's training queries). Metrics are on the held-out test queries (new intent and "
@@ -296,7 +317,7 @@ def main(argv=None) -> int:
               "| run | command | training wall time |", "|---|---|---:|"]
     for name in GRID:
         lines.append(f"| {LABELS[name]} | `{command_of(name, args)}` | "
-                     f"{seconds[name]:.0f} s{' (reused)' if seconds[name] == 0 else ''} |")
+                     f"{seconds[name]:.0f} s{' (finished run reused)' if name in reused else ''} |")
     if plots:
         lines += ["", "## Training curves", ""] + [f"![{p}]({p})" for p in plots]
     lines += ["", "Regenerate: `python -m qrw.reproduce" + (" --quick" if args.quick else "") +
@@ -304,7 +325,7 @@ def main(argv=None) -> int:
     results_path.parent.mkdir(parents=True, exist_ok=True)
     results_path.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    print(f"wrote {results_path} in {total / 60:.1f} min")
+    print(f"wrote {results_path} ({total / 60:.1f} min in this call)")
     return 0
 
 
