@@ -56,8 +56,7 @@ SMOKE_GRPO = dict(steps=4, queries_per_step=4, group_size=4, max_new_tokens=12, 
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = Parser(prog="train_grpo.py", description=__doc__.split("\n\n")[0],
-               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(prog="train_grpo.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=None, help="run directory (default: runs/grpo, or runs/grpo-REWARD for a single reward)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--smoke", action="store_true",
