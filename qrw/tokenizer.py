@@ -38,11 +38,11 @@ CLI), so a renderer renders exactly what it is given.
 from __future__ import annotations
 
 import os
-import tempfile
 
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
+from qrw.checkpoint import atomic_write_bytes
 from qrw.config import Parser, UserError, check, run_main
 
 SPECIAL_TOKENS = (
@@ -126,17 +126,7 @@ class Tokenizer:
 
     def save(self, path: str) -> None:
         """Write ``tokenizer.json`` atomically (temp file in the same folder, then rename)."""
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tokenizer-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(self.to_json())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        atomic_write_bytes(path, self.to_json().encode("utf-8"))
 
     @classmethod
     def load(cls, path: str) -> "Tokenizer":

@@ -121,7 +121,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     ("train_grpo.py", ["--clip-low", "0"], "--clip-low must be > 0"),
     ("train_grpo.py", ["--loss-type", "ppo"], "invalid choice"),
     ("train_grpo.py", ["--reward", "clicks"], "invalid choice"),
-    ("train_grpo.py", ["--init", "/nonexistent/run"], "no run directory at /nonexistent/run"),
+    ("train_grpo.py", ["--init", "/nonexistent/run", "--out", "/nonexistent/out"], "no run directory at /nonexistent/run"),
 ])
 def test_bad_settings_give_one_line_errors(script, flags, message):
     result = run_cli(script, *flags)
