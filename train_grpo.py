@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qrw.checkpoint import (CKPT_NAME, CONFIG_NAME, TOKENIZER_NAME, file_sha256, load_checkpoint, read_json,
+from qrw.checkpoint import (CKPT_NAME, CONFIG_NAME, TOKENIZER_NAME, file_sha256, read_json, restore_model,
                             save_checkpoint, write_json)
 from qrw.config import (Parser, UserError, add_config_args, arg, check, config_from_args, config_from_dict,
                         resolve_device, run_main)
@@ -113,9 +113,7 @@ def main(argv=None) -> int:
     tok_sha = file_sha256(out / TOKENIZER_NAME)
     state = None
     if args.resume:
-        state = load_checkpoint(out / CKPT_NAME, expect_model_config=dataclasses.asdict(model_cfg),
-                                expect_tokenizer_sha256=tok_sha)
-        policy.load_state_dict(state["model"])
+        state = restore_model(out, policy, tok_sha)
     log = MetricsLog(out / "metrics.jsonl", truncate=not args.resume)
     if state is not None:
         log.truncate_after("grpo", state["step"])

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from qrw.checkpoint import (CKPT_NAME, CONFIG_NAME, TOKENIZER_NAME, file_sha256, load_checkpoint, read_json,
+from qrw.checkpoint import (CKPT_NAME, CONFIG_NAME, TOKENIZER_NAME, file_sha256, read_json, restore_model,
                             save_checkpoint, write_json)
 from qrw.config import (Parser, UserError, add_config_args, arg, check, config_from_args, config_from_dict,
                         resolve_device, run_main)
@@ -141,9 +141,7 @@ def main(argv=None) -> int:
                    | {"model": dataclasses.asdict(model_cfg), "kind": "sft"})
     state = None
     if args.resume:
-        state = load_checkpoint(out / CKPT_NAME, expect_model_config=dataclasses.asdict(model_cfg),
-                                expect_tokenizer_sha256=tok_sha)
-        model.load_state_dict(state["model"])
+        state = restore_model(out, model, tok_sha)
     log = MetricsLog(out / "metrics.jsonl", truncate=not args.resume)
     if state is not None:
         log.truncate_after(state["stage"], state["step"])

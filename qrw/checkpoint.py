@@ -19,6 +19,7 @@ file, a checkpoint from another format version, model config or tokenizer) is a
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -120,6 +121,17 @@ def load_checkpoint(path: str | os.PathLike, *, expect_model_config: dict | None
                         f"(differs in: {', '.join(diff)})")
     if expect_tokenizer_sha256 is not None and state.get("tokenizer_sha256") != expect_tokenizer_sha256:
         raise UserError(f"checkpoint {path} was trained with another tokenizer than the run's tokenizer.json")
+    return state
+
+
+def restore_model(run_dir: str | os.PathLike, model: torch.nn.Module, tokenizer_sha256: str) -> dict[str, Any]:
+    """Resume: load ``run_dir``'s checkpoint (checked against the model's config and the tokenizer) into ``model``.
+
+    Returns the whole checkpoint state (optimizer, stage, step) for the caller to continue from.
+    """
+    state = load_checkpoint(Path(run_dir) / CKPT_NAME, expect_model_config=dataclasses.asdict(model.config),
+                            expect_tokenizer_sha256=tokenizer_sha256)
+    model.load_state_dict(state["model"])
     return state
 
 

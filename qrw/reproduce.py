@@ -206,6 +206,15 @@ def table(rows: dict, segment: str, names: list[str], tagging: dict) -> list[str
     return lines
 
 
+def _save_figure(fig, axes, path: Path) -> str:
+    """Legends, tight layout, PNG at ``path``; returns the file name."""
+    for ax in axes:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path.name
+
+
 def plot_curves(out: Path, docs: Path, suffix: str) -> list[str]:
     """Training curves from metrics.jsonl (only when matplotlib is installed); returns the files written."""
     try:
@@ -226,12 +235,7 @@ def plot_curves(out: Path, docs: Path, suffix: str) -> list[str]:
                 ax.set_title(f"stage 1 {key.replace('_', ' ')} (20-step mean)")
                 ax.set_xlabel("step")
                 ax.set_yscale("log")
-    for ax in axes:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = docs / f"sft_curves{suffix}.png"
-    fig.savefig(path, dpi=110)
-    written.append(path.name)
+    written.append(_save_figure(fig, axes, docs / f"sft_curves{suffix}.png"))
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     for name in ("grpo-relevance", "grpo-conversion", "grpo-fusion"):
         recs = [json.loads(x) for x in (out / name / "metrics.jsonl").read_text().splitlines()]
@@ -242,12 +246,7 @@ def plot_curves(out: Path, docs: Path, suffix: str) -> list[str]:
             ax.plot(steps, np.convolve(vals, np.ones(10) / 10, mode="same"), label=LABELS[name])
             ax.set_title(f"{title} (10-step mean)")
             ax.set_xlabel("GRPO step")
-    for ax in axes:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = docs / f"grpo_curves{suffix}.png"
-    fig.savefig(path, dpi=110)
-    written.append(path.name)
+    written.append(_save_figure(fig, axes, docs / f"grpo_curves{suffix}.png"))
     plt.close("all")
     return written
 
