@@ -46,10 +46,12 @@ class SFTRunConfig:
     tasks: str = arg("rewrite,relevance", "stage-1 tasks: 'rewrite,relevance' (multi-task) or 'rewrite' (single-task)",
                      choices=["rewrite,relevance", "rewrite"], metavar="TASKS")
     pretrain: bool = arg(True, "run stage 0, pretraining on search logs and product text (--no-pretrain skips it)")
-    rewrite_fraction: float = arg(0.25, "share of each stage-1 batch given to the rewrite task (the rest: relevance)")
+    rewrite_fraction: float = arg(0.3, "share of each stage-1 batch given to the rewrite task (the rest: relevance)")
     rewrite_weight: float = arg(1.0, "stage-1 loss weight of rewrite tokens")
     relevance_weight: float = arg(3.0, "stage-1 loss weight of relevance-label tokens")
-    relevance_per_label: int = arg(3, "distinct perturbed rewrites per label and training query (relevance task)")
+    relevance_per_label: int = arg(4, "distinct perturbed rewrites per label and training query (relevance task)")
+    relevance_balance: str = arg("over", "balance the relevance labels by dropping pairs of the commoner labels "
+                                 "('under') or repeating pairs of the rarer ones ('over')", choices=["under", "over"])
     val_examples: int = arg(256, "validation examples per task for the periodic validation loss")
 
     def __post_init__(self) -> None:
@@ -62,7 +64,7 @@ class SFTRunConfig:
 
 
 DEFAULT_PRETRAIN = TrainConfig(steps=600, batch_size=64, lr=3e-3, warmup_steps=30)
-DEFAULT_SFT = TrainConfig(steps=3000, batch_size=64, lr=2e-3, warmup_steps=50, eval_every=250, ckpt_every=250)
+DEFAULT_SFT = TrainConfig(steps=3500, batch_size=64, lr=1e-3, warmup_steps=50, eval_every=250, ckpt_every=250)
 SMOKE = {
     "world": dict(n_products=200, n_train_queries=400, n_val_queries=60, n_test_queries=80, n_log_sessions=600),
     "run": dict(preset="tiny", vocab_size=512, val_examples=32),
@@ -186,7 +188,7 @@ def main(argv=None) -> int:
     val = {"rewrite": rewrite_dataset(world.queries["val"][:run.val_examples], tok, max_len)}
     if "relevance" in tasks:
         datasets["relevance"] = relevance_dataset(world, "train", tok, max_len, seed=run.seed,
-                                                  per_label=run.relevance_per_label)
+                                                  per_label=run.relevance_per_label, balance=run.relevance_balance)
         val["relevance"] = relevance_dataset(world, "val", tok, max_len, seed=run.seed)[:run.val_examples]
     mixture = TaskMixture(datasets, counts=mixture_counts(sft.batch_size, tasks, run.rewrite_fraction),
                           weights={"rewrite": run.rewrite_weight, "relevance": run.relevance_weight}, seed=run.seed)

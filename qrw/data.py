@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from qrw.config import check
 from qrw.tokenizer import Tokenizer, render_pretrain, render_relevance, render_rewrite
 
 Example = tuple[list[int], list[int]]  # (ids, loss_mask)
@@ -40,18 +41,33 @@ def rewrite_dataset(queries, tok: Tokenizer, max_len: int) -> list[Example]:
 
 
 def relevance_dataset(world, split: str, tok: Tokenizer, max_len: int, seed: int = 0,
-                      per_label: int = 1) -> list[Example]:
-    """Relevance-task examples, balanced: every label keeps as many pairs as the rarest label.
+                      per_label: int = 1, balance: str = "under") -> list[Example]:
+    """Relevance-task examples, balanced across the three labels, in a seeded random order.
 
     ``per_label``: distinct perturbed rewrites per label and query (more gives the
     tagger more varied pairs for the same queries; see ``World.relevance_examples``).
+    ``balance``: ``"under"`` keeps as many pairs per label as the rarest label has
+    (a random subset of the others); ``"over"`` keeps every pair and repeats the
+    rarer labels' pairs (whole copies, then a random subset) up to the commonest
+    label's count, so no perturbed pair is thrown away.
     """
+    check(balance in ("under", "over"), f"balance must be 'under' or 'over' (got {balance!r})")
     by_label: dict[int, list[tuple[str, str, int]]] = {0: [], 1: [], 2: []}
     for q, r, label in world.relevance_examples(split, per_label=per_label):
         by_label[label].append((q, r, label))
-    n = min(len(v) for v in by_label.values())
     rng = random.Random(seed)
-    chosen = [x for label in (0, 1, 2) for x in rng.sample(by_label[label], n)]
+    chosen = []
+    if balance == "under":
+        n = min(len(v) for v in by_label.values())
+        for label in (0, 1, 2):
+            chosen += rng.sample(by_label[label], n)
+    else:
+        n = max(len(v) for v in by_label.values())
+        for label in (0, 1, 2):
+            pairs = by_label[label]
+            copies, rest = divmod(n, len(pairs)) if pairs else (0, 0)
+            chosen += pairs * copies + rng.sample(pairs, rest)
+    rng.shuffle(chosen)  # so that any prefix (e.g. the validation slice) holds every label
     return [_truncate(render_relevance(tok, q, r, label), max_len) for q, r, label in chosen]
 
 

@@ -131,14 +131,25 @@ def macro_f1(confusion) -> tuple[list[float], float]:
 
 
 def tagging_metrics(rewriter, world, split: str = "test") -> dict[str, float]:
-    """The relevance tagger against the judge: accuracy, macro-F1, per-class F1 and the 3x3 confusion matrix."""
+    """The relevance tagger against the judge on the split's relevance pairs.
+
+    Accuracy, macro-F1, per-class F1, the 3x3 confusion matrix (rows: judge, columns:
+    tagger) and the accuracy per kind of perturbed rewrite (``World.perturbation_kind``).
+    """
     pairs = world.relevance_examples(split)
     labels = np.array([label for _, _, label in pairs])
     predicted = np.array(rewriter.tag([q for q, _, _ in pairs], [r for _, r, _ in pairs]))
     confusion = confusion_matrix(labels, predicted)
     f1s, macro = macro_f1(confusion)
+    intents = {q.text: q.intent for q in world.queries[split]}
+    kinds = [world.perturbation_kind(intents[q], r) for q, r, _ in pairs]
+    by_kind = {}
+    for kind in world.PERTURBATION_KINDS:
+        rows = np.array([k == kind for k in kinds])
+        if rows.any():
+            by_kind[kind] = {"n": int(rows.sum()), "accuracy": float((labels[rows] == predicted[rows]).mean())}
     return {"tag_accuracy": float((labels == predicted).mean()), "tag_macro_f1": macro, "tag_f1": f1s,
-            "tag_pairs": int(len(labels)), "tag_confusion": confusion.tolist()}
+            "tag_pairs": int(len(labels)), "tag_confusion": confusion.tolist(), "tag_by_kind": by_kind}
 
 
 # ---- offline evaluation --------------------------------------------------------------------------
@@ -227,6 +238,9 @@ def format_summary(results: dict, title: str = "") -> str:
         t = results["tagging"]
         out.append(f"relevance tagger vs judge ({t['tag_pairs']} pairs): accuracy {t['tag_accuracy']:.3f} | "
                    f"macro-F1 {t['tag_macro_f1']:.3f}")
+        if t.get("tag_by_kind"):
+            out.append("  accuracy by kind of rewrite: " + ", ".join(
+                f"{kind} {v['accuracy']:.2f} ({v['n']})" for kind, v in t["tag_by_kind"].items()))
     if results.get("samples"):
         out.append("samples (query -> rewrite | gold):")
         out += [f"  {s['query']!r} -> {s['rewrite']!r} | {s['gold']!r}" for s in results["samples"][:5]]

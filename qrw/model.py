@@ -247,8 +247,9 @@ class Transformer(nn.Module):
                 nn.init.normal_(proj.weight, mean=0.0, std=std / math.sqrt(2 * self.config.n_layer))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                positions: torch.Tensor | None = None, cache=None) -> torch.Tensor:
-        """Next-token logits for every position.
+                positions: torch.Tensor | None = None, cache=None,
+                select: torch.Tensor | None = None) -> torch.Tensor:
+        """Next-token logits for every position (or only the ``select``ed ones).
 
         Args:
             input_ids: (B, T) long token ids in [0, vocab_size) (not range-checked here:
@@ -257,8 +258,12 @@ class Transformer(nn.Module):
             positions: (B, T) long rotary positions; default ``cumsum(mask) - 1`` clamped at 0
                 (continuing from the cache's per-row count when a cache is given).
             cache: a ``qrw.generate.KVCache``; the new keys, values and mask are appended to it.
+            select: (B, T) bool; when given, the LM head runs only where it is True (training
+                needs logits only at loss-masked targets: a prompt-heavy batch skips most of
+                the head's work).
         Returns:
-            logits: (B, T, vocab_size) float32. The logits at t score token t + 1.
+            logits: (B, T, vocab_size) float32, or (N, vocab_size) for the N selected positions
+            in row-major order. The logits at t score token t + 1.
         """
         check(input_ids.dim() == 2, f"input_ids must be (B, T), got shape {tuple(input_ids.shape)}")
         B, T = input_ids.shape
@@ -289,8 +294,11 @@ class Transformer(nn.Module):
         x = self.embed_tokens(input_ids)  # (B, T, C)
         for layer in self.layers:
             x = layer(x, cos, sin, attn_mask, cache)
-        x = self.norm(x)
-        logits = self.lm_head(x).float()  # (B, T, V)
+        x = self.norm(x)  # (B, T, C)
+        if select is not None:
+            check(select.shape == (B, T), f"select shape {tuple(select.shape)} != input_ids shape {(B, T)}")
+            x = x[select.bool()]  # (N, C)
+        logits = self.lm_head(x).float()  # (B, T, V) or (N, V)
         if cache is not None:
             cache.advance(T)
         return logits

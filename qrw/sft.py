@@ -87,24 +87,31 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devic
 def multitask_loss(logits: torch.Tensor, batch: Batch, normalizer: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The step's loss contribution of one micro-batch, and per-task sums for logging.
 
-    ``logits`` (B, T, V); ``normalizer`` is the number of target tokens of the whole step.
-    Returns ``loss = sum(w * CE) / max(normalizer, 1)`` and, per task, the detached
-    sums ``{task}_loss_sum``, ``{task}_correct``, ``{task}_tokens`` (for per-task mean
-    loss and token accuracy).
+    ``logits``: (B, T, V) for every position, or (N, V) for the batch's N target
+    positions only (``Transformer(..., select=batch.target_mask.bool())``, row-major
+    order); both give the same loss. ``normalizer`` is the number of target tokens of
+    the whole step. Returns ``loss = sum(w * CE) / max(normalizer, 1)`` and, per task,
+    the detached sums ``{task}_loss_sum``, ``{task}_correct``, ``{task}_tokens`` (for
+    per-task mean loss and token accuracy).
     """
-    B, T, V = logits.shape
-    token_ce = F.cross_entropy(logits.reshape(B * T, V), batch.targets.reshape(B * T),
-                               reduction="none").view(B, T)  # (B, T)
-    loss = (token_ce * batch.weights).sum() / max(normalizer, 1.0)
+    select = batch.target_mask.bool()  # (B, T)
+    if logits.dim() == 3:
+        logits = logits[select]  # (N, V)
+    check(logits.shape[0] == int(select.sum()),
+          f"{logits.shape[0]} logit rows for {int(select.sum())} target tokens")
+    targets = batch.targets[select]                                # (N,)
+    token_tasks = batch.task_ids[:, None].expand_as(select)[select]  # (N,)
+    token_ce = F.cross_entropy(logits, targets, reduction="none")  # (N,)
+    loss = (token_ce * batch.weights[select]).sum() / max(normalizer, 1.0)
     stats: dict[str, torch.Tensor] = {}
     with torch.no_grad():
-        correct = (logits.argmax(-1) == batch.targets).float() * batch.target_mask  # (B, T)
+        correct = (logits.argmax(-1) == targets).float()  # (N,)
         for task_index, task in enumerate(TASKS):
-            rows = batch.task_ids == task_index  # (B,)
-            if rows.any():
-                stats[f"{task}_loss_sum"] = (token_ce[rows] * batch.target_mask[rows]).sum()
+            rows = token_tasks == task_index  # (N,)
+            if bool((batch.task_ids == task_index).any()):
+                stats[f"{task}_loss_sum"] = token_ce[rows].sum()
                 stats[f"{task}_correct"] = correct[rows].sum()
-                stats[f"{task}_tokens"] = batch.target_mask[rows].sum()
+                stats[f"{task}_tokens"] = rows.sum().float()
     return loss, stats
 
 
@@ -121,7 +128,8 @@ def accumulate_gradients(model: torch.nn.Module, items: list, micro_batch_size: 
     sums: dict[str, float] = {}
     for chunk in split_micro_batches(items, micro_batch_size):
         batch = collate(chunk, pad_id, weights).to(device)
-        logits = model(batch.input_ids, attention_mask=batch.attention_mask)  # (b, T, V)
+        logits = model(batch.input_ids, attention_mask=batch.attention_mask,
+                       select=batch.target_mask.bool())  # (targets, V): the head runs on targets only
         loss, stats = multitask_loss(logits, batch, normalizer)
         loss.backward()
         loss_total += loss.item()
@@ -140,7 +148,7 @@ def evaluate_loss(model: torch.nn.Module, examples: dict[str, list], pad_id: int
         loss_sum = correct = tokens = 0.0
         for chunk in split_micro_batches([(task, ex) for ex in data], batch_size):
             batch = collate(chunk, pad_id, {task: 1.0}).to(device)
-            logits = model(batch.input_ids, attention_mask=batch.attention_mask)
+            logits = model(batch.input_ids, attention_mask=batch.attention_mask, select=batch.target_mask.bool())
             _, stats = multitask_loss(logits, batch, 1.0)
             loss_sum += stats[f"{task}_loss_sum"].item()
             correct += stats[f"{task}_correct"].item()

@@ -1187,6 +1187,42 @@ class World:
             out[0].append(" ".join(([intent.brand] if intent.brand else []) + [draws.pick(complements)]))
         return out
 
+    PERTURBATION_KINDS = ("gold", "reordered", "brand dropped", "attribute dropped", "broadened", "narrowed",
+                          "partial, mixed", "category swapped", "complement", "brand swapped",
+                          "attribute contradicted", "unparsable")
+
+    def perturbation_kind(self, intent: Intent, text: str) -> str:
+        """Which kind of rewrite ``text`` is for ``intent`` (one of ``PERTURBATION_KINDS``), from its parse.
+
+        The families of :meth:`perturbations`, read back from any rewrite: grade 2
+        is ``gold`` (the canonical text) or ``reordered``; grade 1 names what was
+        dropped or added (``partial, mixed`` when both); grade 0 names the first
+        conflict in the judge's order (category, brand, attribute). A diagnostic for
+        the tagger (accuracy per kind), not a second judge.
+        """
+        r = self.judge.parse(text)
+        if r is None:
+            return "unparsable"
+        if r.category != intent.category:
+            return "complement" if r.category in self.lexicon.complements[intent.category] else "category swapped"
+        if intent.brand is not None and r.brand is not None and r.brand != intent.brand:
+            return "brand swapped"
+        wanted, got = intent.attr_dict(), r.attr_dict()
+        if any(a in wanted and wanted[a] != v for a, v in got.items()):
+            return "attribute contradicted"
+        if r == intent:
+            return "gold" if text == render_canonical(self.lexicon, intent) else "reordered"
+        added = (r.brand is not None and intent.brand is None) or any(a not in wanted for a in got)
+        dropped_brand = intent.brand is not None and r.brand is None
+        dropped_attrs = any(a not in got for a in wanted)
+        if added:
+            return "partial, mixed" if (dropped_brand or dropped_attrs) else "narrowed"
+        if r.brand is None and not r.attrs:
+            return "broadened"
+        if dropped_brand and dropped_attrs:
+            return "partial, mixed"
+        return "brand dropped" if dropped_brand else "attribute dropped"
+
     def relevance_examples(self, split: str, per_label: int = 1) -> list[tuple[str, str, int]]:
         """Relevance-tagging examples ``(query text, rewrite, label)`` for one split.
 

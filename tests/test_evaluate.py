@@ -73,6 +73,10 @@ def test_tagging_metrics_of_a_perfect_and_a_constant_tagger():
     share = sum(label == 2 for label in truth.values()) / len(truth)  # precision of class 2; its recall is 1
     assert m["tag_accuracy"] == pytest.approx(share)
     assert m["tag_f1"] == pytest.approx([0.0, 0.0, 2 * share / (share + 1)])
+    # per kind of rewrite: the constant tagger is right on exactly the grade-2 kinds
+    by_kind = m["tag_by_kind"]
+    assert sum(v["n"] for v in by_kind.values()) == len(truth)
+    assert {k: v["accuracy"] for k, v in by_kind.items()} == {k: float(k in ("gold", "reordered")) for k in by_kind}
 
 
 # ---- A/B statistics ----------------------------------------------------------------------------
@@ -208,7 +212,8 @@ def test_json_output_is_byte_identical_across_runs(run_dir):
 def test_human_readable_outputs(run_dir, capsys):
     assert main(["--ckpt", str(run_dir)]) == 0
     out = capsys.readouterr().out
-    assert "multi-task SFT" in out and "macro-F1" in out and "gold" not in out.split("samples")[0]
+    assert "multi-task SFT" in out and "macro-F1" in out and "gold" not in out.split("relevance tagger")[0]
+    assert "attribute contradicted" in out  # the tagger accuracy by kind of rewrite
     assert main(["--ckpt", str(run_dir), "--ab", "none", "gold", "--users", "4000"]) == 0
     out = capsys.readouterr().out
     assert "control none vs treatment gold" in out and "95% CI of lift" in out

@@ -85,6 +85,28 @@ def test_gradient_accumulation_equals_full_batch(tok):
             torch.testing.assert_close(g, g_full, rtol=1e-5, atol=1e-7)
 
 
+def test_target_only_logits_give_the_full_logits_loss_and_gradient(tok):
+    """Running the LM head only at target positions (select=) changes nothing but the work done."""
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig.preset("tiny", tok.vocab_size))
+    batch = collate(items(tok), tok.pad_id, {"rewrite": 1.0, "relevance": 3.0, "pretrain": 0.5})
+    n = batch.target_mask.sum().item()
+    results = []
+    for select in (None, batch.target_mask.bool()):
+        model.zero_grad(set_to_none=True)
+        logits = model(batch.input_ids, attention_mask=batch.attention_mask, select=select)
+        loss, stats = multitask_loss(logits, batch, n)
+        loss.backward()
+        results.append((logits.dim(), loss.item(), {k: v.item() for k, v in stats.items()},
+                        [p.grad.clone() for p in model.parameters()]))
+    (dim_full, loss_full, stats_full, grads_full), (dim_sel, loss_sel, stats_sel, grads_sel) = results
+    assert (dim_full, dim_sel) == (3, 2)
+    assert loss_sel == pytest.approx(loss_full, rel=1e-6)
+    assert stats_sel == pytest.approx(stats_full, rel=1e-6)
+    for g_full, g in zip(grads_full, grads_sel):
+        torch.testing.assert_close(g, g_full, rtol=1e-5, atol=1e-7)
+
+
 def test_lr_schedule_warmup_then_cosine():
     cfg = TrainConfig(steps=110, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
     assert lr_at(0, cfg) == pytest.approx(0.1)

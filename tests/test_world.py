@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 from qrw.config import UserError
+from qrw.data import relevance_dataset
+from qrw.tokenizer import Tokenizer, render_relevance
 from qrw.world import (COMPLEMENT, EXACT, IRRELEVANT, SEGMENTS, SPLITS, SUBSTITUTE, Draws, Intent, Lexicon, World,
                        WorldConfig, _one_edit, make_typo, render_canonical)
 
@@ -324,3 +326,56 @@ def test_cli_bad_arguments_give_one_line(args, needle):
 def test_config_dataclass_roundtrip():
     config = WorldConfig(seed=7, n_products=10)
     assert WorldConfig(**dataclasses.asdict(config)) == config
+
+
+@pytest.mark.parametrize("balance", ["under", "over"])
+def test_relevance_dataset_balances_labels(world, balance):
+    """Every label gets the same number of pairs: 'under' drops pairs of the commoner labels,
+    'over' keeps every distinct pair and repeats the rarer labels'; any prefix mixes the labels."""
+    tok = Tokenizer.train(world.corpus_texts()[:3000], 600)
+    pairs = world.relevance_examples("train", per_label=4)
+    by_label = {k: {(q, r) for q, r, label in pairs if label == k} for k in (0, 1, 2)}
+    data = relevance_dataset(world, "train", tok, 128, seed=0, per_label=4, balance=balance)
+    labels = [ids[-2] for ids, _ in data]  # <|rel_k|> precedes <|eos|>
+    counts = [labels.count(tok.rel_ids[k]) for k in (0, 1, 2)]
+    sizes = [sum(label == k for _, _, label in pairs) for k in (0, 1, 2)]
+    assert counts == [(min if balance == "under" else max)(sizes)] * 3
+    if balance == "over":  # every distinct perturbed pair of every label is kept
+        rendered = {tuple(ids) for ids, _ in data}
+        for k in (0, 1, 2):
+            assert all(tuple(render_relevance(tok, q, r, k)[0]) in rendered for q, r in by_label[k])
+    assert set(labels[:60]) == set(tok.rel_ids)
+    with pytest.raises(UserError, match="balance"):
+        relevance_dataset(world, "train", tok, 128, balance="both")
+
+
+KIND_GRADE = {"gold": 2, "reordered": 2, "brand dropped": 1, "attribute dropped": 1, "broadened": 1, "narrowed": 1,
+              "partial, mixed": 1, "category swapped": 0, "complement": 0, "brand swapped": 0,
+              "attribute contradicted": 0, "unparsable": 0}
+
+
+def test_perturbation_kind_agrees_with_the_judge_and_covers_every_family(world):
+    assert set(KIND_GRADE) == set(World.PERTURBATION_KINDS)
+    intents = {q.text: q.intent for q in world.queries["train"]}
+    seen = set()
+    for q, r, label in world.relevance_examples("train", per_label=4):
+        kind = world.perturbation_kind(intents[q], r)
+        assert KIND_GRADE[kind] == label, (q, r, kind, label)
+        seen.add(kind)
+    # every family that World.perturbations generates shows up (mixed partials and unparsable text do not)
+    assert seen == set(KIND_GRADE) - {"partial, mixed", "unparsable"}
+
+
+def test_perturbation_kind_by_hand(world):
+    q = next(q for q in world.queries["train"] if q.intent.brand is not None and len(q.intent.attrs) >= 2)
+    intent, lex = q.intent, world.lexicon
+    (attr, value), rest = q.intent.attrs[0], q.intent.attrs[1:]
+    other = next(v for v in dict(lex.category_attrs[intent.category])[attr] if v != value)
+    kind = lambda i: world.perturbation_kind(intent, render_canonical(lex, i))  # noqa: E731
+    assert world.perturbation_kind(intent, q.gold) == "gold"
+    assert kind(Intent(intent.category, None, intent.attrs)) == "brand dropped"
+    assert kind(Intent(intent.category, intent.brand, rest)) == "attribute dropped"
+    assert kind(Intent(intent.category, None, rest)) == "partial, mixed"
+    assert world.perturbation_kind(intent, intent.category) == "broadened"
+    assert kind(Intent(intent.category, intent.brand, ((attr, other),) + rest)) == "attribute contradicted"
+    assert world.perturbation_kind(intent, "zzqx") == "unparsable"
