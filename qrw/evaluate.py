@@ -159,6 +159,8 @@ def evaluate_run(ctx: EvalContext, rewriter, *, name: str, split: str = "test", 
     """Greedy rewrites of the split's queries by ``rewriter``, scored beside the baselines.
 
     Returns a JSON-ready dict: ``rows`` (rewriter name -> segment -> metric),
+    with the baselines also ``vs_dictionary`` (segment -> metric -> the paired
+    difference model - dictionary over the segment's queries and its 95% interval),
     ``tagging`` (when asked), a few ``samples`` (query, rewrite, gold), and every
     ``rewrites`` with its ``well_formed`` flag (in query order; not for JSON).
     """
@@ -167,14 +169,25 @@ def evaluate_run(ctx: EvalContext, rewriter, *, name: str, split: str = "test", 
     rows = {}
     if baselines:
         rows["no rewrite"] = ctx.score(queries, ctx.baseline_rewrites("none", queries))
-        rows["dictionary"] = ctx.score(queries, ctx.baseline_rewrites("dictionary", queries))
+        dictionary = ctx.baseline_rewrites("dictionary", queries)
+        rows["dictionary"] = ctx.score(queries, dictionary)
         rows["gold"] = ctx.score(queries, ctx.baseline_rewrites("gold", queries))
     rows[name] = ctx.score(queries, rewrites)
-    results = {"split": split, "n_queries": len(queries), "segments": list(ctx.world.SEGMENTS) + ["all"],
-               "model": name, "rows": rows,
+    segments = list(ctx.world.SEGMENTS) + ["all"]
+    results = {"split": split, "n_queries": len(queries), "segments": segments, "model": name, "rows": rows,
                "samples": [{"query": q.text, "rewrite": r, "gold": q.gold, "segment": q.segment}
                            for q, r in list(zip(queries, rewrites))[:n_samples]],
                "rewrites": rewrites, "well_formed": well_formed}
+    if baselines:
+        base = rewrite_metrics(ctx.world, ctx.engine, ctx.users, queries, dictionary, k=ctx.k)
+        model = rewrite_metrics(ctx.world, ctx.engine, ctx.users, queries, rewrites, k=ctx.k)
+        of_segment = np.array([q.segment for q in queries])
+        results["vs_dictionary"] = {}
+        for seg in segments:
+            rows_in = of_segment == seg if seg != "all" else np.ones(len(queries), dtype=bool)
+            if rows_in.sum() >= 2:
+                results["vs_dictionary"][seg] = {
+                    m: paired_diff_ci(base[m][rows_in], model[m][rows_in])._asdict() for m in METRICS}
     if tagging:
         results["tagging"] = tagging_metrics(rewriter, ctx.world, split)
     return results
@@ -234,6 +247,12 @@ def format_summary(results: dict, title: str = "") -> str:
     """The human-readable summary of :func:`evaluate_run`'s results."""
     out = [f"== {title or results.get('model', '')}: {results['n_queries']} {results['split']} queries =="]
     out.append(format_table(results["rows"], results["segments"], METRICS + ("length", "diversity")))
+    if results.get("vs_dictionary"):
+        out.append(f"{results['model']} minus dictionary, paired over the same queries (95% CI; * excludes 0):")
+        for seg, diffs in results["vs_dictionary"].items():
+            out.append(f"  {seg:<6} " + "  ".join(
+                f"{m} {d['lift']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]{'*' if d['low'] > 0 or d['high'] < 0 else ''}"
+                for m, d in diffs.items()))
     if "tagging" in results:
         t = results["tagging"]
         out.append(f"relevance tagger vs judge ({t['tag_pairs']} pairs): accuracy {t['tag_accuracy']:.3f} | "

@@ -200,6 +200,16 @@ def test_json_output_is_byte_identical_across_runs(run_dir):
     assert set(results["rows"]) == {"no rewrite", "dictionary", "gold", "multi-task SFT"}
     assert "all" in results["rows"]["gold"] and set(results["rows"]["gold"]) <= {"head", "torso", "tail", "all"}
     assert results["tagger"] == "sft" and 0 <= results["tagging"]["tag_macro_f1"] <= 1
+    # paired model - dictionary differences: for a metric with no missing values the mean of the
+    # per-query differences is the difference of the two rows' means
+    rows = results["rows"]
+    for seg, diffs in results["vs_dictionary"].items():
+        for metric in ("recall", "ucvr"):
+            d = diffs[metric]
+            assert d["lift"] == pytest.approx(rows["multi-task SFT"][seg][metric] - rows["dictionary"][seg][metric],
+                                              abs=2e-6)
+            assert d["low"] <= d["lift"] <= d["high"]
+    assert "all" in results["vs_dictionary"]
     assert "rewrites" not in results and str(run_dir) not in first.stdout.decode()
     ab = [run_cli("--ab", "none", str(run_dir), "--users", "2000", "--json") for _ in range(2)]
     assert ab[0].returncode == 0, ab[0].stderr.decode()
