@@ -1,5 +1,10 @@
 """Benchmarks: measure, never guess (DESIGN.md, "Performance rules").
 
+``python -m qrw.bench train`` times one stage-1 optimizer step on a batch shaped
+like the default SFT mixture (relevance rows: a ~28-token prompt and 2 targets;
+rewrite rows: a ~12-token prompt and ~6 targets), with the LM head over every
+position against the head over the target positions only (``select=``).
+
 ``python -m qrw.bench generate`` times the KV-cache engine (``qrw.generate.sample``)
 against the naive full-recompute reference (``naive_generate``) on a model with
 random weights and the chosen preset's shape, for several batch sizes, and prints
@@ -92,6 +97,59 @@ def bench_generate(preset: str, vocab_size: int, batch_sizes: list[int], prompt_
     return rows
 
 
+def sft_like_batch(vocab_size: int, batch: int, rewrite_fraction: float, gen: torch.Generator):
+    """A stage-1-shaped batch of random tokens: ``(task, (ids, loss_mask))`` items as ``collate`` takes them."""
+    n_rewrite = round(batch * rewrite_fraction)
+    items = []
+    for i in range(batch):
+        task, prompt, targets = ("rewrite", 12, 6) if i < n_rewrite else ("relevance", 28, 2)
+        n = prompt + targets + int(torch.randint(-3, 4, (1,), generator=gen))
+        ids = torch.randint(0, vocab_size, (n,), generator=gen).tolist()
+        items.append((task, (ids, [0] * (n - targets) + [1] * targets)))
+    return items
+
+
+def bench_train(preset: str, vocab_size: int, batch: int, rewrite_fraction: float, repeats: int, device: str,
+                seed: int) -> list[dict]:
+    """Time one optimizer step with the head on every position vs on the targets only; print the table."""
+    from qrw.data import collate
+    from qrw.sft import multitask_loss
+
+    torch.manual_seed(seed)
+    model = Transformer(ModelConfig.preset(preset, vocab_size)).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    gen = torch.Generator().manual_seed(seed)
+    data = collate(sft_like_batch(vocab_size, batch, rewrite_fraction, gen), 0,
+                   {"rewrite": 1.0, "relevance": 3.0}).to(device)
+    n_targets = float(data.target_mask.sum())
+
+    def step(select):
+        logits = model(data.input_ids, attention_mask=data.attention_mask, select=select)
+        loss, _ = multitask_loss(logits, data, n_targets)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    print(f"device {device} | threads {torch.get_num_threads()} | preset {preset} | batch {batch} "
+          f"({round(batch * rewrite_fraction)} rewrite rows), {data.input_ids.shape[1]} positions, "
+          f"{int(n_targets)} targets | median of {repeats} steps")
+    print(f"{'LM head on':<18} | {'step s':>7} | {'steps/s':>7} | {'speedup':>7}")
+    rows = []
+    for name, select in (("every position", None), ("targets only", data.target_mask.bool())):
+        step(select)  # warm-up
+        times = []
+        for _ in range(repeats):
+            _sync(device)
+            t0 = time.perf_counter()
+            step(select)
+            _sync(device)
+            times.append(time.perf_counter() - t0)
+        seconds = sorted(times)[len(times) // 2]
+        rows.append(dict(head=name, seconds=seconds))
+        print(f"{name:<18} | {seconds:>7.4f} | {1 / seconds:>7.2f} | {rows[0]['seconds'] / seconds:>6.2f}x")
+    return rows
+
+
 def main() -> None:
     parser = Parser(prog="python -m qrw.bench", description="qrw benchmarks.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -105,7 +163,25 @@ def main() -> None:
     g.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: 0 = torch's choice)")
     g.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     g.add_argument("--skip-naive", action="store_true", help="time only the cached engine")
+    t = sub.add_parser("train", help="one stage-1 optimizer step: LM head on every position vs on targets only")
+    t.add_argument("--preset", default="cpu", choices=list(PRESETS), help="model preset (default: cpu)")
+    t.add_argument("--vocab-size", type=int, default=2048, help="vocabulary size of the random model (default: 2048)")
+    t.add_argument("--batch-size", type=int, default=64, help="sequences per step (default: 64)")
+    t.add_argument("--rewrite-fraction", type=float, default=0.3, help="share of rewrite rows (default: 0.3)")
+    t.add_argument("--repeats", type=int, default=20, help="timed steps per variant (default: 20)")
+    t.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    t.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: 0 = torch's choice)")
+    t.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     args = parser.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.command == "train":
+        check(args.batch_size > 0 and args.repeats > 0, "--batch-size and --repeats must be > 0")
+        check(0 <= args.rewrite_fraction <= 1, f"--rewrite-fraction must be in [0, 1] (got {args.rewrite_fraction})")
+        check(args.vocab_size >= 16, "--vocab-size must be >= 16")
+        bench_train(args.preset, args.vocab_size, args.batch_size, args.rewrite_fraction, args.repeats,
+                    args.device, args.seed)
+        return
     try:
         batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     except ValueError:
@@ -113,8 +189,6 @@ def main() -> None:
     check(batch_sizes and all(b > 0 for b in batch_sizes), f"--batch-sizes must be positive integers like 1,16,64, got {args.batch_sizes!r}")
     check(args.prompt_len > 0 and args.new_tokens > 0, "--prompt-len and --new-tokens must be > 0")
     check(args.vocab_size >= 16, "--vocab-size must be >= 16")
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
     bench_generate(args.preset, args.vocab_size, batch_sizes, args.prompt_len, args.new_tokens,
                    args.device, args.seed, args.skip_naive)
 

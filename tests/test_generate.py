@@ -218,3 +218,15 @@ def test_bench_runs(monkeypatch, capsys):
     bench.main()
     out = capsys.readouterr().out
     assert "speedup" in out and "GFLOP/s" in out and len(out.strip().splitlines()) == 5 and "decode FLOPs/token" in out
+
+
+def test_bench_train_runs_both_heads_on_one_batch(monkeypatch, capsys):
+    from qrw import bench
+    monkeypatch.setattr(sys, "argv", ["qrw.bench", "train", "--preset", "tiny", "--vocab-size", "64",
+                                      "--batch-size", "6", "--repeats", "2"])
+    bench.main()
+    out = capsys.readouterr().out
+    assert "every position" in out and "targets only" in out and "(2 rewrite rows)" in out
+    items = bench.sft_like_batch(64, 10, 0.3, torch.Generator().manual_seed(0))
+    assert [task for task, _ in items].count("rewrite") == 3
+    assert all(sum(mask) == (6 if task == "rewrite" else 2) and mask[-1] == 1 for task, (_, mask) in items)
