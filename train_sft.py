@@ -123,6 +123,10 @@ def main(argv=None) -> int:
     elif (out / CKPT_NAME).exists():
         raise UserError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     run: SFTRunConfig = configs["run"]
+    context = ModelConfig.preset(run.preset, run.vocab_size).max_seq_len
+    for stage in ("pretrain", "sft"):
+        check(configs[stage].pack_len <= context,
+              f"--{stage}-pack-len must be <= the model's context window ({context}), got {configs[stage].pack_len}")
     torch.manual_seed(run.seed)
 
     # ---- world and tokenizer ----------------------------------------------------------
@@ -196,7 +200,7 @@ def main(argv=None) -> int:
     sft_start = start_step if resuming_sft else 0
     if sft_start < sft.steps:
         finished = train_stage(model, mixture, sft, stage="sft", device=device, pad_id=tok.pad_id, log=log,
-                               save=save("sft"), evaluate=lambda: evaluate_loss(model, val, tok.pad_id, device),
+                               save=save("sft"), evaluate=lambda: evaluate_loss(model, val, tok.pad_id, device, pack_len=sft.pack_len),
                                start_step=sft_start,
                                optimizer_state=state["optimizer"] if (state and resuming_sft) else None,
                                stop_after=budget, progress=progress)

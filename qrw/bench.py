@@ -1,9 +1,10 @@
 """Benchmarks: measure, never guess (DESIGN.md, "Performance rules").
 
-``python -m qrw.bench train`` times one stage-1 optimizer step on a batch shaped
-like the default SFT mixture (relevance rows: a ~28-token prompt and 2 targets;
-rewrite rows: a ~12-token prompt and ~6 targets), with the LM head over every
-position against the head over the target positions only (``select=``).
+``python -m qrw.bench train`` times optimizer steps of stage 0 and stage 1 on the
+default world's own batches (as ``train_sft.py`` builds them) in three layouts:
+right-padded rows with the LM head on every position, the same with the head on
+the loss targets only (``select=``), and sequences packed into rows with attention
+kept within each sequence (``collate(..., pack_len)``), the training default.
 
 ``python -m qrw.bench generate`` times the KV-cache engine (``qrw.generate.sample``)
 against the naive full-recompute reference (``naive_generate``) on a model with
@@ -97,56 +98,90 @@ def bench_generate(preset: str, vocab_size: int, batch_sizes: list[int], prompt_
     return rows
 
 
-def sft_like_batch(vocab_size: int, batch: int, rewrite_fraction: float, gen: torch.Generator):
-    """A stage-1-shaped batch of random tokens: ``(task, (ids, loss_mask))`` items as ``collate`` takes them."""
-    n_rewrite = round(batch * rewrite_fraction)
-    items = []
-    for i in range(batch):
-        task, prompt, targets = ("rewrite", 12, 6) if i < n_rewrite else ("relevance", 28, 2)
-        n = prompt + targets + int(torch.randint(-3, 4, (1,), generator=gen))
-        ids = torch.randint(0, vocab_size, (n,), generator=gen).tolist()
-        items.append((task, (ids, [0] * (n - targets) + [1] * targets)))
-    return items
+def training_batches(seed: int, smoke: bool, n_batches: int) -> tuple[int, dict[str, list]]:
+    """The first ``n_batches`` batches of stage 0 and of stage 1 exactly as ``train_sft.py`` builds them.
+
+    Returns the tokenizer's vocabulary size and ``{stage: [items of one step, ...]}``.
+    """
+    import train_sft
+    from qrw.data import TaskMixture, mixture_counts, pretrain_dataset, relevance_dataset, rewrite_dataset
+    from qrw.tokenizer import Tokenizer
+    from qrw.world import World, WorldConfig
+
+    configs = train_sft.build_configs(train_sft.parse_args(["--seed", str(seed)] + (["--smoke"] if smoke else [])))
+    run, pre, sft = configs["run"], configs["pretrain"], configs["sft"]
+    world = World(WorldConfig(**{**configs["world"].__dict__, "seed": seed}))
+    tok = Tokenizer.train(world.corpus_texts(), run.vocab_size)
+    max_len = ModelConfig.preset(run.preset, tok.vocab_size).max_seq_len
+    stage0 = TaskMixture({"pretrain": pretrain_dataset(world, tok, max_len)}, {"pretrain": pre.batch_size},
+                         {"pretrain": 1.0}, seed)
+    stage1 = TaskMixture({"rewrite": rewrite_dataset(world.queries["train"], tok, max_len),
+                          "relevance": relevance_dataset(world, "train", tok, max_len, seed=seed,
+                                                         per_label=run.relevance_per_label,
+                                                         balance=run.relevance_balance)},
+                         mixture_counts(sft.batch_size, ("rewrite", "relevance"), run.rewrite_fraction),
+                         {"rewrite": run.rewrite_weight, "relevance": run.relevance_weight}, seed)
+    return tok.vocab_size, {"pretrain": [stage0.batch(i) for i in range(n_batches)],
+                            "sft": [stage1.batch(i) for i in range(n_batches)]}
 
 
-def bench_train(preset: str, vocab_size: int, batch: int, rewrite_fraction: float, repeats: int, device: str,
-                seed: int) -> list[dict]:
-    """Time one optimizer step with the head on every position vs on the targets only; print the table."""
+def bench_train(preset: str, pack_len: int, repeats: int, device: str, seed: int, smoke: bool = False) -> list[dict]:
+    """Time optimizer steps of stages 0 and 1 in three layouts; print the table.
+
+    Layouts: one right-padded sequence per row with the LM head on every position;
+    the same with the head on the loss targets only (``select=``, the default); and
+    sequences packed into rows of ``pack_len`` tokens (``collate(..., pack_len)``, the
+    default) with the head on targets. Every layout computes the same loss and
+    gradient (tests/test_sft.py); only the work differs.
+    """
     from qrw.data import collate
     from qrw.sft import multitask_loss
 
+    vocab_size, batches = training_batches(seed, smoke, repeats + 1)
     torch.manual_seed(seed)
     model = Transformer(ModelConfig.preset(preset, vocab_size)).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    gen = torch.Generator().manual_seed(seed)
-    data = collate(sft_like_batch(vocab_size, batch, rewrite_fraction, gen), 0,
-                   {"rewrite": 1.0, "relevance": 3.0}).to(device)
-    n_targets = float(data.target_mask.sum())
+    weights = {"pretrain": 1.0, "rewrite": 1.0, "relevance": 3.0}
 
-    def step(select):
-        logits = model(data.input_ids, attention_mask=data.attention_mask, select=select)
-        loss, _ = multitask_loss(logits, data, n_targets)
+    def step(items, layout_pack_len, head_on_targets):
+        data = collate(items, 0, weights, layout_pack_len).to(device)
+        select = data.target_mask.bool() if head_on_targets else None
+        logits = model(data.input_ids, document_ids=data.document_ids, select=select)
+        loss, _ = multitask_loss(logits, data, float(data.target_mask.sum()))
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        return data.input_ids.numel(), int(data.attention_mask.sum())
 
-    print(f"device {device} | threads {torch.get_num_threads()} | preset {preset} | batch {batch} "
-          f"({round(batch * rewrite_fraction)} rewrite rows), {data.input_ids.shape[1]} positions, "
-          f"{int(n_targets)} targets | median of {repeats} steps")
-    print(f"{'LM head on':<18} | {'step s':>7} | {'steps/s':>7} | {'speedup':>7}")
+    flops_per_token = model.flops_per_token(seq_len=32) - 6 * vocab_size * model.config.d_model  # head excluded
+    print(f"device {device} | threads {torch.get_num_threads()} | preset {preset} | "
+          f"{len(batches['sft'][0])} sequences per step | median of {repeats} steps | "
+          f"matmul {matmul_gflops(device=device):.0f} GFLOP/s")
+    print(f"{'stage':<8} | {'layout':<30} | {'positions':>9} | {'real':>5} | {'step s':>7} | {'speedup':>7} "
+          f"| {'GFLOP/s':>7}")
     rows = []
-    for name, select in (("every position", None), ("targets only", data.target_mask.bool())):
-        step(select)  # warm-up
-        times = []
-        for _ in range(repeats):
-            _sync(device)
-            t0 = time.perf_counter()
-            step(select)
-            _sync(device)
-            times.append(time.perf_counter() - t0)
-        seconds = sorted(times)[len(times) // 2]
-        rows.append(dict(head=name, seconds=seconds))
-        print(f"{name:<18} | {seconds:>7.4f} | {1 / seconds:>7.2f} | {rows[0]['seconds'] / seconds:>6.2f}x")
+    layouts = (("padded, head on every position", 0, False), ("padded, head on targets", 0, True),
+               (f"packed ({pack_len}), head on targets", pack_len, True))
+    for stage, stage_batches in batches.items():
+        base = None
+        for name, layout_pack_len, on_targets in layouts:
+            step(stage_batches[0], layout_pack_len, on_targets)  # warm-up
+            times, positions, real = [], 0, 0
+            for items in stage_batches[1:]:
+                _sync(device)
+                t0 = time.perf_counter()
+                n_positions, n_real = step(items, layout_pack_len, on_targets)
+                _sync(device)
+                times.append(time.perf_counter() - t0)
+                positions, real = positions + n_positions, real + n_real
+            seconds = sorted(times)[len(times) // 2]
+            base = base or seconds
+            # useful work: the blocks' FLOPs on real tokens only (padding and the head are overhead)
+            gflops = flops_per_token * real / repeats / seconds / 1e9
+            rows.append(dict(stage=stage, layout=name, seconds=seconds, positions=positions / repeats,
+                             real=real / repeats))
+            print(f"{stage:<8} | {name:<30} | {positions / repeats:>9.0f} | {real / repeats:>5.0f} | "
+                  f"{seconds:>7.4f} | {base / seconds:>6.2f}x | {gflops:>7.1f}")
     return rows
 
 
@@ -163,12 +198,12 @@ def main() -> None:
     g.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: 0 = torch's choice)")
     g.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     g.add_argument("--skip-naive", action="store_true", help="time only the cached engine")
-    t = sub.add_parser("train", help="one stage-1 optimizer step: LM head on every position vs on targets only")
+    t = sub.add_parser("train", help="stage-0 and stage-1 optimizer steps: padded vs packed rows, LM head everywhere "
+                                     "vs on targets")
     t.add_argument("--preset", default="cpu", choices=list(PRESETS), help="model preset (default: cpu)")
-    t.add_argument("--vocab-size", type=int, default=2048, help="vocabulary size of the random model (default: 2048)")
-    t.add_argument("--batch-size", type=int, default=64, help="sequences per step (default: 64)")
-    t.add_argument("--rewrite-fraction", type=float, default=0.3, help="share of rewrite rows (default: 0.3)")
-    t.add_argument("--repeats", type=int, default=20, help="timed steps per variant (default: 20)")
+    t.add_argument("--pack-len", type=int, default=64, help="row length of the packed layout (default: 64)")
+    t.add_argument("--repeats", type=int, default=20, help="timed steps per layout (default: 20)")
+    t.add_argument("--smoke", action="store_true", help="train_sft.py --smoke's tiny world (a check that it runs)")
     t.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: 0 = torch's choice)")
     t.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -176,11 +211,10 @@ def main() -> None:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     if args.command == "train":
-        check(args.batch_size > 0 and args.repeats > 0, "--batch-size and --repeats must be > 0")
-        check(0 <= args.rewrite_fraction <= 1, f"--rewrite-fraction must be in [0, 1] (got {args.rewrite_fraction})")
-        check(args.vocab_size >= 16, "--vocab-size must be >= 16")
-        bench_train(args.preset, args.vocab_size, args.batch_size, args.rewrite_fraction, args.repeats,
-                    args.device, args.seed)
+        check(args.repeats > 0, "--repeats must be > 0")
+        check(0 < args.pack_len <= ModelConfig.preset(args.preset, 2048).max_seq_len,
+              "--pack-len must be > 0 and within the preset's context window")
+        bench_train(args.preset, args.pack_len, args.repeats, args.device, args.seed, args.smoke)
         return
     try:
         batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]

@@ -24,6 +24,10 @@ Conventions:
   query attends to itself only if nothing else is visible, so no row of the
   attention matrix is empty and nothing is NaN; outputs at pad positions are
   meaningless and must be masked by the caller.
+- Packing (training): ``document_ids`` (B, T) long numbers the examples laid side
+  by side in a row (-1 = pad). A token attends only to earlier tokens of its own
+  document and its position restarts at 0 where the document starts, so each
+  example gets exactly the logits it would get alone in a row.
 - KV cache (``qrw.generate.KVCache``): ``forward(..., cache=cache)`` appends the
   new keys/values and the new tokens' mask to the cache and attends over
   everything cached so far; positions continue from each row's count of real
@@ -215,6 +219,31 @@ def attention_mask_4d(key_mask: torch.Tensor, query_start: int, T: int) -> torch
     return allowed[:, None]                                                                  # (B, 1, T, S)
 
 
+def document_attention_mask(document_ids: torch.Tensor) -> torch.Tensor:
+    """Block-diagonal causal SDPA mask (B, 1, T, T) for packed rows: True where query t may attend to key s.
+
+    ``document_ids`` (B, T) long, -1 = pad. A query sees the keys at or before it that
+    belong to the same document; a pad query sees itself only (no empty row, no NaN).
+    """
+    T = document_ids.shape[1]
+    idx = torch.arange(T, device=document_ids.device)
+    causal = idx[None, :] <= idx[:, None]                                # (T, S)
+    same = document_ids[:, :, None] == document_ids[:, None, :]          # (B, T, S)
+    allowed = causal[None] & same & (document_ids[:, None, :] >= 0)      # (B, T, S)
+    allowed = allowed | torch.eye(T, dtype=torch.bool, device=document_ids.device)[None]  # (B, T, S)
+    return allowed[:, None]                                              # (B, 1, T, S)
+
+
+def document_positions(document_ids: torch.Tensor) -> torch.Tensor:
+    """Rotary positions (B, T) that restart at 0 at the first token of every document (run of equal ids)."""
+    B, T = document_ids.shape
+    idx = torch.arange(T, device=document_ids.device).expand(B, T)      # (B, T)
+    starts = torch.ones_like(document_ids, dtype=torch.bool)            # (B, T)
+    starts[:, 1:] = document_ids[:, 1:] != document_ids[:, :-1]
+    start_idx = torch.where(starts, idx, torch.zeros_like(idx)).cummax(dim=1).values  # (B, T)
+    return idx - start_idx
+
+
 class Transformer(nn.Module):
     """The language model. ``forward`` returns float32 logits (B, T, V)."""
 
@@ -248,7 +277,7 @@ class Transformer(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 positions: torch.Tensor | None = None, cache=None,
-                select: torch.Tensor | None = None) -> torch.Tensor:
+                select: torch.Tensor | None = None, document_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Next-token logits for every position (or only the ``select``ed ones).
 
         Args:
@@ -261,6 +290,9 @@ class Transformer(nn.Module):
             select: (B, T) bool; when given, the LM head runs only where it is True (training
                 needs logits only at loss-masked targets: a prompt-heavy batch skips most of
                 the head's work).
+            document_ids: (B, T) long, packed training rows (``qrw.data.collate``): attention
+                stays within each document and positions restart per document (-1 = pad).
+                Excludes ``attention_mask`` and ``cache``.
         Returns:
             logits: (B, T, vocab_size) float32, or (N, vocab_size) for the N selected positions
             in row-major order. The logits at t score token t + 1.
@@ -277,7 +309,13 @@ class Transformer(nn.Module):
               f"sequence of {start + T} tokens exceeds the context window ({self.config.max_seq_len})")
 
         # Positions and the attention mask.
-        if cache is None and attention_mask is None:
+        if document_ids is not None:
+            check(attention_mask is None and cache is None, "document_ids excludes attention_mask and cache")
+            check(document_ids.shape == (B, T), f"document_ids shape {tuple(document_ids.shape)} != input_ids shape {(B, T)}")
+            if positions is None:
+                positions = document_positions(document_ids)  # (B, T)
+            attn_mask = document_attention_mask(document_ids)  # (B, 1, T, T)
+        elif cache is None and attention_mask is None:
             attn_mask = None  # plain causal: the fused kernel
             if positions is None:
                 positions = torch.arange(T, device=input_ids.device).expand(B, T)  # (B, T)

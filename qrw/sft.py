@@ -43,6 +43,8 @@ class TrainConfig:
     steps: int = arg(300, "optimizer steps")
     batch_size: int = arg(64, "sequences per optimizer step")
     micro_batch_size: int = arg(64, "sequences per forward/backward (gradient accumulation when < batch_size)")
+    pack_len: int = arg(64, "pack each micro-batch's sequences into rows of at most this many tokens "
+                        "(attention within each sequence; 0: one right-padded sequence per row)")
     lr: float = arg(3e-3, "peak learning rate (AdamW)")
     min_lr_ratio: float = arg(0.1, "final learning rate as a fraction of the peak (cosine decay)")
     warmup_steps: int = arg(20, "linear warmup steps")
@@ -58,6 +60,7 @@ class TrainConfig:
         check(self.steps >= 0, f"steps must be >= 0 (got {self.steps})")
         check(self.batch_size >= 1, f"batch size must be >= 1 (got {self.batch_size})")
         check(self.micro_batch_size >= 1, f"micro batch size must be >= 1 (got {self.micro_batch_size})")
+        check(self.pack_len >= 0, f"pack len must be >= 0 (got {self.pack_len})")
         check(math.isfinite(self.lr) and self.lr > 0, f"learning rate must be > 0 (got {self.lr})")
         check(0 <= self.min_lr_ratio <= 1, f"min lr ratio must be in [0, 1] (got {self.min_lr_ratio})")
         check(self.warmup_steps >= 0, f"warmup steps must be >= 0 (got {self.warmup_steps})")
@@ -100,35 +103,37 @@ def multitask_loss(logits: torch.Tensor, batch: Batch, normalizer: float) -> tup
     check(logits.shape[0] == int(select.sum()),
           f"{logits.shape[0]} logit rows for {int(select.sum())} target tokens")
     targets = batch.targets[select]                                # (N,)
-    token_tasks = batch.task_ids[:, None].expand_as(select)[select]  # (N,)
+    token_tasks = batch.task_ids[select]                           # (N,)
     token_ce = F.cross_entropy(logits, targets, reduction="none")  # (N,)
     loss = (token_ce * batch.weights[select]).sum() / max(normalizer, 1.0)
     stats: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         correct = (logits.argmax(-1) == targets).float()  # (N,)
         for task_index, task in enumerate(TASKS):
-            rows = token_tasks == task_index  # (N,)
+            of_task = token_tasks == task_index  # (N,)
             if bool((batch.task_ids == task_index).any()):
-                stats[f"{task}_loss_sum"] = token_ce[rows].sum()
-                stats[f"{task}_correct"] = correct[rows].sum()
-                stats[f"{task}_tokens"] = rows.sum().float()
+                stats[f"{task}_loss_sum"] = token_ce[of_task].sum()
+                stats[f"{task}_correct"] = correct[of_task].sum()
+                stats[f"{task}_tokens"] = of_task.sum().float()
     return loss, stats
 
 
 def accumulate_gradients(model: torch.nn.Module, items: list, micro_batch_size: int, pad_id: int,
-                         weights: dict[str, float], device: torch.device) -> tuple[float, dict[str, float]]:
+                         weights: dict[str, float], device: torch.device,
+                         pack_len: int = 0) -> tuple[float, dict[str, float]]:
     """Forward/backward every micro-batch of one step's ``(task, example)`` items.
 
     The normaliser is the number of target tokens of the *whole step*, so the
     accumulated ``.grad`` equals the gradient of the full-batch loss, whatever
-    ``micro_batch_size`` is. Returns the step's loss and summed per-task statistics.
+    ``micro_batch_size`` and ``pack_len`` are (packing changes only the layout:
+    ``qrw.data.collate``). Returns the step's loss and summed per-task statistics.
     """
     normalizer = float(sum(sum(mask[1:]) for _, (_, mask) in items))
     loss_total = 0.0
     sums: dict[str, float] = {}
     for chunk in split_micro_batches(items, micro_batch_size):
-        batch = collate(chunk, pad_id, weights).to(device)
-        logits = model(batch.input_ids, attention_mask=batch.attention_mask,
+        batch = collate(chunk, pad_id, weights, pack_len).to(device)
+        logits = model(batch.input_ids, document_ids=batch.document_ids,
                        select=batch.target_mask.bool())  # (targets, V): the head runs on targets only
         loss, stats = multitask_loss(logits, batch, normalizer)
         loss.backward()
@@ -140,15 +145,15 @@ def accumulate_gradients(model: torch.nn.Module, items: list, micro_batch_size: 
 
 @torch.no_grad()
 def evaluate_loss(model: torch.nn.Module, examples: dict[str, list], pad_id: int, device: torch.device,
-                  batch_size: int = 128) -> dict[str, float]:
+                  batch_size: int = 128, pack_len: int = 0) -> dict[str, float]:
     """Mean token loss and token accuracy per task on fixed examples (validation)."""
     model.eval()
     out: dict[str, float] = {}
     for task, data in examples.items():
         loss_sum = correct = tokens = 0.0
         for chunk in split_micro_batches([(task, ex) for ex in data], batch_size):
-            batch = collate(chunk, pad_id, {task: 1.0}).to(device)
-            logits = model(batch.input_ids, attention_mask=batch.attention_mask, select=batch.target_mask.bool())
+            batch = collate(chunk, pad_id, {task: 1.0}, pack_len).to(device)
+            logits = model(batch.input_ids, document_ids=batch.document_ids, select=batch.target_mask.bool())
             _, stats = multitask_loss(logits, batch, 1.0)
             loss_sum += stats[f"{task}_loss_sum"].item()
             correct += stats[f"{task}_correct"].item()
@@ -185,7 +190,7 @@ def train_stage(model: torch.nn.Module, mixture: TaskMixture, cfg: TrainConfig, 
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss_total, sums = accumulate_gradients(model, mixture.batch(step), cfg.micro_batch_size, pad_id,
-                                                mixture.weights, device)
+                                                mixture.weights, device, cfg.pack_len)
         if not math.isfinite(loss_total):
             optimizer.zero_grad(set_to_none=True)
             raise NonFiniteLossError(f"{stage}: non-finite loss {loss_total} at step {step + 1}; "

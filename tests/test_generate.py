@@ -220,13 +220,17 @@ def test_bench_runs(monkeypatch, capsys):
     assert "speedup" in out and "GFLOP/s" in out and len(out.strip().splitlines()) == 5 and "decode FLOPs/token" in out
 
 
-def test_bench_train_runs_both_heads_on_one_batch(monkeypatch, capsys):
+def test_bench_train_times_three_layouts_of_real_batches(monkeypatch, capsys):
     from qrw import bench
-    monkeypatch.setattr(sys, "argv", ["qrw.bench", "train", "--preset", "tiny", "--vocab-size", "64",
-                                      "--batch-size", "6", "--repeats", "2"])
+    monkeypatch.setattr(sys, "argv", ["qrw.bench", "train", "--preset", "tiny", "--smoke", "--repeats", "2",
+                                      "--pack-len", "48"])
     bench.main()
-    out = capsys.readouterr().out
-    assert "every position" in out and "targets only" in out and "(2 rewrite rows)" in out
-    items = bench.sft_like_batch(64, 10, 0.3, torch.Generator().manual_seed(0))
-    assert [task for task, _ in items].count("rewrite") == 3
-    assert all(sum(mask) == (6 if task == "rewrite" else 2) and mask[-1] == 1 for task, (_, mask) in items)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 8 and "GFLOP/s" in lines[0]
+    for stage in ("pretrain", "sft"):
+        rows = [line.split("|") for line in lines if line.startswith(stage)]
+        assert [r[1].strip() for r in rows] == ["padded, head on every position", "padded, head on targets",
+                                                "packed (48), head on targets"]
+        positions = [float(r[2]) for r in rows]
+        real = {float(r[3]) for r in rows}
+        assert len(real) == 1 and positions[2] < positions[0] and positions[2] >= real.pop()

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from qrw.config import UserError
-from qrw.data import TASKS, TaskMixture, collate, mixture_counts, stream_indices
-from qrw.model import ModelConfig, Transformer
+from qrw.data import TASKS, TaskMixture, collate, mixture_counts, pack_rows, stream_indices
+from qrw.model import ModelConfig, Transformer, document_positions
 from qrw.sft import TrainConfig, accumulate_gradients, lr_at, multitask_loss
 from qrw.tokenizer import Tokenizer, render_pretrain, render_relevance, render_rewrite
 
@@ -94,7 +94,7 @@ def test_target_only_logits_give_the_full_logits_loss_and_gradient(tok):
     results = []
     for select in (None, batch.target_mask.bool()):
         model.zero_grad(set_to_none=True)
-        logits = model(batch.input_ids, attention_mask=batch.attention_mask, select=select)
+        logits = model(batch.input_ids, document_ids=batch.document_ids, select=select)
         loss, stats = multitask_loss(logits, batch, n)
         loss.backward()
         results.append((logits.dim(), loss.item(), {k: v.item() for k, v in stats.items()},
@@ -105,6 +105,76 @@ def test_target_only_logits_give_the_full_logits_loss_and_gradient(tok):
     assert stats_sel == pytest.approx(stats_full, rel=1e-6)
     for g_full, g in zip(grads_full, grads_sel):
         torch.testing.assert_close(g, g_full, rtol=1e-5, atol=1e-7)
+
+
+def test_pack_rows_first_fit_decreasing_by_hand():
+    # lengths 5 3 4 2 6 into rows of 8: 6 -> row0; 5 -> row1; 4 -> row2; 3 -> row1 (5+3); 2 -> row0 (6+2)
+    assert pack_rows([5, 3, 4, 2, 6], 8) == [[4, 3], [0, 1], [2]]
+    assert pack_rows([9, 1], 8) == [[0], [1]]  # too long for a row: a row of its own
+    assert pack_rows([2, 2, 2], 0) == [[0], [1], [2]]  # nothing fits in a row of 0
+
+
+def test_packed_collate_layout_by_hand(tok):
+    """Two examples in one row: ids, shifted targets, document ids, positions restarting at 0, tasks."""
+    a = ([10, 11, 12, 13], [0, 0, 1, 1])  # 3 inputs
+    b = ([20, 21, 22], [0, 1, 1])         # 2 inputs
+    batch = collate([("rewrite", a), ("relevance", b)], 0, {"rewrite": 1.0, "relevance": 3.0}, pack_len=8)
+    assert batch.input_ids.tolist() == [[10, 11, 12, 20, 21]]
+    assert batch.targets.tolist() == [[11, 12, 13, 21, 22]]
+    assert batch.target_mask.tolist() == [[0, 1, 1, 1, 1]]
+    assert batch.weights.tolist() == [[0, 1, 1, 3, 3]]
+    assert batch.document_ids.tolist() == [[0, 0, 0, 1, 1]]
+    assert batch.task_ids.tolist() == [[TASKS.index("rewrite")] * 3 + [TASKS.index("relevance")] * 2]
+    assert document_positions(batch.document_ids).tolist() == [[0, 1, 2, 0, 1]]
+    padded = collate([("rewrite", a), ("relevance", b)], 0, {"rewrite": 1.0, "relevance": 3.0})
+    assert padded.document_ids.tolist() == [[0, 0, 0], [0, 0, -1]]
+    assert padded.task_ids[1].tolist() == [TASKS.index("relevance")] * 2 + [-1]
+
+
+def test_packed_rows_give_the_padded_loss_gradient_and_logits(tok):
+    """Packing changes the layout, not the computation: each example's logits, the loss and the gradient match."""
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig.preset("tiny", tok.vocab_size))
+    its = items(tok) * 3  # 12 examples of 3 tasks
+    weights = {"rewrite": 1.0, "relevance": 3.0, "pretrain": 0.5}
+    n = float(sum(sum(mask[1:]) for _, (_, mask) in its))
+    results = []
+    for pack_len in (0, 32):
+        batch = collate(its, tok.pad_id, weights, pack_len)
+        model.zero_grad(set_to_none=True)
+        logits = model(batch.input_ids, document_ids=batch.document_ids, select=batch.target_mask.bool())
+        loss, stats = multitask_loss(logits, batch, n)
+        loss.backward()
+        results.append((batch.input_ids.shape, logits, loss.item(), {k: v.item() for k, v in stats.items()},
+                        [p.grad.clone() for p in model.parameters()]))
+    (shape_pad, logits_pad, loss_pad, stats_pad, grads_pad), (shape_pack, logits_pack, loss_pack, stats_pack, grads_pack) = results
+    assert shape_pack[0] < shape_pad[0] and shape_pack[0] * shape_pack[1] < shape_pad[0] * shape_pad[1]
+    # the target rows come in another order when packed; compare them as sorted sets of rows
+    key = lambda x: x[:, :4].sum(-1)  # noqa: E731
+    torch.testing.assert_close(logits_pack[key(logits_pack).argsort()], logits_pad[key(logits_pad).argsort()],
+                               rtol=1e-4, atol=1e-5)
+    assert loss_pack == pytest.approx(loss_pad, rel=1e-5)
+    assert stats_pack == pytest.approx(stats_pad, rel=1e-5)
+    for g_pad, g in zip(grads_pad, grads_pack):
+        torch.testing.assert_close(g, g_pad, rtol=1e-4, atol=1e-6)
+
+
+def test_a_packed_document_sees_nothing_of_its_neighbours(tok):
+    """Changing the first document of a row leaves the second one's logits untouched (and vice versa for causality)."""
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig.preset("tiny", tok.vocab_size)).eval()
+    a, b = render_rewrite(tok, "blk kicks for men", "nike sneakers"), render_rewrite(tok, "fridge lg", "refrigerator lg")
+    c = render_rewrite(tok, "cheap earbuds sony", "headphones sony")
+    with torch.no_grad():
+        outs = []
+        for first in (a, c):
+            batch = collate([("rewrite", first), ("rewrite", b)], tok.pad_id, {"rewrite": 1.0}, pack_len=64)
+            assert batch.input_ids.shape[0] == 1
+            logits = model(batch.input_ids, document_ids=batch.document_ids)  # (1, T, V)
+            outs.append(logits[0, batch.document_ids[0] == 1])
+        alone = model(torch.tensor([b[0][:-1]]))[0]  # b alone, no padding, positions from 0
+    torch.testing.assert_close(outs[0], outs[1])
+    torch.testing.assert_close(outs[0], alone, rtol=1e-5, atol=1e-5)
 
 
 def test_lr_schedule_warmup_then_cosine():
