@@ -114,8 +114,13 @@ def ci_text(c: dict) -> str:
     return f"{c['diff']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}]"
 
 
-def check_claims(cmp: dict[tuple[str, str], dict], rows: dict) -> list[str]:
-    """The paper's four claims, each judged from paired differences on the test queries."""
+def check_claims(cmp: dict[tuple[str, ...], dict], rows: dict, n_log_only: int = 0) -> list[str]:
+    """The paper's four claims, each judged from paired differences on the test queries.
+
+    ``cmp[("sft-nopretrain", "sft-multi", "log-only")]``, when present, is the stage-0
+    comparison on the ``n_log_only`` test queries that use a log-only variant: shown
+    for claim 2, not part of its verdict.
+    """
     out = []
     # 1. multi-task SFT raises relevance over single-task at similar recall
     c = cmp[("sft-single", "sft-multi")]
@@ -134,11 +139,22 @@ def check_claims(cmp: dict[tuple[str, str], dict], rows: dict) -> list[str]:
     c = cmp[("sft-nopretrain", "sft-multi")]
     tail = (rows["multi-task SFT"]["tail"], rows["multi-task SFT, no pretrain"]["tail"])
     helps = c["accuracy"]["low"] > 0 or c["recall"]["low"] > 0
+    sub = cmp.get(("sft-nopretrain", "sft-multi", "log-only"))
+    log_only_text = "" if sub is None else (
+        f"On the {n_log_only} test queries that use a log-only variant (a user word seen in search logs, never in a "
+        f"training query), accuracy {sub['accuracy']['after']:.3f} with vs {sub['accuracy']['before']:.3f} without, "
+        f"{ci_text(sub['accuracy'])}. ")
     out.append("2. *Pretraining on search logs and product text helps.* With minus without stage 0: accuracy "
                f"{ci_text(c['accuracy'])}, recall@10 {ci_text(c['recall'])}, relevance@10 {ci_text(c['relevance'])}, "
                f"UCVR {ci_text(c['ucvr'])}; on the tail segment accuracy {tail[0]['accuracy']:.3f} vs "
                f"{tail[1]['accuracy']:.3f}, recall@10 {tail[0]['recall']:.3f} vs {tail[1]['recall']:.3f}. "
-               f"Reading: accuracy or recall up with an interval excluding 0: {verdict(helps)}.")
+               + log_only_text
+               + f"Reading: accuracy or recall up with an interval excluding 0: {verdict(helps)}."
+               + ("" if helps else
+                  " Likely reason: stage 0 teaches the log-only variants only weakly in its 600 steps on a "
+                  "2M-parameter model, and what remains of its effect is no larger than the run-to-run variation "
+                  "that float rounding alone causes here (about 0.01 in accuracy between runs of the same command "
+                  "on two CPUs, or with padded and packed batches), which one seed cannot resolve."))
     # 3. GRPO with the fused reward gives the best balance
     fusion, rel_only, conv_only = (rows[LABELS[n]]["all"] for n in ("grpo-fusion", "grpo-relevance", "grpo-conversion"))
     sft = rows["multi-task SFT"]["all"]
@@ -215,6 +231,16 @@ def _save_figure(fig, axes, path: Path) -> str:
     return path.name
 
 
+def trailing_mean(steps, values, window: int):
+    """``(steps, means)`` of a trailing moving average: each point averages the ``window`` values ending there.
+
+    Unlike ``np.convolve(..., mode="same")`` it does not pad with zeros, so the curve's ends are not dragged to 0.
+    """
+    window = max(1, min(window, len(values)))
+    means = np.convolve(np.asarray(values, dtype=float), np.ones(window) / window, mode="valid")
+    return list(steps)[window - 1:], means
+
+
 def plot_curves(out: Path, docs: Path, suffix: str) -> list[str]:
     """Training curves from metrics.jsonl (only when matplotlib is installed); returns the files written."""
     try:
@@ -231,7 +257,7 @@ def plot_curves(out: Path, docs: Path, suffix: str) -> list[str]:
             pts = [(r["step"], r[key]) for r in recs if r.get("stage") == "sft" and key in r]
             if pts:
                 steps, vals = zip(*pts)
-                ax.plot(steps, np.convolve(vals, np.ones(20) / 20, mode="same"), label=LABELS[name])
+                ax.plot(*trailing_mean(steps, vals, 20), label=LABELS[name])
                 ax.set_title(f"stage 1 {key.replace('_', ' ')} (20-step mean)")
                 ax.set_xlabel("step")
                 ax.set_yscale("log")
@@ -243,7 +269,7 @@ def plot_curves(out: Path, docs: Path, suffix: str) -> list[str]:
         for ax, key, title in zip(axes, ("reward_page_relevance_mean", "reward_ucvr_mean", "kl"),
                                   ("training relevance@10 of samples", "training UCVR of samples", "KL to SFT (k3)")):
             vals = [r.get(key, np.nan) for r in recs]
-            ax.plot(steps, np.convolve(vals, np.ones(10) / 10, mode="same"), label=LABELS[name])
+            ax.plot(*trailing_mean(steps, vals, 10), label=LABELS[name])
             ax.set_title(f"{title} (10-step mean)")
             ax.set_xlabel("GRPO step")
     written.append(_save_figure(fig, axes, docs / f"grpo_curves{suffix}.png"))
@@ -281,6 +307,11 @@ def main(argv=None) -> int:
     pairs = [("sft-single", "sft-multi"), ("sft-nopretrain", "sft-multi"), ("sft-multi", "grpo-fusion"),
              ("sft-multi", "grpo-relevance"), ("sft-multi", "grpo-conversion"), ("grpo-fusion", "grpo-conversion")]
     cmp = {(a, b): compare_rewrites(ctx, queries, rewrites[a], rewrites[b]) for a, b in pairs}
+    log_only = [i for i, q in enumerate(queries) if world.uses_log_only(q)]
+    if log_only:
+        cmp[("sft-nopretrain", "sft-multi", "log-only")] = compare_rewrites(
+            ctx, [queries[i] for i in log_only], [rewrites["sft-nopretrain"][i] for i in log_only],
+            [rewrites["sft-multi"][i] for i in log_only])
     names = ["no rewrite", "dictionary", "gold"] + [LABELS[n] for n in GRID]
     plots = plot_curves(out, results_path.parent, suffix)
 
@@ -305,7 +336,7 @@ def main(argv=None) -> int:
     lines += table(rows, "tail", names, tagging)
     lines += ["", "## The paper's claims, checked here", "",
               "Differences are paired over the same test queries (mean per-query difference and its 95% interval).", ""]
-    lines += [c + "\n" for c in check_claims(cmp, rows)]
+    lines += [c + "\n" for c in check_claims(cmp, rows, len(log_only))]
     rewrites["none"] = [None] * len(queries)
     lines += ["## Simulated online A/B tests", ""]
     lines += ab_lines(ctx, queries, rewrites, [("none", "sft-multi"), ("sft-multi", "grpo-fusion"),

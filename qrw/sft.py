@@ -14,6 +14,12 @@ and ``N`` the number of target tokens in the whole step (all micro-batches), so
 that gradient accumulation gives exactly the full-batch gradient. With one task
 and weight 1 this is the usual token-mean language-model loss.
 
+Each micro-batch is packed (``TrainConfig.pack_len``, :func:`qrw.data.collate`):
+its sequences sit side by side in rows of at most ``pack_len`` tokens, attention
+stays within each sequence and positions restart at each one, so the loss and
+gradient are those of one padded sequence per row at a fraction of the work
+(``python -m qrw.bench train``). The LM head runs only at the target positions.
+
 The step order is fixed (nanoGPT): learning rate -> micro-batches (forward, loss,
 backward) -> finite check -> clip -> optimizer step -> zero grad -> log -> eval ->
 checkpoint. A non-finite loss raises :class:`NonFiniteLossError` *before* the

@@ -1051,6 +1051,10 @@ class World:
         self._split_keys = {s: {(q.intent, q.forms) for q in queries[s]} for s in SPLITS}
         return queries
 
+    def uses_log_only(self, query: Query) -> bool:
+        """Whether ``query`` uses a log-only variant: a user word of the search logs that no training query has."""
+        return any(self.lexicon.form_tier[form] == "log_only" for form in query.forms)
+
     # -- search logs -----------------------------------------------------------------------------
 
     def _build_logs(self, draws: Draws) -> list[tuple[str, int, bool]]:

@@ -266,3 +266,35 @@ def test_bad_input_gives_one_line_errors(run_dir, tmp_path, capsys):
     assert "corrupted or truncated checkpoint" in cli_error(capsys, "--ckpt", str(other))
     (other / "config.json").write_text("{not json")
     assert "corrupted run config" in cli_error(capsys, "--ab", "none", str(other))
+
+
+def test_trailing_mean_of_training_curves_by_hand():
+    from qrw.reproduce import trailing_mean
+    steps, means = trailing_mean([1, 2, 3, 4, 5], [2.0, 4.0, 6.0, 8.0, 10.0], 2)
+    assert steps == [2, 3, 4, 5] and means.tolist() == [3.0, 5.0, 7.0, 9.0]  # no zero-padded ends
+    steps, means = trailing_mean([1, 2], [1.0, 3.0], 20)  # window longer than the curve: one point
+    assert steps == [2] and means.tolist() == [2.0]
+
+
+def test_claim_checks_read_the_intervals():
+    """Claim 2 reproduces only when an interval excludes 0; the log-only subset is reported, not judged."""
+    from qrw.reproduce import GRID, LABELS, check_claims
+
+    def ci(diff, half=0.01, before=0.5):
+        return {"diff": diff, "low": diff - half, "high": diff + half, "before": before, "after": before + diff}
+
+    def comparison(diff):
+        return {m: ci(diff) for m in ("accuracy", "relevance", "recall", "ucvr")}
+
+    metrics = {"accuracy": 0.8, "relevance": 0.6, "recall": 0.8, "ucvr": 0.45}
+    rows = {LABELS[n]: {"all": dict(metrics), "tail": dict(metrics)} for n in GRID}
+    pairs = [("sft-single", "sft-multi"), ("sft-nopretrain", "sft-multi"), ("sft-multi", "grpo-fusion"),
+             ("sft-multi", "grpo-relevance"), ("sft-multi", "grpo-conversion"), ("grpo-fusion", "grpo-conversion")]
+    cmp = {p: comparison(0.0) for p in pairs}
+    claim2 = check_claims(cmp, rows)[1]
+    assert "**does not reproduce**" in claim2 and "Likely reason" in claim2 and "test queries that use" not in claim2
+    cmp[("sft-nopretrain", "sft-multi")] = comparison(0.02)
+    cmp[("sft-nopretrain", "sft-multi", "log-only")] = comparison(-0.03)
+    claim2 = check_claims(cmp, rows, n_log_only=187)[1]
+    assert "**reproduces**" in claim2 and "Likely reason" not in claim2
+    assert "On the 187 test queries that use a log-only variant" in claim2 and "-0.0300 [-0.0400, -0.0200]" in claim2

@@ -151,6 +151,8 @@ def test_log_only_variants_reach_logs_and_test_but_never_train(world):
     uses_log_only = [any(tiers[f] == "log_only" for f in q.forms) for q in world.queries["train"]]
     assert not any(uses_log_only)
     assert any(any(tiers[f] == "log_only" for f in q.forms) for q in world.queries["test"])
+    assert not any(world.uses_log_only(q) for q in world.queries["train"])
+    assert 0 < sum(world.uses_log_only(q) for q in world.queries["test"]) < len(world.queries["test"])
     log_only = {f for f, t in tiers.items() if t == "log_only"}
     train_text = " ".join(f" {q.text} " for q in world.queries["train"])
     log_text = " ".join(f" {q} " for q, _, _ in world.logs)
