@@ -75,6 +75,23 @@ SMOKE = {
 }
 
 
+def pretrain_mixture(world: World, tok: Tokenizer, run: SFTRunConfig, pre: TrainConfig, max_len: int) -> TaskMixture:
+    """Stage 0's batches: titles, attribute text and search-log sessions."""
+    return TaskMixture({"pretrain": pretrain_dataset(world, tok, max_len)}, counts={"pretrain": pre.batch_size},
+                       weights={"pretrain": 1.0}, seed=run.seed)
+
+
+def sft_mixture(world: World, tok: Tokenizer, run: SFTRunConfig, sft: TrainConfig, max_len: int) -> TaskMixture:
+    """Stage 1's batches: rewrite pairs, plus relevance pairs when multi-task, in the run's ratio and loss weights."""
+    tasks = tuple(run.tasks.split(","))
+    datasets = {"rewrite": rewrite_dataset(world.queries["train"], tok, max_len)}
+    if "relevance" in tasks:
+        datasets["relevance"] = relevance_dataset(world, "train", tok, max_len, seed=run.seed,
+                                                  per_label=run.relevance_per_label, balance=run.relevance_balance)
+    return TaskMixture(datasets, counts=mixture_counts(sft.batch_size, tasks, run.rewrite_fraction),
+                       weights={"rewrite": run.rewrite_weight, "relevance": run.relevance_weight}, seed=run.seed)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = Parser(prog="train_sft.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/sft", help="run directory")
@@ -171,9 +188,7 @@ def main(argv=None) -> int:
     # ---- stage 0: pretraining on logs and product text -----------------------------------
     pre: TrainConfig = configs["pretrain"]
     if pre.steps > 0 and start_stage == "pretrain" and start_step < pre.steps:
-        mixture = TaskMixture({"pretrain": pretrain_dataset(world, tok, max_len)},
-                              counts={"pretrain": pre.batch_size}, weights={"pretrain": 1.0}, seed=run.seed)
-        finished = train_stage(model, mixture, pre, stage="pretrain", device=device, pad_id=tok.pad_id, log=log,
+        finished = train_stage(model, pretrain_mixture(world, tok, run, pre, max_len), pre, stage="pretrain", device=device, pad_id=tok.pad_id, log=log,
                                save=save("pretrain"), start_step=start_step,
                                optimizer_state=state["optimizer"] if state else None,
                                stop_after=budget, progress=progress)
@@ -188,14 +203,10 @@ def main(argv=None) -> int:
     # ---- stage 1: multi-task SFT (rewrite generation + relevance tagging) ----------------
     sft: TrainConfig = configs["sft"]
     tasks = tuple(run.tasks.split(","))
-    datasets = {"rewrite": rewrite_dataset(world.queries["train"], tok, max_len)}
+    mixture = sft_mixture(world, tok, run, sft, max_len)
     val = {"rewrite": rewrite_dataset(world.queries["val"][:run.val_examples], tok, max_len)}
     if "relevance" in tasks:
-        datasets["relevance"] = relevance_dataset(world, "train", tok, max_len, seed=run.seed,
-                                                  per_label=run.relevance_per_label, balance=run.relevance_balance)
         val["relevance"] = relevance_dataset(world, "val", tok, max_len, seed=run.seed)[:run.val_examples]
-    mixture = TaskMixture(datasets, counts=mixture_counts(sft.batch_size, tasks, run.rewrite_fraction),
-                          weights={"rewrite": run.rewrite_weight, "relevance": run.relevance_weight}, seed=run.seed)
     resuming_sft = start_stage == "sft"
     sft_start = start_step if resuming_sft else 0
     if sft_start < sft.steps:

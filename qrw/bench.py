@@ -98,31 +98,24 @@ def bench_generate(preset: str, vocab_size: int, batch_sizes: list[int], prompt_
     return rows
 
 
-def training_batches(seed: int, smoke: bool, n_batches: int) -> tuple[int, dict[str, list]]:
+def training_batches(seed: int, smoke: bool, n_batches: int) -> tuple[int, dict[str, list], dict[str, float]]:
     """The first ``n_batches`` batches of stage 0 and of stage 1 exactly as ``train_sft.py`` builds them.
 
-    Returns the tokenizer's vocabulary size and ``{stage: [items of one step, ...]}``.
+    Returns the tokenizer's vocabulary size, ``{stage: [items of one step, ...]}`` and the task loss weights.
     """
     import train_sft
-    from qrw.data import TaskMixture, mixture_counts, pretrain_dataset, relevance_dataset, rewrite_dataset
     from qrw.tokenizer import Tokenizer
-    from qrw.world import World, WorldConfig
+    from qrw.world import World
 
     configs = train_sft.build_configs(train_sft.parse_args(["--seed", str(seed)] + (["--smoke"] if smoke else [])))
-    run, pre, sft = configs["run"], configs["pretrain"], configs["sft"]
-    world = World(WorldConfig(**{**configs["world"].__dict__, "seed": seed}))
+    run = configs["run"]
+    world = World(configs["world"])
     tok = Tokenizer.train(world.corpus_texts(), run.vocab_size)
     max_len = ModelConfig.preset(run.preset, tok.vocab_size).max_seq_len
-    stage0 = TaskMixture({"pretrain": pretrain_dataset(world, tok, max_len)}, {"pretrain": pre.batch_size},
-                         {"pretrain": 1.0}, seed)
-    stage1 = TaskMixture({"rewrite": rewrite_dataset(world.queries["train"], tok, max_len),
-                          "relevance": relevance_dataset(world, "train", tok, max_len, seed=seed,
-                                                         per_label=run.relevance_per_label,
-                                                         balance=run.relevance_balance)},
-                         mixture_counts(sft.batch_size, ("rewrite", "relevance"), run.rewrite_fraction),
-                         {"rewrite": run.rewrite_weight, "relevance": run.relevance_weight}, seed)
-    return tok.vocab_size, {"pretrain": [stage0.batch(i) for i in range(n_batches)],
-                            "sft": [stage1.batch(i) for i in range(n_batches)]}
+    stage0 = train_sft.pretrain_mixture(world, tok, run, configs["pretrain"], max_len)
+    stage1 = train_sft.sft_mixture(world, tok, run, configs["sft"], max_len)
+    batches = {"pretrain": [stage0.batch(i) for i in range(n_batches)], "sft": [stage1.batch(i) for i in range(n_batches)]}
+    return tok.vocab_size, batches, {**stage0.weights, **stage1.weights}
 
 
 def bench_train(preset: str, pack_len: int, repeats: int, device: str, seed: int, smoke: bool = False) -> list[dict]:
@@ -137,11 +130,10 @@ def bench_train(preset: str, pack_len: int, repeats: int, device: str, seed: int
     from qrw.data import collate
     from qrw.sft import multitask_loss
 
-    vocab_size, batches = training_batches(seed, smoke, repeats + 1)
+    vocab_size, batches, weights = training_batches(seed, smoke, repeats + 1)
     torch.manual_seed(seed)
     model = Transformer(ModelConfig.preset(preset, vocab_size)).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    weights = {"pretrain": 1.0, "rewrite": 1.0, "relevance": 3.0}
 
     def step(items, layout_pack_len, head_on_targets):
         data = collate(items, 0, weights, layout_pack_len).to(device)
