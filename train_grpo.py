@@ -12,6 +12,15 @@ SFT initialisation and of the GRPO policy) and prints the before/after table.
     python train_grpo.py --relevance-judge tagger       # the SFT model's own tagger as relevance reward
     python train_grpo.py --smoke                        # tiny end-to-end check (trains its own tiny SFT first)
     python train_grpo.py --resume --out runs/grpo       # continue an interrupted run exactly
+
+One GRPO step, written out in :func:`main` (DeepSeekMath, arXiv 2402.03300, section 4.1.2):
+
+1. P training queries; G rewrites each sampled from the current policy  (qrw.rollout.sample_groups)
+2. every reward component and their fusion, (P, G)                      (qrw.rewards.RewardFunction)
+3. group-relative advantages; dynamic sampling keeps groups with spread (qrw.grpo.group_advantages)
+4. reference log-probs once, then mu passes of the clipped surrogate
+   + beta * KL to the frozen SFT model                                  (qrw.update.update_kept_groups)
+5. log, sample rewrites, checkpoint                                     (qrw.runs)
 """
 
 from __future__ import annotations
@@ -26,16 +35,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qrw.checkpoint import (CKPT_NAME, CONFIG_NAME, TOKENIZER_NAME, file_sha256, read_json, restore_model,
-                            save_checkpoint, write_json)
-from qrw.config import (Parser, UserError, add_config_args, arg, check, config_from_args, config_from_dict,
+from qrw.checkpoint import CKPT_NAME
+from qrw.config import (NonFiniteLossError, Parser, add_config_args, arg, check, config_from_args, config_from_dict,
                         resolve_device, run_main)
-from qrw.evaluate import EvalContext, compare_rewrites, evaluate_run, format_comparison, format_table
-from qrw.grpo import frozen_reference
-from qrw.grpo_train import GRPOConfig, train_grpo
-from qrw.log import MetricsLog
-from qrw.rewards import RewardConfig, RewardFunction
-from qrw.rewriter import Rewriter, load_run
+from qrw.evaluate import compare_rewrites, evaluate_run, format_comparison, format_table
+from qrw.grpo import dynamic_sampling_mask, group_advantages, zero_spread_fraction
+from qrw.rewards import COMPONENTS, RewardConfig, RewardFunction
+from qrw.rewriter import Rewriter
+from qrw.rollout import SampledGroups, frozen_reference, sample_groups, step_generator, step_queries
+from qrw.runs import RunDir, StageLoop, load_run, lr_at, set_lr
+from qrw.shop.shop import Shop
+from qrw.update import GRPOConfig, update_kept_groups
 
 
 @dataclass
@@ -53,6 +63,7 @@ class GRPORunConfig:
 
 SMOKE_GRPO = dict(steps=4, queries_per_step=4, group_size=4, max_new_tokens=12, log_every=1, sample_every=2,
                   ckpt_every=2, minibatch_size=16)
+UPDATE_STATS = ("loss", "kl", "clip_frac_low", "clip_frac_high", "ratio_mean", "approx_kl", "entropy", "grad_norm")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -71,6 +82,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def step_record(step: int, lr: float, scores: dict, rewards: torch.Tensor, advantages: torch.Tensor,
+                keep: torch.Tensor, groups: SampledGroups, update: dict | None, eos_id: int) -> dict:
+    """What metrics.jsonl gets for one step: every reward's mean and std, the groups, lengths, the update's stats."""
+    P, G = rewards.shape
+    record = {"stage": "grpo", "step": step + 1, "lr": lr}
+    for name in list(COMPONENTS) + ["fused", "ucvr", "page_relevance"]:  # logged whether weighted or not
+        record[f"reward_{name}_mean"], record[f"reward_{name}_std"] = float(np.mean(scores[name])), float(np.std(scores[name]))
+    lengths = groups.lengths  # (N,)
+    finished = (groups.rollout.tokens == eos_id).logical_and(groups.rollout.mask > 0).any(1)  # (N,)
+    record.update({"zero_spread_frac": zero_spread_fraction(rewards), "groups_kept": int(keep.sum()),
+                   "adv_abs_mean": float(advantages.abs().mean()),
+                   "length_mean": float(lengths.float().mean()), "length_min": int(lengths.min()),
+                   "length_max": int(lengths.max()), "truncated_frac": float(1 - finished.float().mean()),
+                   "diversity": float(np.mean([len(set(groups.rewrites[p * G:(p + 1) * G])) / G for p in range(P)]))})
+    if update is None:  # every group unanimous: nothing to learn from this batch, no optimizer step
+        return record | dict.fromkeys(UPDATE_STATS) | {"optimizer_steps": 0}
+    return record | update
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     check(args.stop_after is None or args.stop_after >= 1, "--stop-after must be >= 1")
@@ -78,10 +108,11 @@ def main(argv=None) -> int:
     progress = not args.quiet
     t_start = time.perf_counter()
 
+    # ---- configs, and the SFT run to start from ---------------------------------------
     run = config_from_args(GRPORunConfig, args)
     grpo = config_from_args(GRPOConfig, args, base=GRPOConfig(**SMOKE_GRPO) if args.smoke else None)
-    rewards = config_from_args(RewardConfig, args)
-    default_out = "runs/grpo" if rewards.reward == "fusion" else f"runs/grpo-{rewards.reward}"
+    rewards_cfg = config_from_args(RewardConfig, args)
+    default_out = "runs/grpo" if rewards_cfg.reward == "fusion" else f"runs/grpo-{rewards_cfg.reward}"
     out = Path(args.out or (("runs/smoke-grpo" if args.smoke else default_out)))
     if args.smoke and args.init is None:
         run = dataclasses.replace(run, init="runs/smoke-sft")
@@ -89,81 +120,109 @@ def main(argv=None) -> int:
             import train_sft
             shutil.rmtree(run.init, ignore_errors=True)
             train_sft.main(["--smoke", "--quiet", "--out", run.init, "--device", args.device])
+    run_dir = RunDir(out, resume=args.resume)
     if args.resume:
-        saved = read_json(out / CONFIG_NAME, "run config (nothing to resume?)")
+        saved = run_dir.saved_config
         run = config_from_dict(GRPORunConfig, saved["run"])
         grpo = config_from_dict(GRPOConfig, saved["grpo"])
-        rewards = config_from_dict(RewardConfig, saved["rewards"])
-    elif (out / CKPT_NAME).exists():
-        raise UserError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+        rewards_cfg = config_from_dict(RewardConfig, saved["rewards"])
 
+    # ---- policy (trainable) and reference (frozen SFT copy) ----------------------------
     init = Path(run.init)
     loaded = load_run(init, device)
     world, tok, policy = loaded.world, loaded.tok, loaded.model
-    model_cfg = policy.config
     reference = frozen_reference(policy)
     torch.manual_seed(run.seed)
     out.mkdir(parents=True, exist_ok=True)
     if not args.resume:
-        shutil.copyfile(init / TOKENIZER_NAME, out / TOKENIZER_NAME)
-        write_json(out / CONFIG_NAME, {"kind": "grpo", "run": dataclasses.asdict(run), "grpo": dataclasses.asdict(grpo),
-                                       "rewards": dataclasses.asdict(rewards),
-                                       "world": dataclasses.asdict(world.config),
-                                       "model": dataclasses.asdict(model_cfg)})
-    tok_sha = file_sha256(out / TOKENIZER_NAME)
-    state = None
-    if args.resume:
-        state = restore_model(out, policy, tok_sha)
-    log = MetricsLog(out / "metrics.jsonl", truncate=not args.resume)
-    if state is not None:
-        log.truncate_after("grpo", state["step"])
-
-    ctx = EvalContext(world)
-    tagger = Rewriter(reference, tok, device) if rewards.relevance_judge == "tagger" else None
-    reward_fn = RewardFunction(ctx, rewards, tagger=tagger)
+        shutil.copyfile(init / "tokenizer.json", run_dir.tokenizer_path)
+    state = run_dir.begin({"kind": "grpo", "run": dataclasses.asdict(run), "grpo": dataclasses.asdict(grpo),
+                           "rewards": dataclasses.asdict(rewards_cfg), "world": dataclasses.asdict(world.config),
+                           "model": dataclasses.asdict(policy.config)}, policy)
+    shop = Shop(world)
+    tagger = Rewriter(reference, tok, device) if rewards_cfg.relevance_judge == "tagger" else None
+    reward_fn = RewardFunction(shop, rewards_cfg, tagger=tagger)
     rewriter = Rewriter(policy, tok, device, max_new_tokens=grpo.max_new_tokens)
+    optimizer = torch.optim.AdamW(policy.param_groups(grpo.weight_decay), lr=grpo.lr, betas=(0.9, 0.99))
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
     if progress:
-        print(f"GRPO from {init}: reward {rewards.reward} (weights {reward_fn.weights}, relevance judge "
-              f"{rewards.relevance_judge}) | P {grpo.queries_per_step} x G {grpo.group_size} | "
+        print(f"GRPO from {init}: reward {rewards_cfg.reward} (weights {reward_fn.weights}, relevance judge "
+              f"{rewards_cfg.relevance_judge}) | P {grpo.queries_per_step} x G {grpo.group_size} | "
               f"loss {grpo.loss_type} | beta {grpo.beta} | device {device}")
 
-    def save(step: int, optimizer: torch.optim.Optimizer) -> None:
-        save_checkpoint(out / CKPT_NAME, {"model": policy.state_dict(), "optimizer": optimizer.state_dict(),
-                                          "stage": "grpo", "step": step,
-                                          "model_config": dataclasses.asdict(model_cfg), "tokenizer_sha256": tok_sha})
-
+    # ---- the GRPO loop ------------------------------------------------------------------
+    pool = world.log_queries if run.queries == "logs" else world.queries["train"]
+    G = grpo.group_size
     start = state["step"] if state else 0
-    if start < grpo.steps or grpo.steps == 0:
-        pool = world.log_queries if run.queries == "logs" else world.queries["train"]
-        finished = train_grpo(policy, reference, rewriter, reward_fn, pool, grpo, seed=run.seed,
-                              device=device, log=log, save=save, start_step=start,
-                              optimizer_state=state["optimizer"] if state else None,
-                              stop_after=args.stop_after, progress=progress)
-        if not finished:
-            print(f"stopped; continue with: python train_grpo.py --resume --out {out}")
-            return 0
-        if grpo.steps == 0:
-            save(0, torch.optim.AdamW(policy.parameters()))
+    loop = StageLoop("grpo", start, grpo.steps, log_every=grpo.log_every, ckpt_every=grpo.ckpt_every,
+                     stop_after=args.stop_after, progress=progress)
+    for step in loop:
+        t0 = time.perf_counter()
+        # 1. P training queries, G rewrites each from the current policy (rows p * G + g)
+        queries = step_queries(pool, step, grpo.queries_per_step, run.seed)
+        groups = sample_groups(rewriter, [q.text for q in queries], G, temperature=grpo.temperature,
+                               top_k=grpo.top_k, top_p=grpo.top_p, generator=step_generator(run.seed, step, device))
+        t1 = time.perf_counter()
+        # 2. rewards: each component and their fusion
+        scores = reward_fn([q for q in queries for _ in range(G)], groups.rewrites, groups.well_formed)
+        rewards = reward_fn.as_tensor(scores, G)  # (P, G)
+        t2 = time.perf_counter()
+        # 3. group-relative advantages; dynamic sampling keeps the groups whose rewards differ
+        advantages = group_advantages(rewards, scale=grpo.scale)  # (P, G)
+        keep = dynamic_sampling_mask(rewards) if grpo.dynamic_sampling else torch.ones(len(queries), dtype=torch.bool)
+        # 4. the update: mu passes of the clipped surrogate + beta * KL(policy || frozen SFT model)
+        lr = lr_at(step, peak=grpo.lr, warmup_steps=grpo.warmup_steps, total_steps=grpo.steps)
+        set_lr(optimizer, lr)
+        try:
+            update = update_kept_groups(policy, reference, optimizer, groups, advantages, keep, grpo,
+                                        pad_id=tok.pad_id, eos_id=tok.eos_id, device=device)
+        except NonFiniteLossError as e:
+            raise NonFiniteLossError(f"grpo step {step + 1}: {e}; the last good checkpoint is kept") from None
+        t3 = time.perf_counter()
+        # 5. log, show samples, checkpoint
+        record = step_record(step, lr, scores, rewards, advantages, keep, groups, update, tok.eos_id)
+        record |= {"seconds": t3 - t0, "seconds_rollout": t1 - t0, "seconds_reward": t2 - t1,
+                   "seconds_update": t3 - t2}
+        run_dir.log.write(record)
+        done = step + 1
+        loop.show(reward=record["reward_fused_mean"], kl=record.get("kl") or 0.0)
+        if loop.print_due(done):
+            shown = {"loss": record["loss"], "reward": record["reward_fused_mean"],
+                     "relevance": record["reward_page_relevance_mean"], "ucvr": record["reward_ucvr_mean"],
+                     "kl": record["kl"], "clip": (record["clip_frac_low"] or 0.0) + (record["clip_frac_high"] or 0.0),
+                     "kept": record["groups_kept"], "len": record["length_mean"]}
+            loop.log_line(done, {k: float("nan") if v is None else v for k, v in shown.items()}, record["seconds"])
+        if progress and done % grpo.sample_every == 0:
+            for i in [p * G + g for p in range(min(len(queries), 2)) for g in range(min(G, 3))]:
+                parts = " ".join(f"{c} {scores[c][i]:.2f}" for c in reward_fn.weights)
+                loop.write(f"  {queries[i // G].text!r} -> {groups.rewrites[i]!r}: reward {scores['fused'][i]:.2f} "
+                           f"({parts})")
+        if loop.checkpoint_due(done):
+            run_dir.save("grpo", done, optimizer)
+    if loop.stopped:
+        print(f"stopped; continue with: python train_grpo.py --resume --out {out}")
+        return 0
+    if grpo.steps == 0:
+        run_dir.save("grpo", 0, torch.optim.AdamW(policy.parameters()))
     train_seconds = time.perf_counter() - t_start
 
     # ---- before / after on held-out test queries -------------------------------------------
-    before = evaluate_run(ctx, Rewriter(reference, tok, device), name="SFT init", baselines=True, tagging=False)
-    after = evaluate_run(ctx, Rewriter(policy, tok, device), name=f"GRPO ({rewards.reward})", baselines=False,
-                         tagging=False)
+    before_label, after_label = "SFT init", f"GRPO ({rewards_cfg.reward})"
+    before = evaluate_run(shop, Rewriter(reference, tok, device), name=before_label, baselines=True, tagging=False)
+    after = evaluate_run(shop, Rewriter(policy, tok, device), name=after_label, baselines=False, tagging=False)
     rows = {**before["rows"], **after["rows"]}
     queries = world.queries["test"]
-    before_label, after_label = "SFT init", f"GRPO ({rewards.reward})"
     fused = {label: reward_fn(queries, res["rewrites"], res["well_formed"])["fused"]
              for label, res in ((before_label, before), (after_label, after))}
     for label, values in fused.items():
         rows[label]["all"]["reward"] = float(np.mean(values))
-    comparison = compare_rewrites(ctx, queries, before["rewrites"], after["rewrites"],
+    comparison = compare_rewrites(shop, queries, before["rewrites"], after["rewrites"],
                                   extra={"reward": (fused[before_label], fused[after_label])})
-    results = {"split": "test", "n_queries": len(queries), "segments": before["segments"], "rows": rows,
-               "reward": rewards.reward, "comparison": comparison, "train_seconds": round(train_seconds, 1),
-               "samples": after["samples"]}
-    write_json(out / "metrics.json", results)
-    print(f"== test queries ({len(queries)}): SFT init vs GRPO ({rewards.reward}); reward = the run's fused reward ==")
+    run_dir.write_results({"split": "test", "n_queries": len(queries), "segments": before["segments"], "rows": rows,
+                           "reward": rewards_cfg.reward, "comparison": comparison,
+                           "train_seconds": round(train_seconds, 1), "samples": after["samples"]})
+    print(f"== test queries ({len(queries)}): SFT init vs {after_label}; reward = the run's fused reward ==")
     print(format_table(rows, before["segments"], ("accuracy", "relevance", "recall", "ucvr", "reward")))
     print(f"paired differences on the {len(queries)} test queries (GRPO - SFT init):")
     print(format_comparison(comparison, before_label, after_label))

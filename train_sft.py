@@ -10,86 +10,35 @@ Writes a run directory (default ``runs/sft``): ``config.json``, ``tokenizer.json
     python train_sft.py --tasks rewrite      # single-task SFT ablation
     python train_sft.py --no-pretrain        # no stage 0 ablation
     python train_sft.py --resume --out DIR   # continue an interrupted run exactly
+
+The loop of a stage is written out below in :func:`train_stage`; the loss and the
+data are in :mod:`qrw.sft` and :mod:`qrw.data`, the run directory in :mod:`qrw.runs`.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from typing import Callable
 
 import torch
 
-from qrw.checkpoint import (CKPT_NAME, CONFIG_NAME, TOKENIZER_NAME, file_sha256, read_json, restore_model,
-                            save_checkpoint, write_json)
-from qrw.config import (Parser, UserError, add_config_args, arg, check, config_from_args, config_from_dict,
+from qrw.checkpoint import CKPT_NAME, CONFIG_NAME, TOKENIZER_NAME
+from qrw.config import (NonFiniteLossError, Parser, add_config_args, check, config_from_args, config_from_dict,
                         resolve_device, run_main)
-from qrw.data import TaskMixture, mixture_counts, pretrain_dataset, relevance_dataset, rewrite_dataset
-from qrw.evaluate import EvalContext, evaluate_run, format_summary
-from qrw.log import MetricsLog
-from qrw.model import PRESETS, ModelConfig, Transformer
+from qrw.data import TASKS, TaskMixture
+from qrw.evaluate import evaluate_run, format_summary
+from qrw.lm.model import ModelConfig, Transformer
+from qrw.lm.tokenizer import Tokenizer
+from qrw.log import log_line
 from qrw.rewriter import Rewriter
-from qrw.sft import TrainConfig, evaluate_loss, train_stage
-from qrw.tokenizer import Tokenizer
-from qrw.world import World, WorldConfig
-
-
-@dataclass
-class SFTRunConfig:
-    """What a stage 0 + stage 1 run trains (the training hyperparameters live in two ``TrainConfig``s)."""
-
-    seed: int = arg(0, "seed of the world, the model initialisation and the data order")
-    preset: str = arg("cpu", "model preset (see python -m qrw.model)", choices=sorted(PRESETS))
-    vocab_size: int = arg(2048, "BPE vocabulary size (special tokens included)")
-    tasks: str = arg("rewrite,relevance", "stage-1 tasks: 'rewrite,relevance' (multi-task) or 'rewrite' (single-task)",
-                     choices=["rewrite,relevance", "rewrite"], metavar="TASKS")
-    pretrain: bool = arg(True, "run stage 0, pretraining on search logs and product text (--no-pretrain skips it)")
-    rewrite_fraction: float = arg(0.3, "share of each stage-1 batch given to the rewrite task (the rest: relevance)")
-    rewrite_weight: float = arg(1.0, "stage-1 loss weight of rewrite tokens")
-    relevance_weight: float = arg(3.0, "stage-1 loss weight of relevance-label tokens")
-    relevance_per_label: int = arg(4, "distinct perturbed rewrites per label and training query (relevance task)")
-    relevance_balance: str = arg("over", "balance the relevance labels by dropping pairs of the commoner labels "
-                                 "('under') or repeating pairs of the rarer ones ('over')", choices=["under", "over"])
-    val_examples: int = arg(256, "validation examples per task for the periodic validation loss")
-
-    def __post_init__(self) -> None:
-        check(self.seed >= 0, f"--seed must be >= 0 (got {self.seed})")
-        check(self.vocab_size >= 300, f"--vocab-size must be >= 300 (256 bytes + specials; got {self.vocab_size})")
-        check(0 < self.rewrite_fraction < 1, f"--rewrite-fraction must be in (0, 1) (got {self.rewrite_fraction})")
-        check(self.rewrite_weight > 0 and self.relevance_weight > 0, "task loss weights must be > 0")
-        check(self.val_examples >= 1, "--val-examples must be >= 1")
-        check(self.relevance_per_label >= 1, "--relevance-per-label must be >= 1")
-
-
-DEFAULT_PRETRAIN = TrainConfig(steps=600, batch_size=64, lr=3e-3, warmup_steps=30)
-DEFAULT_SFT = TrainConfig(steps=3500, batch_size=64, lr=1e-3, warmup_steps=50, eval_every=250, ckpt_every=250)
-SMOKE = {
-    "world": dict(n_products=200, n_train_queries=400, n_val_queries=60, n_test_queries=80, n_log_sessions=600),
-    "run": dict(preset="tiny", vocab_size=512, val_examples=32),
-    "pretrain": dict(steps=8, batch_size=16, micro_batch_size=16, warmup_steps=2, log_every=4, eval_every=0,
-                     ckpt_every=0),
-    "sft": dict(steps=12, batch_size=16, micro_batch_size=16, warmup_steps=2, log_every=4, eval_every=0,
-                ckpt_every=0),
-}
-
-
-def pretrain_mixture(world: World, tok: Tokenizer, run: SFTRunConfig, pre: TrainConfig, max_len: int) -> TaskMixture:
-    """Stage 0's batches: titles, attribute text and search-log sessions."""
-    return TaskMixture({"pretrain": pretrain_dataset(world, tok, max_len)}, counts={"pretrain": pre.batch_size},
-                       weights={"pretrain": 1.0}, seed=run.seed)
-
-
-def sft_mixture(world: World, tok: Tokenizer, run: SFTRunConfig, sft: TrainConfig, max_len: int) -> TaskMixture:
-    """Stage 1's batches: rewrite pairs, plus relevance pairs when multi-task, in the run's ratio and loss weights."""
-    tasks = tuple(run.tasks.split(","))
-    datasets = {"rewrite": rewrite_dataset(world.queries["train"], tok, max_len)}
-    if "relevance" in tasks:
-        datasets["relevance"] = relevance_dataset(world, "train", tok, max_len, seed=run.seed,
-                                                  per_label=run.relevance_per_label, balance=run.relevance_balance)
-    return TaskMixture(datasets, counts=mixture_counts(sft.batch_size, tasks, run.rewrite_fraction),
-                       weights={"rewrite": run.rewrite_weight, "relevance": run.relevance_weight}, seed=run.seed)
+from qrw.runs import RunDir, StageLoop, lr_at, set_lr
+from qrw.sft import (DEFAULT_PRETRAIN, DEFAULT_SFT, SFTRunConfig, TrainConfig, accumulate_gradients, default_configs,
+                     evaluate_loss, make_optimizer, pretrain_mixture, sft_mixture, validation_sets)
+from qrw.shop.shop import Shop
+from qrw.shop.world import World, WorldConfig
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -110,35 +59,88 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def build_configs(args: argparse.Namespace) -> dict:
     """All configs of the run: defaults (or --smoke's) overridden by the flags given."""
-    smoke = SMOKE if args.smoke else {k: {} for k in SMOKE}
-    run = config_from_args(SFTRunConfig, args, base=SFTRunConfig(**smoke["run"]))
-    world = config_from_args(WorldConfig, args, base=WorldConfig(**smoke["world"]), seed=run.seed)
-    pre = config_from_args(TrainConfig, args, prefix="pretrain",
-                           base=dataclasses.replace(DEFAULT_PRETRAIN, **smoke["pretrain"]))
-    sft = config_from_args(TrainConfig, args, prefix="sft", base=dataclasses.replace(DEFAULT_SFT, **smoke["sft"]))
+    base = default_configs(smoke=args.smoke)
+    run = config_from_args(SFTRunConfig, args, base=base["run"])
+    world = config_from_args(WorldConfig, args, base=base["world"], seed=run.seed)
+    pre = config_from_args(TrainConfig, args, prefix="pretrain", base=base["pretrain"])
+    sft = config_from_args(TrainConfig, args, prefix="sft", base=base["sft"])
     if not run.pretrain:
         pre = dataclasses.replace(pre, steps=0)
     return {"run": run, "world": world, "pretrain": pre, "sft": sft}
 
 
+def saved_configs(saved: dict) -> dict:
+    """The configs of a run being resumed, from its ``config.json``."""
+    return {"run": config_from_dict(SFTRunConfig, saved["run"]), "world": config_from_dict(WorldConfig, saved["world"]),
+            "pretrain": config_from_dict(TrainConfig, saved["pretrain"]),
+            "sft": config_from_dict(TrainConfig, saved["sft"])}
+
+
+def train_stage(model: torch.nn.Module, mixture: TaskMixture, cfg: TrainConfig, *, stage: str, run: RunDir,
+                device: torch.device, pad_id: int, evaluate: Callable[[], dict] | None = None, start_step: int = 0,
+                optimizer_state: dict | None = None, stop_after: int | None = None, progress: bool = True) -> bool:
+    """Train ``model`` on ``mixture`` for steps ``start_step .. cfg.steps - 1`` of one stage.
+
+    Step order: learning rate -> micro-batches (forward, loss, backward) -> finite check ->
+    clip -> optimizer step -> log -> validation -> checkpoint. Returns False when
+    ``stop_after`` ended the stage early (after a checkpoint), True when it finished.
+    """
+    model.train()
+    optimizer = make_optimizer(model, cfg, device)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    loop = StageLoop(stage, start_step, cfg.steps, log_every=cfg.log_every, ckpt_every=cfg.ckpt_every,
+                     stop_after=stop_after, progress=progress)
+    for step in loop:
+        t0 = time.perf_counter()
+        lr = lr_at(step, peak=cfg.lr, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps,
+                   min_ratio=cfg.min_lr_ratio)
+        set_lr(optimizer, lr)
+        loss, sums = accumulate_gradients(model, mixture.batch(step), cfg.micro_batch_size, pad_id,
+                                          mixture.weights, device, cfg.pack_len)
+        if not math.isfinite(loss):
+            optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLossError(f"{stage}: non-finite loss {loss} at step {step + 1}; "
+                                     "the last good checkpoint is kept (lower the learning rate?)")
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                                   cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+
+        # every step goes to metrics.jsonl (so a resumed run logs exactly what an uninterrupted one does)
+        record = {"stage": stage, "step": done, "loss": loss, "lr": lr, "grad_norm": float(grad_norm)}
+        for task in TASKS:
+            if f"{task}_tokens" in sums:
+                record[f"{task}_loss"] = sums[f"{task}_loss_sum"] / max(sums[f"{task}_tokens"], 1.0)
+                record[f"{task}_acc"] = sums[f"{task}_correct"] / max(sums[f"{task}_tokens"], 1.0)
+        record["seconds"] = time.perf_counter() - t0
+        run.log.write(record)
+        loop.show(loss=loss, lr=lr)
+        if loop.print_due(done):
+            loop.log_line(done, {k: v for k, v in record.items() if k == "loss" or k.endswith("_loss")} | {"lr": lr},
+                          record["seconds"])
+        if evaluate is not None and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps):
+            metrics = evaluate()
+            run.log.write({"stage": stage, "step": done, **metrics})
+            if progress:
+                loop.write(f"{stage} eval " + log_line(done, cfg.steps, metrics))
+        if loop.checkpoint_due(done):
+            run.save(stage, done, optimizer)
+    return not loop.stopped
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     check(args.stop_after is None or args.stop_after >= 1, "--stop-after must be >= 1")
-    out = Path(args.out)
     device = resolve_device(args.device)
     progress = not args.quiet
     t_start = time.perf_counter()
 
     # ---- configs: fresh, or the saved ones on --resume --------------------------------
-    configs = build_configs(args)
-    if args.resume:
-        saved = read_json(out / CONFIG_NAME, "run config (nothing to resume?)")
-        configs = {"run": config_from_dict(SFTRunConfig, saved["run"]),
-                   "world": config_from_dict(WorldConfig, saved["world"]),
-                   "pretrain": config_from_dict(TrainConfig, saved["pretrain"]),
-                   "sft": config_from_dict(TrainConfig, saved["sft"])}
-    elif (out / CKPT_NAME).exists():
-        raise UserError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+    run_dir = RunDir(args.out, resume=args.resume)
+    out = run_dir.out
+    configs = saved_configs(run_dir.saved_config) if args.resume else build_configs(args)
     run: SFTRunConfig = configs["run"]
     context = ModelConfig.preset(run.preset, run.vocab_size).max_seq_len
     for stage in ("pretrain", "sft"):
@@ -149,49 +151,32 @@ def main(argv=None) -> int:
     # ---- world and tokenizer ----------------------------------------------------------
     world = World(configs["world"])
     if args.resume:
-        tok = Tokenizer.load(out / TOKENIZER_NAME)
+        tok = Tokenizer.load(run_dir.tokenizer_path)
     else:
         out.mkdir(parents=True, exist_ok=True)
         tok = Tokenizer.train(world.corpus_texts(), run.vocab_size)
-        tok.save(out / TOKENIZER_NAME)
-    tok_sha = file_sha256(out / TOKENIZER_NAME)
+        tok.save(run_dir.tokenizer_path)
 
     # ---- model --------------------------------------------------------------------------
     model_cfg = ModelConfig.preset(run.preset, tok.vocab_size)
     model = Transformer(model_cfg).to(device)
-    if not args.resume:
-        write_json(out / CONFIG_NAME, {k: dataclasses.asdict(v) for k, v in configs.items()}
-                   | {"model": dataclasses.asdict(model_cfg), "kind": "sft"})
-    state = None
-    if args.resume:
-        state = restore_model(out, model, tok_sha)
-    log = MetricsLog(out / "metrics.jsonl", truncate=not args.resume)
-    if state is not None:
-        log.truncate_after(state["stage"], state["step"])
+    state = run_dir.begin({k: dataclasses.asdict(v) for k, v in configs.items()}
+                          | {"model": dataclasses.asdict(model_cfg), "kind": "sft"}, model)
     if progress:
         print(f"world: {len(world.products)} products, {len(world.queries['train'])} train queries | "
               f"model: {run.preset}, {model.num_params() / 1e6:.2f}M params | device: {device}")
-
-    def save(stage: str):
-        def _save(step: int, optimizer: torch.optim.Optimizer) -> None:
-            save_checkpoint(out / CKPT_NAME, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                              "stage": stage, "step": step,
-                                              "model_config": dataclasses.asdict(model_cfg),
-                                              "tokenizer_sha256": tok_sha})
-        return _save
-
     max_len = model_cfg.max_seq_len
     budget = args.stop_after
     start_stage = state["stage"] if state else "pretrain"
     start_step = state["step"] if state else 0
+    common = dict(run=run_dir, device=device, pad_id=tok.pad_id, progress=progress)
 
     # ---- stage 0: pretraining on logs and product text -----------------------------------
     pre: TrainConfig = configs["pretrain"]
     if pre.steps > 0 and start_stage == "pretrain" and start_step < pre.steps:
-        finished = train_stage(model, pretrain_mixture(world, tok, run, pre, max_len), pre, stage="pretrain", device=device, pad_id=tok.pad_id, log=log,
-                               save=save("pretrain"), start_step=start_step,
-                               optimizer_state=state["optimizer"] if state else None,
-                               stop_after=budget, progress=progress)
+        finished = train_stage(model, pretrain_mixture(world, tok, run, pre, max_len), pre, stage="pretrain",
+                               start_step=start_step, optimizer_state=state["optimizer"] if state else None,
+                               stop_after=budget, **common)
         if not finished:
             print(f"stopped after {budget} steps; continue with: python train_sft.py --resume --out {out}")
             return 0
@@ -200,37 +185,35 @@ def main(argv=None) -> int:
             if budget <= 0:
                 print(f"stopped after stage 0; continue with: python train_sft.py --resume --out {out}")
                 return 0
+
     # ---- stage 1: multi-task SFT (rewrite generation + relevance tagging) ----------------
     sft: TrainConfig = configs["sft"]
-    tasks = tuple(run.tasks.split(","))
     mixture = sft_mixture(world, tok, run, sft, max_len)
-    val = {"rewrite": rewrite_dataset(world.queries["val"][:run.val_examples], tok, max_len)}
-    if "relevance" in tasks:
-        val["relevance"] = relevance_dataset(world, "val", tok, max_len, seed=run.seed)[:run.val_examples]
+    val = validation_sets(world, tok, run, max_len)
     resuming_sft = start_stage == "sft"
     sft_start = start_step if resuming_sft else 0
     if sft_start < sft.steps:
-        finished = train_stage(model, mixture, sft, stage="sft", device=device, pad_id=tok.pad_id, log=log,
-                               save=save("sft"), evaluate=lambda: evaluate_loss(model, val, tok.pad_id, device, pack_len=sft.pack_len),
+        finished = train_stage(model, mixture, sft, stage="sft",
+                               evaluate=lambda: evaluate_loss(model, val, tok.pad_id, device, pack_len=sft.pack_len),
                                start_step=sft_start,
                                optimizer_state=state["optimizer"] if (state and resuming_sft) else None,
-                               stop_after=budget, progress=progress)
+                               stop_after=budget, **common)
         if not finished:
             print(f"stopped; continue with: python train_sft.py --resume --out {out}")
             return 0
     elif sft.steps == 0:
-        save("sft")(0, torch.optim.AdamW(model.parameters()))
+        run_dir.save("sft", 0, torch.optim.AdamW(model.parameters()))
     train_seconds = time.perf_counter() - t_start
 
     # ---- evaluation on held-out test queries ---------------------------------------------
-    ctx = EvalContext(world)
-    rewriter = Rewriter(model, tok, device)
-    results = evaluate_run(ctx, rewriter, name="multi-task SFT" if "relevance" in tasks else "single-task SFT",
-                           baselines=True, tagging="relevance" in tasks)
+    multitask = "relevance" in run.task_list
+    results = evaluate_run(Shop(world), Rewriter(model, tok, device),
+                           name="multi-task SFT" if multitask else "single-task SFT", baselines=True,
+                           tagging=multitask)
     results.pop("rewrites")
     results.pop("well_formed")
     results["train_seconds"] = round(train_seconds, 1)
-    write_json(out / "metrics.json", results)
+    run_dir.write_results(results)
     print(format_summary(results, title=f"test queries ({out})"))
     print(f"wrote {out}/ ({CONFIG_NAME}, {TOKENIZER_NAME}, {CKPT_NAME}, metrics.jsonl, metrics.json) "
           f"in {time.perf_counter() - t_start:.0f} s")

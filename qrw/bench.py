@@ -6,7 +6,7 @@ right-padded rows with the LM head on every position, the same with the head on
 the loss targets only (``select=``), and sequences packed into rows with attention
 kept within each sequence (``collate(..., pack_len)``), the training default.
 
-``python -m qrw.bench generate`` times the KV-cache engine (``qrw.generate.sample``)
+``python -m qrw.bench generate`` times the KV-cache engine (``qrw.lm.generate.sample``)
 against the naive full-recompute reference (``naive_generate``) on a model with
 random weights and the chosen preset's shape, for several batch sizes, and prints
 tokens/s and the speedup. As context it prints the model's FLOPs per token and
@@ -29,8 +29,8 @@ import time
 import torch
 
 from qrw.config import Parser, check, run_main
-from qrw.generate import naive_generate, sample
-from qrw.model import PRESETS, ModelConfig, Transformer
+from qrw.lm.generate import naive_generate, sample
+from qrw.lm.model import PRESETS, ModelConfig, Transformer
 
 
 def matmul_gflops(n: int = 1024, repeats: int = 10, device: str = "cpu") -> float:
@@ -103,17 +103,17 @@ def training_batches(seed: int, smoke: bool, n_batches: int) -> tuple[int, dict[
 
     Returns the tokenizer's vocabulary size, ``{stage: [items of one step, ...]}`` and the task loss weights.
     """
-    import train_sft
-    from qrw.tokenizer import Tokenizer
-    from qrw.world import World
+    from qrw.lm.tokenizer import Tokenizer
+    from qrw.sft import default_configs, pretrain_mixture, sft_mixture
+    from qrw.shop.world import World
 
-    configs = train_sft.build_configs(train_sft.parse_args(["--seed", str(seed)] + (["--smoke"] if smoke else [])))
+    configs = default_configs(smoke=smoke, seed=seed)
     run = configs["run"]
     world = World(configs["world"])
     tok = Tokenizer.train(world.corpus_texts(), run.vocab_size)
     max_len = ModelConfig.preset(run.preset, tok.vocab_size).max_seq_len
-    stage0 = train_sft.pretrain_mixture(world, tok, run, configs["pretrain"], max_len)
-    stage1 = train_sft.sft_mixture(world, tok, run, configs["sft"], max_len)
+    stage0 = pretrain_mixture(world, tok, run, configs["pretrain"], max_len)
+    stage1 = sft_mixture(world, tok, run, configs["sft"], max_len)
     batches = {"pretrain": [stage0.batch(i) for i in range(n_batches)], "sft": [stage1.batch(i) for i in range(n_batches)]}
     return tok.vocab_size, batches, {**stage0.weights, **stage1.weights}
 

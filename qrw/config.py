@@ -42,9 +42,24 @@ def arg(default: Any, help: str, **kwargs: Any) -> Any:
 
 
 def check(condition: bool, message: str) -> None:
-    """Raise :class:`UserError` with ``message`` unless ``condition`` holds."""
+    """Raise :class:`UserError` with ``message`` unless ``condition`` holds: for what a *user* got wrong.
+
+    Flags, files and queries are checked with this; the scripts print the message
+    as one line. A broken internal invariant (a tensor of the wrong shape) is a
+    bug, not a user mistake: it uses :func:`invariant` and keeps its traceback.
+    """
     if not condition:
         raise UserError(message)
+
+
+def invariant(condition: bool, message: str) -> None:
+    """Raise ``ValueError`` with ``message`` unless ``condition`` holds: for the caller's code, not the user.
+
+    Shapes, dtypes and API arguments inside the library. Not a :class:`UserError`,
+    so the scripts let it through with its traceback.
+    """
+    if not condition:
+        raise ValueError(message)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):

@@ -1,6 +1,6 @@
 """Task datasets, the task mixture, and collation with loss masks.
 
-Three tasks, each rendered by one function of :mod:`qrw.tokenizer` into
+Three tasks, each rendered by one function of :mod:`qrw.lm.tokenizer` into
 ``(ids, loss_mask)`` (``loss_mask[i] == 1``: token ``ids[i]`` is a target):
 
 - ``pretrain``  (stage 0): product titles, attribute text and search-log sessions,
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from qrw.config import check
-from qrw.tokenizer import Tokenizer, render_pretrain, render_relevance, render_rewrite
+from qrw.lm.tokenizer import Tokenizer, render_pretrain, render_relevance, render_rewrite
 
 Example = tuple[list[int], list[int]]  # (ids, loss_mask)
 
@@ -76,13 +76,25 @@ def _truncate(example: Example, max_len: int) -> Example:
     return ids[:max_len], mask[:max_len]
 
 
+QUERY_STREAM = 17  # stream index of GRPO's query order (the SFT tasks use their index in TASKS: 0-2)
+
+
+def mix_seed(seed: int, offset: int) -> int:
+    """One integer seed per (run seed, stream/step): the run seed spread far apart, plus an offset."""
+    return seed * 1_000_003 + offset
+
+
 def stream_indices(n: int, start: int, count: int, seed: int, task_index: int) -> list[int]:
-    """Items ``start .. start + count - 1`` of an endless stream of per-epoch permutations of ``range(n)``."""
+    """Items ``start .. start + count - 1`` of an endless stream of per-epoch permutations of ``range(n)``.
+
+    Stream ``task_index`` of run ``seed`` draws epoch e's permutation from its own
+    generator, so step s always gets the same items (exact resume).
+    """
     out: list[int] = []
     pos = start
     while len(out) < count:
         epoch, offset = divmod(pos, n)
-        g = torch.Generator().manual_seed(seed * 1_000_003 + task_index * 10_007 + epoch)
+        g = torch.Generator().manual_seed(mix_seed(seed, task_index * 10_007 + epoch))
         perm = torch.randperm(n, generator=g)
         take = min(n - offset, count - len(out))
         out.extend(perm[offset:offset + take].tolist())

@@ -26,7 +26,7 @@ and the lift of treatment over control with a 95% confidence interval
 
 Departures from the paper: offline metrics are computed against the world's
 oracle judge instead of human raters; the online test is a simulation whose
-users follow ``qrw.users``'s click/purchase model, not live traffic.
+users follow ``qrw.shop.users``'s click/purchase model, not live traffic.
 """
 
 from __future__ import annotations
@@ -39,59 +39,17 @@ from typing import NamedTuple
 
 import numpy as np
 
-from qrw.baselines import DictionaryRewriter, gold_rewrites
 from qrw.config import Parser, UserError, check, config_from_dict, resolve_device, run_main
-from qrw.metrics import page_grades, rewrite_metrics, summarize
-from qrw.search import SearchEngine
-from qrw.users import UserSimulator
-from qrw.world import EXACT, World, WorldConfig
+from qrw.shop.judge import EXACT
+from qrw.shop.metrics import page_grades, rewrite_metrics
+from qrw.shop.shop import BASELINES, Shop
+from qrw.shop.users import UserSimulator
+from qrw.shop.world import World, WorldConfig
 
 METRICS = ("accuracy", "relevance", "recall", "ucvr")
-BASELINES = ("none", "dictionary", "gold")  # the rewriters --ab accepts by name (besides run directories)
 Z_95 = 1.959963984540054  # the standard normal's 0.975 quantile: two-sided 95% intervals
 MAX_AB_USERS = 10_000_000  # --users cap: keeps the per-user arrays (a few bytes each) well within memory
 JSON_DIGITS = 6  # floats in --json output are rounded to this many decimals (byte-stable across runs)
-
-
-class EvalContext:
-    """The world's search engine, shoppers and dictionary baseline, built once per evaluation."""
-
-    def __init__(self, world, k: int = 10):
-        self.world = world
-        self.k = k
-        self.engine = SearchEngine(world.titles, world.popularity)
-        self.users = UserSimulator(world)
-        self._dictionary: DictionaryRewriter | None = None
-
-    @property
-    def dictionary(self) -> DictionaryRewriter:
-        if self._dictionary is None:
-            self._dictionary = DictionaryRewriter().fit(self.world.queries["train"])
-        return self._dictionary
-
-    def baseline_rewrites(self, name: str, queries) -> list[str | None]:
-        """The rewrites of baseline ``name`` (one of :data:`BASELINES`) for ``queries`` (list[Query])."""
-        if name == "none":
-            return [None] * len(queries)
-        if name == "dictionary":
-            return self.dictionary.rewrite([q.text for q in queries])
-        if name == "gold":
-            return gold_rewrites(queries)
-        raise UserError(f"unknown baseline {name!r}; expected one of {', '.join(BASELINES)}")
-
-    def score(self, queries, rewrites: list[str | None]) -> dict[str, dict[str, float]]:
-        """Per-segment and overall means of the page metrics, plus rewrite length and diversity."""
-        per_example = rewrite_metrics(self.world, self.engine, self.users, queries, rewrites, k=self.k)
-        summary = summarize(per_example, [q.segment for q in queries])
-        if any(r is not None for r in rewrites):
-            segments = np.array([q.segment for q in queries])
-            lengths = np.array([len(r.split()) if r else 0 for r in rewrites], dtype=float)
-            for seg, row in summary.items():
-                idx = np.arange(len(queries)) if seg == "all" else np.flatnonzero(segments == seg)
-                chosen = [rewrites[i] for i in idx]
-                row["length"] = float(lengths[idx].mean()) if len(idx) else float("nan")
-                row["diversity"] = len(set(chosen)) / max(len(chosen), 1)
-        return summary
 
 
 # ---- relevance tagging -------------------------------------------------------------------------
@@ -154,7 +112,7 @@ def tagging_metrics(rewriter, world, split: str = "test") -> dict[str, float]:
 
 # ---- offline evaluation --------------------------------------------------------------------------
 
-def evaluate_run(ctx: EvalContext, rewriter, *, name: str, split: str = "test", baselines: bool = True,
+def evaluate_run(ctx: Shop, rewriter, *, name: str, split: str = "test", baselines: bool = True,
                  tagging: bool = True, n_samples: int = 8) -> dict:
     """Greedy rewrites of the split's queries by ``rewriter``, scored beside the baselines.
 
@@ -324,11 +282,11 @@ def paired_diff_ci(before, after, z: float = Z_95) -> LiftCI:
     return LiftCI(lift, se, lift - z * se, lift + z * se)
 
 
-def compare_rewrites(ctx: EvalContext, queries, before: list[str], after: list[str],
+def compare_rewrites(ctx: Shop, queries, before: list[str], after: list[str],
                      extra: dict[str, tuple] | None = None) -> dict[str, dict[str, float]]:
     """Paired before/after differences on the same queries: metric -> {before, after, diff, low, high}.
 
-    Metrics: accuracy, relevance, recall, ucvr (per query, from :func:`qrw.metrics.rewrite_metrics`)
+    Metrics: accuracy, relevance, recall, ucvr (per query, from :func:`qrw.shop.metrics.rewrite_metrics`)
     and any ``extra`` ``name -> (before values, after values)`` (e.g. the fused reward).
     """
     a = rewrite_metrics(ctx.world, ctx.engine, ctx.users, queries, before, k=ctx.k)
@@ -377,7 +335,7 @@ def ab_test(users: UserSimulator, control_pages, control_grades, treatment_pages
         control_pages, treatment_pages: (Q, k) int64 result pages, row q = the page each
             side serves for query q of the population (-1 = empty slot).
         control_grades, treatment_grades: (Q, k) product grades of those pages for
-            query q's true intent (``qrw.metrics.page_grades``).
+            query q's true intent (``qrw.shop.metrics.page_grades``).
         n_users: shoppers in the test (>= 4, so that each side has >= 2).
         rng: the only source of randomness; the same seed gives the same result.
         z: normal quantile of the interval (1.96: 95%).
@@ -536,13 +494,13 @@ def _world_diff(a: dict, b: dict) -> str:
 
 def offline_main(args: argparse.Namespace) -> int:
     """``--ckpt DIR``: the run's greedy rewrites on the split, with --baselines beside them."""
-    from qrw.rewriter import load_run
+    from qrw.runs import load_run
 
     device = resolve_device(args.device)
     loaded = load_run(args.ckpt, device)
     name = run_name(loaded.config)
     source = tagger_source(loaded.config)
-    ctx = EvalContext(loaded.world, k=args.k)
+    ctx = Shop(loaded.world, k=args.k)
     results = evaluate_run(ctx, loaded.rewriter(device), name=name, split=args.split, baselines=args.baselines,
                            tagging=source is not None)
     results.pop("rewrites")
@@ -561,7 +519,7 @@ def offline_main(args: argparse.Namespace) -> int:
 
 def ab_main(args: argparse.Namespace) -> int:
     """``--ab CONTROL TREATMENT``: both sides' pages for every query of the split, then :func:`ab_test`."""
-    from qrw.rewriter import load_run
+    from qrw.runs import load_run
 
     n_users = 20_000 if args.users is None else args.users
     check(4 <= n_users <= MAX_AB_USERS, f"--users must be between 4 and {MAX_AB_USERS:,} (got {n_users})")
@@ -587,7 +545,7 @@ def ab_main(args: argparse.Namespace) -> int:
     except TypeError as e:  # a hand-edited config.json: a value of the wrong type
         raise UserError(f"{worlds[0][0]}: config.json has an invalid world section ({e})") from None
     world = World(world_config)
-    ctx = EvalContext(world, k=args.k)
+    ctx = Shop(world, k=args.k)
     queries = world.queries[args.split]
     texts = list(dict.fromkeys(q.text for q in queries))  # each side rewrites a distinct query once
     sides, labels = {}, {}

@@ -35,9 +35,10 @@ import numpy as np
 import torch
 
 from qrw.config import Parser, UserError, check, run_main
-from qrw.evaluate import METRICS, EvalContext, ab_test, compare_rewrites, evaluate_run
-from qrw.metrics import page_grades
-from qrw.rewriter import load_run
+from qrw.evaluate import METRICS, ab_test, compare_rewrites, evaluate_run
+from qrw.runs import load_run
+from qrw.shop.metrics import page_grades
+from qrw.shop.shop import Shop
 
 QUICK_SFT = ["--pretrain-steps", "150", "--sft-steps", "500"]
 QUICK_GRPO = ["--steps", "40"]
@@ -189,7 +190,7 @@ def check_claims(cmp: dict[tuple[str, ...], dict], rows: dict, n_log_only: int =
     return out
 
 
-def ab_lines(ctx: EvalContext, queries, rewrites: dict, pairs: list[tuple[str, str]], seed: int) -> list[str]:
+def ab_lines(ctx: Shop, queries, rewrites: dict, pairs: list[tuple[str, str]], seed: int) -> list[str]:
     """Simulated online A/B tests (``python -m qrw.evaluate --ab``'s core) between grid rows."""
     texts = [q.text for q in queries]
     intents = [q.intent for q in queries]
@@ -294,7 +295,7 @@ def main(argv=None) -> int:
     print("evaluating on the test queries")
     runs = {name: load_run(out / name) for name in GRID}
     world = runs["sft-multi"].world
-    ctx = EvalContext(world)
+    ctx = Shop(world)
     queries = world.queries["test"]
     rows, rewrites, tagging = {}, {}, {}
     for i, name in enumerate(GRID):

@@ -30,12 +30,14 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+import math
+
 import numpy as np
 import torch
+from torch import Tensor
 
 from qrw.config import arg, check
-from qrw.grpo import fuse_rewards
-from qrw.metrics import rewrite_metrics
+from qrw.shop.metrics import rewrite_metrics
 
 COMPONENTS = ("relevance", "conversion", "recall", "format")
 REWARD_CHOICES = ("fusion", "relevance", "conversion", "recall")
@@ -73,6 +75,47 @@ class RewardConfig:
         return {k: v for k, v in w.items() if v > 0}
 
 
+def fuse_rewards(components: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
+    """The weighted sum of reward components (the paper's reward fusion).
+
+    ``fused = sum_k weights[k] * components[k]``, taken on the raw rewards,
+    BEFORE any group normalisation: normalising each component first would
+    give a component with a tiny spread the same pull as one with a large
+    spread, and would change what the weights mean.
+
+    Args:
+        components: name -> rewards, all of one shape, (P, G) or (N,).
+        weights: name -> weight, exactly one finite weight per component.
+
+    Returns:
+        The fused rewards, same shape as the components, floating.
+
+    Raises:
+        ValueError: no components, shapes differ, a component has no weight,
+            a weight names no component, or a weight is not finite.
+    """
+    if not components:
+        raise ValueError("fuse_rewards needs at least one reward component")
+    missing = sorted(set(components) - set(weights))
+    unknown = sorted(set(weights) - set(components))
+    if missing:
+        raise ValueError(f"no weight given for reward component(s): {', '.join(missing)}")
+    if unknown:
+        raise ValueError(f"weight(s) given for unknown reward component(s): {', '.join(unknown)} "
+                         f"(components: {', '.join(sorted(components))})")
+    shapes = {name: tuple(value.shape) for name, value in components.items()}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(f"reward components must all have the same shape, got {shapes}")
+    fused = None
+    for name, value in components.items():
+        weight = float(weights[name])
+        if not math.isfinite(weight):
+            raise ValueError(f"weight for reward {name!r} must be finite, got {weight}")
+        term = weight * (value if value.is_floating_point() else value.float())  # same shape as the component
+        fused = term if fused is None else fused + term
+    return fused
+
+
 def format_reward(queries: list[str], rewrites: list[str], well_formed: list[bool], known_words: set[str],
                   max_words: int) -> np.ndarray:
     """The rule-based format check (see the module docstring), 1.0 or 0.0 per rewrite."""
@@ -92,7 +135,7 @@ def format_reward(queries: list[str], rewrites: list[str], well_formed: list[boo
 class RewardFunction:
     """Scores rewrites of world queries with every reward component, then fuses them.
 
-    ``ctx`` is an :class:`qrw.evaluate.EvalContext` (world, search engine, shoppers);
+    ``ctx`` is a :class:`qrw.shop.shop.Shop` (world, search engine, shoppers);
     ``tagger`` a :class:`qrw.rewriter.Rewriter` over the frozen SFT model, needed
     for ``relevance_judge="tagger"``.
     """

@@ -47,10 +47,12 @@ import warnings
 import numpy as np
 
 from qrw.config import Parser, check, resolve_device, run_main
-from qrw.evaluate import EvalContext, run_name, tagger_source
-from qrw.metrics import rewrite_metrics
-from qrw.tokenizer import normalize_query
-from qrw.world import COMPLEMENT, EXACT, IRRELEVANT, SUBSTITUTE, Intent, Query, render_canonical
+from qrw.evaluate import run_name, tagger_source
+from qrw.lm.tokenizer import normalize_query
+from qrw.shop.judge import COMPLEMENT, EXACT, IRRELEVANT, SUBSTITUTE, render_canonical
+from qrw.shop.lexicon import Intent, Query
+from qrw.shop.metrics import rewrite_metrics
+from qrw.shop.shop import Shop
 
 PRODUCT_GRADE_NAMES = {EXACT: "Exact", SUBSTITUTE: "Substitute", COMPLEMENT: "Complement", IRRELEVANT: "Irrelevant"}
 REWRITE_GRADE_NAMES = ("irrelevant", "partial", "equivalent")
@@ -88,7 +90,7 @@ class Explainer:
         self.run = run
         self.world = run.world
         self.rewriter = run.rewriter(device)
-        self.ctx = EvalContext(run.world, k=METRIC_PAGE)
+        self.ctx = Shop(run.world, k=METRIC_PAGE)
         self.tagger = tagger_source(run.config)
         self.samples, self.temperature, self.k = samples, temperature, k
         self.generator = torch.Generator().manual_seed(seed)  # the samples' only randomness
@@ -227,7 +229,7 @@ def main(argv=None) -> int:
     for i, q in enumerate(args.queries):
         check(bool(normalize_query(clean_text(q))), f"query {i + 1} is empty (only whitespace)")
     device = resolve_device(args.device)
-    from qrw.rewriter import load_run
+    from qrw.runs import load_run
 
     run = load_run(args.ckpt, device)
     explainer = Explainer(run, device, samples=args.samples, temperature=args.temperature, k=args.k, seed=args.seed)

@@ -3,14 +3,14 @@
 :class:`Rewriter` wraps a model and its tokenizer with the two tasks of the paper:
 
 - ``rewrite``: ``<|bos|><|rewrite|>{query}<|sep|>`` -> sampled or greedy rewrite
-  (the KV-cache engine of :mod:`qrw.generate`);
+  (the KV-cache engine of :mod:`qrw.lm.generate`);
 - ``relevance_probs``: ``<|bos|><|relevance|>{query}<|sep|>{rewrite}<|sep|>`` -> the
   softmax over the three label-token logits ``<|rel_0|> <|rel_1|> <|rel_2|>`` at the
   label position: one forward pass, no sampling. Used for the tagging metrics and
   as the learned relevance reward of GRPO.
 
-Input handling (DESIGN.md "Reliability rules"): queries are normalised
-(:func:`qrw.tokenizer.normalize_query`: trimmed, whitespace collapsed, lowercased);
+Input handling: queries are normalised
+(:func:`qrw.lm.tokenizer.normalize_query`: trimmed, whitespace collapsed, lowercased);
 an empty or whitespace-only query is a :class:`~qrw.config.UserError`; a query
 longer than ``max_query_tokens`` tokens is truncated to its first
 ``max_query_tokens`` tokens with a warning (any Unicode is accepted: the tokenizer
@@ -19,20 +19,13 @@ is byte-level).
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import warnings
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from qrw.checkpoint import CKPT_NAME, CONFIG_NAME, TOKENIZER_NAME, file_sha256, load_checkpoint, read_json
-from qrw.config import UserError, check, config_from_dict
-from qrw.generate import Rollout, sample
-from qrw.model import ModelConfig, Transformer
-from qrw.tokenizer import SPECIAL_TOKENS, Tokenizer, normalize_query, relevance_prompt, rewrite_prompt
-from qrw.world import World, WorldConfig
+from qrw.config import UserError, check
+from qrw.lm.generate import Rollout, sample
+from qrw.lm.tokenizer import SPECIAL_TOKENS, Tokenizer, normalize_query, relevance_prompt, rewrite_prompt
 
 
 class Rewriter:
@@ -166,47 +159,3 @@ class Rewriter:
     def tag(self, queries: list[str], rewrites: list[str]) -> list[int]:
         """The most probable relevance label (0, 1, 2) of each (query, rewrite) pair."""
         return self.relevance_probs(queries, rewrites).argmax(-1).tolist()
-
-
-@dataclass
-class LoadedRun:
-    """A finished run directory (SFT or GRPO): its world, tokenizer, model and saved configs."""
-
-    path: Path
-    world: World
-    tok: Tokenizer
-    model: torch.nn.Module
-    config: dict
-
-    def rewriter(self, device: torch.device | str = "cpu", **kwargs) -> Rewriter:
-        return Rewriter(self.model, self.tok, device, **kwargs)
-
-
-def load_run(run_dir: str | os.PathLike, device: torch.device | str = "cpu") -> LoadedRun:
-    """Load a finished run directory written by ``train_sft.py`` or ``train_grpo.py``.
-
-    Every problem a user can cause is one :class:`UserError`: no such directory,
-    a missing or corrupted ``config.json`` / ``tokenizer.json`` / ``ckpt.pt``, a
-    checkpoint trained with another config or tokenizer, or an unfinished run.
-    """
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise UserError(f"no run directory at {path} (train one with `python train_sft.py`)")
-    config = read_json(path / CONFIG_NAME, "run config")
-    try:
-        world_cfg = config_from_dict(WorldConfig, config["world"])
-        model_cfg = config_from_dict(ModelConfig, config["model"])
-    except (KeyError, TypeError) as e:
-        raise UserError(f"{path / CONFIG_NAME} is not a qrw run config (missing {e})") from None
-    tok = Tokenizer.load(path / TOKENIZER_NAME)
-    state = load_checkpoint(path / CKPT_NAME, expect_model_config=dataclasses.asdict(model_cfg),
-                            expect_tokenizer_sha256=file_sha256(path / TOKENIZER_NAME))
-    steps = config.get("sft", config.get("grpo", {})).get("steps")
-    finished_stage = "sft" if config.get("kind") == "sft" else "grpo"
-    if state.get("stage") != finished_stage or (steps is not None and state.get("step") != steps):
-        raise UserError(f"{path} holds an unfinished run (stage {state.get('stage')!r}, step {state.get('step')}); "
-                        f"finish it with --resume")
-    model = Transformer(model_cfg)
-    model.load_state_dict(state["model"])
-    model.eval()
-    return LoadedRun(path, World(world_cfg), tok, model.to(device), config)

@@ -1,8 +1,9 @@
-"""The multi-task loss and the training loop of stages 0 and 1.
+"""Stages 0 and 1 as a library: their configs, task mixtures and the multi-task loss.
 
 Stage 0 (pretraining on search logs and product text) and stage 1 (multi-task SFT:
 rewrite generation + relevance tagging, the paper's section on multi-task
-fine-tuning) share one loop; they differ only in the task mixture.
+fine-tuning) share one loop, written out in ``train_sft.py``; they differ only in
+the task mixture (:func:`pretrain_mixture`, :func:`sft_mixture`).
 
 The multi-task loss of one optimizer step, over all its micro-batches, is
 
@@ -22,24 +23,57 @@ gradient are those of one padded sequence per row at a fraction of the work
 
 The step order is fixed (nanoGPT): learning rate -> micro-batches (forward, loss,
 backward) -> finite check -> clip -> optimizer step -> zero grad -> log -> eval ->
-checkpoint. A non-finite loss raises :class:`NonFiniteLossError` *before* the
-optimizer step, so the last checkpoint on disk stays the last good one.
+checkpoint. A non-finite loss stops training *before* the optimizer step, so the
+last checkpoint on disk stays the last good one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import time
-from dataclasses import asdict, dataclass
-from typing import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from qrw.config import NonFiniteLossError, arg, check
-from qrw.data import TASKS, Batch, TaskMixture, collate, split_micro_batches
-from qrw.log import MetricsLog, log_line
+from qrw.config import arg, check, invariant
+from qrw.data import (TASKS, Batch, TaskMixture, collate, mixture_counts, pretrain_dataset, relevance_dataset,
+                      rewrite_dataset, split_micro_batches)
+from qrw.lm.model import PRESETS
+from qrw.lm.tokenizer import Tokenizer
+from qrw.shop.world import World, WorldConfig
+
+
+@dataclass
+class SFTRunConfig:
+    """What a stage 0 + stage 1 run trains (the training hyperparameters live in two ``TrainConfig``s)."""
+
+    seed: int = arg(0, "seed of the world, the model initialisation and the data order")
+    preset: str = arg("cpu", "model preset (see python -m qrw.lm.model)", choices=sorted(PRESETS))
+    vocab_size: int = arg(2048, "BPE vocabulary size (special tokens included)")
+    tasks: str = arg("rewrite,relevance", "stage-1 tasks: 'rewrite,relevance' (multi-task) or 'rewrite' (single-task)",
+                     choices=["rewrite,relevance", "rewrite"], metavar="TASKS")
+    pretrain: bool = arg(True, "run stage 0, pretraining on search logs and product text (--no-pretrain skips it)")
+    rewrite_fraction: float = arg(0.3, "share of each stage-1 batch given to the rewrite task (the rest: relevance)")
+    rewrite_weight: float = arg(1.0, "stage-1 loss weight of rewrite tokens")
+    relevance_weight: float = arg(3.0, "stage-1 loss weight of relevance-label tokens")
+    relevance_per_label: int = arg(4, "distinct perturbed rewrites per label and training query (relevance task)")
+    relevance_balance: str = arg("over", "balance the relevance labels by dropping pairs of the commoner labels "
+                                 "('under') or repeating pairs of the rarer ones ('over')", choices=["under", "over"])
+    val_examples: int = arg(256, "validation examples per task for the periodic validation loss")
+
+    def __post_init__(self) -> None:
+        check(self.seed >= 0, f"--seed must be >= 0 (got {self.seed})")
+        check(self.vocab_size >= 300, f"--vocab-size must be >= 300 (256 bytes + specials; got {self.vocab_size})")
+        check(0 < self.rewrite_fraction < 1, f"--rewrite-fraction must be in (0, 1) (got {self.rewrite_fraction})")
+        check(self.rewrite_weight > 0 and self.relevance_weight > 0, "task loss weights must be > 0")
+        check(self.val_examples >= 1, "--val-examples must be >= 1")
+        check(self.relevance_per_label >= 1, "--relevance-per-label must be >= 1")
+
+    @property
+    def task_list(self) -> tuple[str, ...]:
+        """The stage-1 tasks, e.g. ``("rewrite", "relevance")``."""
+        return tuple(self.tasks.split(","))
 
 
 @dataclass
@@ -77,16 +111,6 @@ class TrainConfig:
         check(self.eval_every >= 0 and self.ckpt_every >= 0, "eval/ckpt intervals must be >= 0")
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup to ``lr`` over ``warmup_steps``, then cosine decay to ``lr * min_lr_ratio``."""
-    if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    decay_steps = max(1, cfg.steps - cfg.warmup_steps)
-    progress = min(1.0, (step - cfg.warmup_steps) / decay_steps)
-    cosine = 0.5 * (1 + math.cos(math.pi * progress))
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
-
-
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW over the model's weight-decay groups (``model.param_groups``)."""
     return torch.optim.AdamW(model.param_groups(cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
@@ -106,7 +130,7 @@ def multitask_loss(logits: torch.Tensor, batch: Batch, normalizer: float) -> tup
     select = batch.target_mask.bool()  # (B, T)
     if logits.dim() == 3:
         logits = logits[select]  # (N, V)
-    check(logits.shape[0] == int(select.sum()),
+    invariant(logits.shape[0] == int(select.sum()),
           f"{logits.shape[0]} logit rows for {int(select.sum())} target tokens")
     targets = batch.targets[select]                                # (N,)
     token_tasks = batch.task_ids[select]                           # (N,)
@@ -170,72 +194,46 @@ def evaluate_loss(model: torch.nn.Module, examples: dict[str, list], pad_id: int
     return out
 
 
-def train_stage(model: torch.nn.Module, mixture: TaskMixture, cfg: TrainConfig, *, stage: str,
-                device: torch.device, pad_id: int, log: MetricsLog,
-                save: Callable[[int, torch.optim.Optimizer], None],
-                evaluate: Callable[[], dict[str, float]] | None = None,
-                start_step: int = 0, optimizer_state: dict | None = None,
-                stop_after: int | None = None, progress: bool = True) -> bool:
-    """Train ``model`` on ``mixture`` for ``cfg.steps`` optimizer steps, starting at ``start_step``.
-
-    ``save(step, optimizer)`` writes a checkpoint after ``step`` completed steps;
-    ``evaluate()`` returns validation metrics. ``stop_after`` stops (after saving)
-    once that many steps ran in this call: the run then continues with resume.
-    Returns True when the stage completed, False when it stopped early.
-    """
-    model.train()
-    optimizer = make_optimizer(model, cfg, device)
-    if optimizer_state is not None:
-        optimizer.load_state_dict(optimizer_state)
-    steps_run = 0
-    bar = tqdm(range(start_step, cfg.steps), desc=stage, initial=start_step, total=cfg.steps,
-               disable=not progress, dynamic_ncols=True, leave=False)
-    for step in bar:
-        t0 = time.perf_counter()
-        lr = lr_at(step, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss_total, sums = accumulate_gradients(model, mixture.batch(step), cfg.micro_batch_size, pad_id,
-                                                mixture.weights, device, cfg.pack_len)
-        if not math.isfinite(loss_total):
-            optimizer.zero_grad(set_to_none=True)
-            raise NonFiniteLossError(f"{stage}: non-finite loss {loss_total} at step {step + 1}; "
-                                     "the last good checkpoint is kept (lower the learning rate?)")
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
-                                                   cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        done = step + 1
-        steps_run += 1
-
-        # every step goes to metrics.jsonl (so a resumed run logs exactly what an uninterrupted one does)
-        record = {"stage": stage, "step": done, "loss": loss_total, "lr": lr, "grad_norm": float(grad_norm)}
-        for task in TASKS:
-            if f"{task}_tokens" in sums:
-                record[f"{task}_loss"] = sums[f"{task}_loss_sum"] / max(sums[f"{task}_tokens"], 1.0)
-                record[f"{task}_acc"] = sums[f"{task}_correct"] / max(sums[f"{task}_tokens"], 1.0)
-        record["seconds"] = time.perf_counter() - t0
-        log.write(record)
-        bar.set_postfix(loss=f"{loss_total:.3f}", lr=f"{lr:.2e}")
-        if progress and (done % cfg.log_every == 0 or done == cfg.steps):
-            shown = {k: record[k] for k in ("loss", "pretrain_loss", "rewrite_loss", "relevance_loss", "lr")
-                     if k in record}
-            bar.write(f"{stage} " + log_line(done, cfg.steps, shown, record["seconds"]))
-        if evaluate is not None and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps):
-            metrics = evaluate()
-            log.write({"stage": stage, "step": done, **metrics})
-            if progress:
-                bar.write(f"{stage} eval " + log_line(done, cfg.steps, metrics))
-        stopping = stop_after is not None and steps_run >= stop_after and done < cfg.steps
-        if (cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == cfg.steps or stopping:
-            save(done, optimizer)
-        if stopping:
-            bar.close()
-            return False
-    bar.close()
-    return True
+DEFAULT_PRETRAIN = TrainConfig(steps=600, batch_size=64, lr=3e-3, warmup_steps=30)
+DEFAULT_SFT = TrainConfig(steps=3500, batch_size=64, lr=1e-3, warmup_steps=50, eval_every=250, ckpt_every=250)
+SMOKE = {
+    "world": dict(n_products=200, n_train_queries=400, n_val_queries=60, n_test_queries=80, n_log_sessions=600),
+    "run": dict(preset="tiny", vocab_size=512, val_examples=32),
+    "pretrain": dict(steps=8, batch_size=16, micro_batch_size=16, warmup_steps=2, log_every=4, eval_every=0,
+                     ckpt_every=0),
+    "sft": dict(steps=12, batch_size=16, micro_batch_size=16, warmup_steps=2, log_every=4, eval_every=0,
+                ckpt_every=0),
+}
 
 
-def config_dict(cfg) -> dict:
-    """A dataclass config as a plain dict (for config.json and checkpoints)."""
-    return asdict(cfg)
+def default_configs(*, smoke: bool = False, seed: int = 0) -> dict:
+    """The configs of a default run (``"run"``, ``"world"``, ``"pretrain"``, ``"sft"``), or of ``--smoke``'s."""
+    smoke_values = SMOKE if smoke else {k: {} for k in SMOKE}
+    return {"run": SFTRunConfig(**smoke_values["run"], seed=seed),
+            "world": WorldConfig(**smoke_values["world"], seed=seed),
+            "pretrain": dataclasses.replace(DEFAULT_PRETRAIN, **smoke_values["pretrain"]),
+            "sft": dataclasses.replace(DEFAULT_SFT, **smoke_values["sft"])}
+
+
+def pretrain_mixture(world: World, tok: Tokenizer, run: SFTRunConfig, pre: TrainConfig, max_len: int) -> TaskMixture:
+    """Stage 0's batches: titles, attribute text and search-log sessions."""
+    return TaskMixture({"pretrain": pretrain_dataset(world, tok, max_len)}, counts={"pretrain": pre.batch_size},
+                       weights={"pretrain": 1.0}, seed=run.seed)
+
+
+def sft_mixture(world: World, tok: Tokenizer, run: SFTRunConfig, sft: TrainConfig, max_len: int) -> TaskMixture:
+    """Stage 1's batches: rewrite pairs, plus relevance pairs when multi-task, in the run's ratio and loss weights."""
+    datasets = {"rewrite": rewrite_dataset(world.queries["train"], tok, max_len)}
+    if "relevance" in run.task_list:
+        datasets["relevance"] = relevance_dataset(world, "train", tok, max_len, seed=run.seed,
+                                                  per_label=run.relevance_per_label, balance=run.relevance_balance)
+    return TaskMixture(datasets, counts=mixture_counts(sft.batch_size, run.task_list, run.rewrite_fraction),
+                       weights={"rewrite": run.rewrite_weight, "relevance": run.relevance_weight}, seed=run.seed)
+
+
+def validation_sets(world: World, tok: Tokenizer, run: SFTRunConfig, max_len: int) -> dict[str, list]:
+    """Fixed validation examples per stage-1 task (the periodic validation loss)."""
+    val = {"rewrite": rewrite_dataset(world.queries["val"][:run.val_examples], tok, max_len)}
+    if "relevance" in run.task_list:
+        val["relevance"] = relevance_dataset(world, "val", tok, max_len, seed=run.seed)[:run.val_examples]
+    return val

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from qrw.baselines import DictionaryRewriter, broadened_rewrites, complement_rewrites, gold_rewrites
-from qrw.world import Intent, Query, World, WorldConfig
+from qrw.shop.baselines import DictionaryRewriter, broadened_rewrites, complement_rewrites, gold_rewrites
+from qrw.shop.lexicon import Intent, Query
+from qrw.shop.world import World, WorldConfig
 
 
 def pair(text: str, gold: str) -> Query:

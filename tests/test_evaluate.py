@@ -20,11 +20,12 @@ import pytest
 
 import train_sft
 from qrw.config import UserError, run_main
-from qrw.evaluate import (EvalContext, ab_test, confusion_matrix, diff_ci, jsonable, macro_f1, main,
-                          tagging_metrics, to_json)
-from qrw.metrics import page_grades
-from qrw.users import UserSimulator
-from qrw.world import COMPLEMENT, EXACT, SUBSTITUTE, World, WorldConfig
+from qrw.evaluate import ab_test, confusion_matrix, diff_ci, jsonable, macro_f1, main, tagging_metrics, to_json
+from qrw.shop.judge import COMPLEMENT, EXACT, SUBSTITUTE
+from qrw.shop.metrics import page_grades
+from qrw.shop.shop import Shop
+from qrw.shop.users import UserSimulator
+from qrw.shop.world import World, WorldConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 # tests/test_scripts.py's TINY world, and as few training steps as a complete run directory needs
@@ -172,7 +173,7 @@ def test_gold_beats_no_rewrite_in_a_small_world():
     """The real pipeline: pages of the world's search engine, grades of its judge, its shoppers."""
     world = World(WorldConfig(seed=1, n_products=300, n_train_queries=50, n_val_queries=10, n_test_queries=60,
                               n_log_sessions=0))
-    ctx = EvalContext(world)
+    ctx = Shop(world)
     queries = world.queries["test"]
     sides = []
     for name in ("none", "gold"):

@@ -18,7 +18,6 @@ from qrw.grpo import (
     LOSS_TYPES,
     completion_mask,
     dynamic_sampling_mask,
-    fuse_rewards,
     group_advantages,
     kl_k3,
     loss_normalizer,
@@ -27,6 +26,7 @@ from qrw.grpo import (
     token_logprobs,
     zero_spread_fraction,
 )
+from qrw.rewards import fuse_rewards
 
 # ---------------------------------------------------------------------------
 # Helpers: random inputs and naive references written with Python loops

@@ -1,12 +1,12 @@
-"""Tests for the model-facing half of qrw/grpo.py: packing, scoring, the update loop, a toy bandit.
+"""Tests for qrw/rollout.py and qrw/update.py: packing, scoring, the update loop, a toy bandit.
 
 Each test is named after the property of ../shared/GRPO.md it pins
 (``test_pNN_...``); docs/GRPO_TESTS.md maps every property to its tests.
 
 The policy is a tiny test-local causal LM with the forward signature of
-``qrw.model.Transformer`` (``model(input_ids (B, T), attention_mask (B, T) bool)
+``qrw.lm.model.Transformer`` (``model(input_ids (B, T), attention_mask (B, T) bool)
 -> logits (B, T, V)``, positions ``cumsum(mask) - 1``), so these tests do not
-depend on qrw/model.py. To run them against the real model instead::
+depend on qrw/lm/model.py. To run them against the real model instead::
 
     QRW_GRPO_TEST_MODEL=transformer pytest tests/test_grpo_update.py
 """
@@ -20,20 +20,18 @@ import pytest
 import torch
 from torch import nn
 
-from qrw import grpo
-from qrw.grpo import (
-    NonFiniteLossError,
+from qrw import update
+from qrw.config import NonFiniteLossError
+from qrw.grpo import group_advantages, kl_k3, policy_loss, token_entropy
+from qrw.rollout import (
     RolloutBatch,
+    completion_logits,
     frozen_reference,
-    group_advantages,
-    grpo_update,
-    kl_k3,
     pack_rollout,
-    policy_loss,
     rollout_logprobs,
     sequence_logprobs,
-    token_entropy,
 )
+from qrw.update import grpo_update
 
 VOCAB = 12
 PAD = 0
@@ -73,10 +71,10 @@ class TinyCausalLM(nn.Module):
 
 
 def make_policy(seed: int = 0) -> nn.Module:
-    """The policy under test: TinyCausalLM, or qrw.model.Transformer's "tiny" preset if asked for."""
+    """The policy under test: TinyCausalLM, or qrw.lm.model.Transformer's "tiny" preset if asked for."""
     torch.manual_seed(seed)
     if os.environ.get("QRW_GRPO_TEST_MODEL") == "transformer":
-        from qrw.model import ModelConfig, Transformer
+        from qrw.lm.model import ModelConfig, Transformer
 
         return Transformer(ModelConfig.preset("tiny", vocab_size=VOCAB)).eval()
     return TinyCausalLM().eval()
@@ -209,15 +207,15 @@ def test_p11_padding_after_eos_does_not_change_the_loss():
 
 
 def record_policy_loss_calls(monkeypatch):
-    """Wrap grpo.policy_loss so a test can see every (logp, old_logp) that grpo_update passes to it."""
+    """Wrap qrw.update.policy_loss so a test can see every (logp, old_logp) that grpo_update passes to it."""
     calls = []
-    original = grpo.policy_loss
+    original = update.policy_loss
 
     def spy(logp, old_logp, *args, **kwargs):
         calls.append((logp.detach().clone(), old_logp.detach().clone()))
         return original(logp, old_logp, *args, **kwargs)
 
-    monkeypatch.setattr(grpo, "policy_loss", spy)
+    monkeypatch.setattr(update, "policy_loss", spy)
     return calls
 
 
@@ -226,7 +224,7 @@ def test_p12_update_with_mu_1_is_on_policy(monkeypatch):
     policy = make_policy()
     batch, advantages = make_batch()
     with torch.no_grad():  # the entropy diagnostic, computed by hand before the step
-        logits = grpo.completion_logits(policy, batch.input_ids, batch.attention_mask, batch.completion_start)
+        logits = completion_logits(policy, batch.input_ids, batch.attention_mask, batch.completion_start)
         entropy = (token_entropy(logits) * batch.completion_mask).sum() / batch.completion_mask.sum()
     calls = record_policy_loss_calls(monkeypatch)
     stats = grpo_update(policy, torch.optim.SGD(policy.parameters(), lr=0.1), batch, advantages, **update_kwargs())

@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qrw.baselines import broadened_rewrites, complement_rewrites, gold_rewrites
 from qrw.config import UserError
-from qrw.metrics import page_grades, rewrite_metrics, summarize
-from qrw.search import SearchEngine
-from qrw.users import UserSimulator
-from qrw.world import EXACT, SEGMENTS, World, WorldConfig
+from qrw.shop.baselines import broadened_rewrites, complement_rewrites, gold_rewrites
+from qrw.shop.judge import EXACT
+from qrw.shop.metrics import page_grades, rewrite_metrics, summarize
+from qrw.shop.search import SearchEngine
+from qrw.shop.tables import SEGMENTS
+from qrw.shop.users import UserSimulator
+from qrw.shop.world import World, WorldConfig
 
 
 @pytest.fixture(scope="module")

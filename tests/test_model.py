@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from qrw.config import UserError
-from qrw.model import PRESETS, ModelConfig, Transformer, apply_rope, attention_mask_4d, main, rope_tables
+from qrw.lm.model import PRESETS, ModelConfig, Transformer, apply_rope, attention_mask_4d, main, rope_tables
 
 V = 97
 
@@ -207,18 +207,19 @@ def test_param_groups():
 
 def test_bad_forward_input():
     model = tiny()
-    with pytest.raises(UserError, match="context window"):
+    with pytest.raises(ValueError, match="context window") as bug:  # a caller's bug, not a user mistake
         model(torch.zeros(1, model.config.max_seq_len + 1, dtype=torch.long))
-    with pytest.raises(UserError):
+    assert not isinstance(bug.value, UserError)  # so the scripts show its traceback
+    with pytest.raises(ValueError):
         model(torch.zeros(5, dtype=torch.long))
-    with pytest.raises(UserError):
+    with pytest.raises(ValueError):
         model(torch.zeros(1, 5))
-    with pytest.raises(UserError):
+    with pytest.raises(ValueError):
         model(torch.zeros(1, 5, dtype=torch.long), attention_mask=torch.ones(1, 4, dtype=torch.bool))
 
 
 def test_cli(monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["qrw.model", "--preset", "tiny", "--vocab-size", "97"])
+    monkeypatch.setattr(sys, "argv", ["qrw.lm.model", "--preset", "tiny", "--vocab-size", "97"])
     main()
     out = capsys.readouterr().out
     assert f"parameters: {tiny().num_params():,}" in out and "FLOPs per token" in out

@@ -19,7 +19,7 @@ import pytest
 
 import train_sft
 from qrw.rewrite import Explainer, clean_text
-from qrw.rewriter import load_run
+from qrw.runs import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 # tests/test_scripts.py's TINY world, and as few training steps as a complete run directory needs

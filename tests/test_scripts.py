@@ -90,7 +90,7 @@ def test_grpo_smoke_and_exact_resume(sft_run, tmp_path):
 
 
 def test_grpo_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(sft_run, tmp_path, monkeypatch):
-    import qrw.grpo_train as loop
+    import qrw.update as loop
 
     real_update = loop.grpo_update
     calls = {"n": 0}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from qrw.config import UserError
-from qrw.search import SearchEngine
+from qrw.shop.search import SearchEngine
 
 
 def naive_rank_scores(titles, popularity, query, k1, b, lam):

@@ -7,9 +7,10 @@ import torch
 
 from qrw.config import UserError
 from qrw.data import TASKS, TaskMixture, collate, mixture_counts, pack_rows, stream_indices
-from qrw.model import ModelConfig, Transformer, document_positions
-from qrw.sft import TrainConfig, accumulate_gradients, lr_at, multitask_loss
-from qrw.tokenizer import Tokenizer, render_pretrain, render_relevance, render_rewrite
+from qrw.lm.model import ModelConfig, Transformer, document_positions
+from qrw.runs import lr_at
+from qrw.sft import TrainConfig, accumulate_gradients, multitask_loss
+from qrw.lm.tokenizer import Tokenizer, render_pretrain, render_relevance, render_rewrite
 
 CORPUS = ["nike sneakers black men", "blk kicks for men", "samsung phone 128gb blue", "fridge lg silver",
           "refrigerator lg silver", "apple laptop 16gb", "cheap earbuds sony", "headphones sony black"] * 20
@@ -178,13 +179,22 @@ def test_a_packed_document_sees_nothing_of_its_neighbours(tok):
 
 
 def test_lr_schedule_warmup_then_cosine():
-    cfg = TrainConfig(steps=110, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
-    assert lr_at(0, cfg) == pytest.approx(0.1)
-    assert lr_at(9, cfg) == pytest.approx(1.0)
-    assert lr_at(10, cfg) == pytest.approx(1.0)
-    assert lr_at(60, cfg) == pytest.approx(0.55)  # half way down the cosine
-    assert lr_at(110, cfg) == pytest.approx(0.1)
-    assert all(lr_at(s, cfg) >= lr_at(s + 1, cfg) for s in range(10, 109))
+    def lr(step):
+        return lr_at(step, peak=1.0, warmup_steps=10, total_steps=110, min_ratio=0.1)
+
+    assert lr(0) == pytest.approx(0.1)
+    assert lr(9) == pytest.approx(1.0)
+    assert lr(10) == pytest.approx(1.0)
+    assert lr(60) == pytest.approx(0.55)  # half way down the cosine
+    assert lr(110) == pytest.approx(0.1)
+    assert all(lr(s) >= lr(s + 1) for s in range(10, 109))
+
+
+def test_lr_schedule_warmup_then_constant():
+    """GRPO's schedule (min_ratio 1): linear warmup, then exactly the peak."""
+    lrs = [lr_at(s, peak=3e-4, warmup_steps=5, total_steps=250) for s in range(250)]
+    assert lrs[:5] == pytest.approx([6e-5, 1.2e-4, 1.8e-4, 2.4e-4, 3e-4])
+    assert all(v == 3e-4 for v in lrs[4:])
 
 
 def test_data_order_is_a_function_of_the_step():

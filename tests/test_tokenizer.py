@@ -6,7 +6,7 @@ import random
 import pytest
 
 from qrw.config import UserError
-from qrw.tokenizer import (
+from qrw.lm.tokenizer import (
     SPECIAL_TOKENS, Tokenizer, normalize_query, relevance_prompt, render_pretrain, render_relevance,
     render_rewrite, rewrite_prompt, show_loss_mask,
 )

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from qrw.config import UserError
-from qrw.users import UserConfig, UserSimulator
-from qrw.world import World, WorldConfig
+from qrw.shop.users import UserConfig, UserSimulator
+from qrw.shop.world import World, WorldConfig
 
 
 @pytest.fixture(scope="module")

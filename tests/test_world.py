@@ -15,9 +15,11 @@ import pytest
 
 from qrw.config import UserError
 from qrw.data import relevance_dataset
-from qrw.tokenizer import Tokenizer, render_relevance
-from qrw.world import (COMPLEMENT, EXACT, IRRELEVANT, SEGMENTS, SPLITS, SUBSTITUTE, Draws, Intent, Lexicon, World,
-                       WorldConfig, _one_edit, make_typo, render_canonical)
+from qrw.lm.tokenizer import Tokenizer, render_relevance
+from qrw.shop.judge import COMPLEMENT, EXACT, IRRELEVANT, SUBSTITUTE, render_canonical
+from qrw.shop.lexicon import Draws, Intent, Lexicon, make_typo, one_edit
+from qrw.shop.tables import SEGMENTS, SPLITS
+from qrw.shop.world import World, WorldConfig
 
 SMALL = dict(n_products=400, n_train_queries=600, n_val_queries=100, n_test_queries=200, n_log_sessions=500)
 CLI_SMALL = ["--n-products", "300", "--n-train-queries", "300", "--n-val-queries", "50", "--n-test-queries", "100",
@@ -100,14 +102,14 @@ def test_catalog_shape(full_catalog):
 
 
 def test_one_edit():
-    assert _one_edit("black", "blak") and _one_edit("blak", "black")        # deletion / insertion
-    assert _one_edit("black", "blsck") and _one_edit("black", "balck")      # substitution / transposition
-    assert not _one_edit("black", "black") and not _one_edit("black", "bkacl")
-    assert not _one_edit("black", "bl")
+    assert one_edit("black", "blak") and one_edit("blak", "black")        # deletion / insertion
+    assert one_edit("black", "blsck") and one_edit("black", "balck")      # substitution / transposition
+    assert not one_edit("black", "black") and not one_edit("black", "bkacl")
+    assert not one_edit("black", "bl")
     draws = Draws(np.random.default_rng(0))
     for word in ("television", "samsung", "wireless", "sneakers"):
         for _ in range(50):
-            assert _one_edit(word, make_typo(word, draws))
+            assert one_edit(word, make_typo(word, draws))
 
 
 # -- queries and splits ------------------------------------------------------------------------

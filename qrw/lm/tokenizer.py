@@ -248,7 +248,7 @@ _DEMO_CORPUS = [
 
 
 def main() -> None:
-    parser = Parser(prog="python -m qrw.tokenizer", description="Show how a qrw tokenizer splits text and masks the loss.")
+    parser = Parser(prog="python -m qrw.lm.tokenizer", description="Show how a qrw tokenizer splits text and masks the loss.")
     parser.add_argument("texts", nargs="*", help="texts to encode")
     parser.add_argument("--tokenizer", default=None, help="tokenizer.json to load (default: train a demo one)")
     parser.add_argument("--demo", action="store_true", help="also print the three task renderings with their loss masks")

@@ -23,7 +23,8 @@ import warnings
 import numpy as np
 
 from qrw.config import check
-from qrw.world import EXACT, IRRELEVANT
+from qrw.shop.judge import EXACT, IRRELEVANT
+from qrw.shop.tables import SEGMENTS
 
 METRICS = ("accuracy", "grade", "relevance", "recall", "ucvr")
 
@@ -75,8 +76,6 @@ def summarize(per_example: dict[str, np.ndarray], segments: list[str]) -> dict[s
     Segments appear in ``World.SEGMENTS`` order when they are world segments,
     else in order of first appearance; ``"all"`` comes last.
     """
-    from qrw.world import SEGMENTS
-
     segments = np.asarray(segments)
     present = list(dict.fromkeys(segments.tolist()))
     ordered = [s for s in SEGMENTS if s in present] + [s for s in present if s not in SEGMENTS]

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from qrw.config import check
+from qrw.config import invariant
 
 
 class KVCache:
@@ -76,7 +76,7 @@ class KVCache:
     def append_mask(self, mask: torch.Tensor) -> torch.Tensor:
         """Record the (B, T) mask of the tokens being added; return the (B, length + T) key mask."""
         B, T = mask.shape
-        check(self.length + T <= self.max_len, f"KV cache full: {self.length} + {T} > {self.max_len}")
+        invariant(self.length + T <= self.max_len, f"KV cache full: {self.length} + {T} > {self.max_len}")
         if self.key_mask is None:
             self.key_mask = torch.zeros(B, self.max_len, dtype=torch.bool, device=mask.device)
             self.positions = torch.zeros(B, dtype=torch.long, device=mask.device)
@@ -180,20 +180,20 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: int, top_p: flo
 def _check_request(model, prompts, num_samples, max_new_tokens, temperature, top_k, top_p, eos_id, pad_id) -> int:
     """Validate a generation request (one-line UserErrors); return max_new_tokens clamped to the context window."""
     V, window = model.config.vocab_size, model.config.max_seq_len
-    check(isinstance(prompts, (list, tuple)) and len(prompts) > 0, "no prompts to generate from")
+    invariant(isinstance(prompts, (list, tuple)) and len(prompts) > 0, "no prompts to generate from")
     for i, p in enumerate(prompts):
-        check(isinstance(p, (list, tuple)), f"prompt {i} must be a list of token ids, got {type(p).__name__}")
-        check(len(p) > 0, f"prompt {i} is empty")
-        check(all(isinstance(t, numbers.Integral) and 0 <= t < V for t in p), f"prompt {i} has a token id outside [0, {V})")
-        check(len(p) < window, f"prompt {i} has {len(p)} tokens: too long for the context window of {window} "
+        invariant(isinstance(p, (list, tuple)), f"prompt {i} must be a list of token ids, got {type(p).__name__}")
+        invariant(len(p) > 0, f"prompt {i} is empty")
+        invariant(all(isinstance(t, numbers.Integral) and 0 <= t < V for t in p), f"prompt {i} has a token id outside [0, {V})")
+        invariant(len(p) < window, f"prompt {i} has {len(p)} tokens: too long for the context window of {window} "
                                f"(at most {window - 1}, to leave room for one new token)")
-    check(isinstance(num_samples, int) and num_samples >= 1, f"num_samples must be >= 1, got {num_samples}")
-    check(isinstance(max_new_tokens, int) and max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    check(temperature >= 0, f"temperature must be >= 0, got {temperature}")
-    check(isinstance(top_k, int) and top_k >= 0, f"top_k must be an integer >= 0, got {top_k}")
-    check(0 < top_p <= 1, f"top_p must be in (0, 1], got {top_p}")
+    invariant(isinstance(num_samples, int) and num_samples >= 1, f"num_samples must be >= 1, got {num_samples}")
+    invariant(isinstance(max_new_tokens, int) and max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    invariant(temperature >= 0, f"temperature must be >= 0, got {temperature}")
+    invariant(isinstance(top_k, int) and top_k >= 0, f"top_k must be an integer >= 0, got {top_k}")
+    invariant(0 < top_p <= 1, f"top_p must be in (0, 1], got {top_p}")
     for name, value in (("eos_id", eos_id), ("pad_id", pad_id)):
-        check(isinstance(value, numbers.Integral) and 0 <= value < V, f"{name} must be a token id in [0, {V}), got {value!r}")
+        invariant(isinstance(value, numbers.Integral) and 0 <= value < V, f"{name} must be a token id in [0, {V}), got {value!r}")
     longest = max(len(p) for p in prompts)
     if longest + max_new_tokens > window:
         warnings.warn(f"max_new_tokens clamped from {max_new_tokens} to {window - longest}: the longest prompt "
@@ -252,7 +252,7 @@ def sample(model, prompts: list[list[int]], *, num_samples: int = 1, max_new_tok
     """Sample ``num_samples`` completions for each prompt with a KV cache (see the module docstring).
 
     Args:
-        model: a ``qrw.model.Transformer`` (put it in eval mode; it is not switched here).
+        model: a ``qrw.lm.model.Transformer`` (put it in eval mode; it is not switched here).
         prompts: B non-empty lists of token ids, each shorter than the context window.
         num_samples: G completions per prompt, sharing one prefill.
         max_new_tokens: completion budget, clamped (with a warning) to

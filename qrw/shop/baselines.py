@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from qrw.world import COMPLEMENT_PAIRS, Query
+from qrw.shop.lexicon import Query
+from qrw.shop.tables import COMPLEMENT_PAIRS
 
 
 class DictionaryRewriter:
@@ -76,95 +77,15 @@ class DictionaryRewriter:
         return [(" ".join(tokens[i:i + n]), i, i + n) for n in range(1, self.max_ngram + 1)
                 for i in range(len(tokens) - n + 1)]
 
-    def _drops_words(self, unit: str, support: list[int], pairs: list, catalog_words: set[str]) -> bool:
-        """A phrase with a non-catalog word whose catalog words are in the gold of >= min_precision of its
-        pairs ("phone charger" -> "charger", "tv wall mount" -> "wall mount"): it maps to its catalog words."""
-        words = unit.split()
-        own = [w for w in words if w in catalog_words]
-        if len(own) == len(words):
-            return False
-        agree = sum(all(w in pairs[p][1] for w in own) for p in support)
-        return agree >= self.min_precision * len(support)
-
     def fit(self, train_queries: list[Query]) -> DictionaryRewriter:
         """Mine the dictionary from the training queries' (text, gold) pairs; returns self."""
         golds = [q.gold.split() for q in train_queries]
-        catalog_words = {w for gold in golds for w in gold}
-        pairs = []  # (tokens, gold words, missing words, {unit: [(start, end), ...]})
-        occurs_in: dict[str, list[int]] = defaultdict(list)
-        for p, (q, gold) in enumerate(zip(train_queries, golds)):
-            tokens = q.text.split()
-            present = set(tokens)
-            missing = tuple(dict.fromkeys(w for w in gold if w not in present))
-            spans: dict[str, list[tuple[int, int]]] = defaultdict(list)
-            for unit, start, end in self._ngrams(tokens):
-                spans[unit].append((start, end))
-            pairs.append((tokens, gold, missing, spans))
-            for unit in spans:
-                occurs_in[unit].append(p)
-        explained: list[set[str]] = [set() for _ in pairs]  # missing words produced by mapped units
-        covered: list[set[int]] = [set() for _ in pairs]    # token positions inside mapped units
-        mapping: dict[str, tuple[str, ...]] = {}
-
-        def commit(unit: str, targets: tuple[str, ...], support: list[int]) -> None:
-            words = set(targets) | {w for w in unit.split() if w in catalog_words}
-            gold = next((pairs[p][1] for p in support if set(targets) <= set(pairs[p][1])), list(targets))
-            mapping[unit] = tuple(dict.fromkeys(w for w in gold if w in words))
-            for p in support:
-                explained[p].update(targets)
-                for start, end in pairs[p][3][unit]:
-                    covered[p].update(range(start, end))
-
-        def support_of(unit: str) -> list[int]:
-            """Pairs where the unit occurs outside every already-mapped unit."""
-            return [p for p in occurs_in[unit]
-                    if any(not covered[p].issuperset(range(s, e)) for s, e in pairs[p][3][unit])]
-
-        def priority(unit: str) -> float:
-            """Visit order: frequency; a cohesive phrase goes just before its rarest word."""
-            count = len(occurs_in[unit])
-            if " " in unit:
-                rarest = min(len(occurs_in[w]) for w in unit.split())
-                if count >= self.cohesion * rarest:
-                    return rarest + 0.5
-            return count
-
-        order = sorted(occurs_in, key=lambda u: (-priority(u), u.count(" "), u))
-        order = [u for u in order if " " in u or u not in catalog_words]  # catalog words stay themselves
-        for _ in range(self.max_sweeps):  # phase 1: frequent units, until nothing changes
-            changed = False
-            for unit in order:
-                if unit in mapping:
-                    continue
-                support = support_of(unit)
-                if len(support) < (self.min_support if " " not in unit else self.min_support_phrase):
-                    continue
-                hits: dict[str, int] = defaultdict(int)
-                for p in support:
-                    for w in pairs[p][2]:
-                        hits[w] += 1
-                targets = tuple(w for w, n in hits.items() if n >= self.min_precision * len(support))
-                if targets or (" " in unit and self._drops_words(unit, support, pairs, catalog_words)):
-                    commit(unit, targets, support)
-                    changed = True
-            if not changed:
-                break
-        fillers = {u for u in order if " " not in u and u not in mapping and u not in catalog_words
-                   and len(support_of(u)) >= self.min_support}
-        for unit in order:  # phase 2: rare units, only where they account for everything unresolved
-            if unit in mapping:
-                continue
-            for p in support_of(unit):
-                tokens, _, missing, spans = pairs[p]
-                residual = tuple(w for w in missing if w not in explained[p])
-                unresolved = {i for i, t in enumerate(tokens)
-                              if i not in covered[p] and t not in catalog_words and t not in fillers}
-                inside = {i for start, end in spans[unit] for i in range(start, end)}
-                if residual and unresolved and unresolved <= inside:
-                    commit(unit, residual, [p])
-                    break
-        self.mapping = mapping
-        self.catalog_words = frozenset(catalog_words)
+        miner = _Miner(self, [q.text.split() for q in train_queries], golds)
+        order = miner.visit_order()
+        miner.map_frequent_units(order)
+        miner.map_rare_units(order)
+        self.mapping = miner.mapping
+        self.catalog_words = frozenset(miner.catalog_words)
         self.catalog_phrases = frozenset(unit for gold in golds for unit, _, _ in self._ngrams(gold))
         return self
 
@@ -191,6 +112,107 @@ class DictionaryRewriter:
     def rewrite(self, texts: list[str]) -> list[str]:
         """Rewrite a batch of queries."""
         return [self.rewrite_one(t) for t in texts]
+
+
+class _Miner:
+    """The state of one :meth:`DictionaryRewriter.fit`: the training pairs, where each unit occurs, and
+    what the units mapped so far explain (missing words) and cover (token positions)."""
+
+    def __init__(self, params: DictionaryRewriter, queries: list[list[str]], golds: list[list[str]]) -> None:
+        self.params = params
+        self.catalog_words = {w for gold in golds for w in gold}
+        self.pairs = []  # (tokens, gold words, missing words, {unit: [(start, end), ...]})
+        self.occurs_in: dict[str, list[int]] = defaultdict(list)
+        for p, (tokens, gold) in enumerate(zip(queries, golds)):
+            present = set(tokens)
+            missing = tuple(dict.fromkeys(w for w in gold if w not in present))
+            spans: dict[str, list[tuple[int, int]]] = defaultdict(list)
+            for unit, start, end in params._ngrams(tokens):
+                spans[unit].append((start, end))
+            self.pairs.append((tokens, gold, missing, spans))
+            for unit in spans:
+                self.occurs_in[unit].append(p)
+        self.explained: list[set[str]] = [set() for _ in self.pairs]  # missing words produced by mapped units
+        self.covered: list[set[int]] = [set() for _ in self.pairs]    # token positions inside mapped units
+        self.mapping: dict[str, tuple[str, ...]] = {}
+
+    def commit(self, unit: str, targets: tuple[str, ...], support: list[int]) -> None:
+        """Map ``unit`` to ``targets`` plus its own catalog words (in gold order), for the pairs of ``support``."""
+        words = set(targets) | {w for w in unit.split() if w in self.catalog_words}
+        gold = next((self.pairs[p][1] for p in support if set(targets) <= set(self.pairs[p][1])), list(targets))
+        self.mapping[unit] = tuple(dict.fromkeys(w for w in gold if w in words))
+        for p in support:
+            self.explained[p].update(targets)
+            for start, end in self.pairs[p][3][unit]:
+                self.covered[p].update(range(start, end))
+
+    def support_of(self, unit: str) -> list[int]:
+        """Pairs where the unit occurs outside every already-mapped unit."""
+        return [p for p in self.occurs_in[unit]
+                if any(not self.covered[p].issuperset(range(s, e)) for s, e in self.pairs[p][3][unit])]
+
+    def priority(self, unit: str) -> float:
+        """Visit order: frequency; a cohesive phrase goes just before its rarest word."""
+        count = len(self.occurs_in[unit])
+        if " " in unit:
+            rarest = min(len(self.occurs_in[w]) for w in unit.split())
+            if count >= self.params.cohesion * rarest:
+                return rarest + 0.5
+        return count
+
+    def visit_order(self) -> list[str]:
+        """Every unit but single catalog words (they stay themselves), most frequent first."""
+        order = sorted(self.occurs_in, key=lambda u: (-self.priority(u), u.count(" "), u))
+        return [u for u in order if " " in u or u not in self.catalog_words]
+
+    def drops_words(self, unit: str, support: list[int]) -> bool:
+        """A phrase with a non-catalog word whose catalog words are in the gold of >= min_precision of its
+        pairs ("phone charger" -> "charger", "tv wall mount" -> "wall mount"): it maps to its catalog words."""
+        words = unit.split()
+        own = [w for w in words if w in self.catalog_words]
+        if len(own) == len(words):
+            return False
+        agree = sum(all(w in self.pairs[p][1] for w in own) for p in support)
+        return agree >= self.params.min_precision * len(support)
+
+    def map_frequent_units(self, order: list[str]) -> None:
+        """Phase 1: frequent units, in sweeps over ``order`` until nothing changes."""
+        params = self.params
+        for _ in range(params.max_sweeps):
+            changed = False
+            for unit in order:
+                if unit in self.mapping:
+                    continue
+                support = self.support_of(unit)
+                if len(support) < (params.min_support if " " not in unit else params.min_support_phrase):
+                    continue
+                hits: dict[str, int] = defaultdict(int)
+                for p in support:
+                    for w in self.pairs[p][2]:
+                        hits[w] += 1
+                targets = tuple(w for w, n in hits.items() if n >= params.min_precision * len(support))
+                if targets or (" " in unit and self.drops_words(unit, support)):
+                    self.commit(unit, targets, support)
+                    changed = True
+            if not changed:
+                break
+
+    def map_rare_units(self, order: list[str]) -> None:
+        """Phase 2: a rare unit maps where it accounts for everything still unresolved in its pair."""
+        fillers = {u for u in order if " " not in u and u not in self.mapping and u not in self.catalog_words
+                   and len(self.support_of(u)) >= self.params.min_support}
+        for unit in order:
+            if unit in self.mapping:
+                continue
+            for p in self.support_of(unit):
+                tokens, _, missing, spans = self.pairs[p]
+                residual = tuple(w for w in missing if w not in self.explained[p])
+                unresolved = {i for i, t in enumerate(tokens)
+                              if i not in self.covered[p] and t not in self.catalog_words and t not in fillers}
+                inside = {i for start, end in spans[unit] for i in range(start, end)}
+                if residual and unresolved and unresolved <= inside:
+                    self.commit(unit, residual, [p])
+                    break
 
 
 def gold_rewrites(queries: list[Query]) -> list[str]:

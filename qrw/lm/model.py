@@ -28,7 +28,7 @@ Conventions:
   by side in a row (-1 = pad). A token attends only to earlier tokens of its own
   document and its position restarts at 0 where the document starts, so each
   example gets exactly the logits it would get alone in a row.
-- KV cache (``qrw.generate.KVCache``): ``forward(..., cache=cache)`` appends the
+- KV cache (``qrw.lm.generate.KVCache``): ``forward(..., cache=cache)`` appends the
   new keys/values and the new tokens' mask to the cache and attends over
   everything cached so far; positions continue from each row's count of real
   tokens.
@@ -49,7 +49,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from qrw.config import Parser, arg, check, run_main
+from qrw.config import Parser, arg, check, invariant, run_main
 
 
 @dataclass
@@ -282,11 +282,11 @@ class Transformer(nn.Module):
 
         Args:
             input_ids: (B, T) long token ids in [0, vocab_size) (not range-checked here:
-                callers such as ``qrw.generate`` validate user input).
+                callers such as ``qrw.lm.generate`` validate user input).
             attention_mask: (B, T) bool, True = real token; None = all real. Left or right padding.
             positions: (B, T) long rotary positions; default ``cumsum(mask) - 1`` clamped at 0
                 (continuing from the cache's per-row count when a cache is given).
-            cache: a ``qrw.generate.KVCache``; the new keys, values and mask are appended to it.
+            cache: a ``qrw.lm.generate.KVCache``; the new keys, values and mask are appended to it.
             select: (B, T) bool; when given, the LM head runs only where it is True (training
                 needs logits only at loss-masked targets: a prompt-heavy batch skips most of
                 the head's work).
@@ -297,21 +297,21 @@ class Transformer(nn.Module):
             logits: (B, T, vocab_size) float32, or (N, vocab_size) for the N selected positions
             in row-major order. The logits at t score token t + 1.
         """
-        check(input_ids.dim() == 2, f"input_ids must be (B, T), got shape {tuple(input_ids.shape)}")
+        invariant(input_ids.dim() == 2, f"input_ids must be (B, T), got shape {tuple(input_ids.shape)}")
         B, T = input_ids.shape
-        check(T > 0, "input_ids has no tokens")
-        check(not input_ids.is_floating_point(), f"input_ids must be integer token ids, got {input_ids.dtype}")
+        invariant(T > 0, "input_ids has no tokens")
+        invariant(not input_ids.is_floating_point(), f"input_ids must be integer token ids, got {input_ids.dtype}")
         if attention_mask is not None:
-            check(attention_mask.shape == (B, T), f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {(B, T)}")
+            invariant(attention_mask.shape == (B, T), f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {(B, T)}")
             attention_mask = attention_mask.bool()
         start = 0 if cache is None else cache.length
-        check(start + T <= self.config.max_seq_len,
+        invariant(start + T <= self.config.max_seq_len,
               f"sequence of {start + T} tokens exceeds the context window ({self.config.max_seq_len})")
 
         # Positions and the attention mask.
         if document_ids is not None:
-            check(attention_mask is None and cache is None, "document_ids excludes attention_mask and cache")
-            check(document_ids.shape == (B, T), f"document_ids shape {tuple(document_ids.shape)} != input_ids shape {(B, T)}")
+            invariant(attention_mask is None and cache is None, "document_ids excludes attention_mask and cache")
+            invariant(document_ids.shape == (B, T), f"document_ids shape {tuple(document_ids.shape)} != input_ids shape {(B, T)}")
             if positions is None:
                 positions = document_positions(document_ids)  # (B, T)
             attn_mask = document_attention_mask(document_ids)  # (B, 1, T, T)
@@ -334,7 +334,7 @@ class Transformer(nn.Module):
             x = layer(x, cos, sin, attn_mask, cache)
         x = self.norm(x)  # (B, T, C)
         if select is not None:
-            check(select.shape == (B, T), f"select shape {tuple(select.shape)} != input_ids shape {(B, T)}")
+            invariant(select.shape == (B, T), f"select shape {tuple(select.shape)} != input_ids shape {(B, T)}")
             x = x[select.bool()]  # (N, C)
         logits = self.lm_head(x).float()  # (B, T, V) or (N, V)
         if cache is not None:
@@ -379,7 +379,7 @@ class Transformer(nn.Module):
 
 
 def main() -> None:
-    parser = Parser(prog="python -m qrw.model", description="Print a model preset: config, parameters, FLOPs per token.")
+    parser = Parser(prog="python -m qrw.lm.model", description="Print a model preset: config, parameters, FLOPs per token.")
     parser.add_argument("--preset", default="cpu", choices=list(PRESETS), help="model preset (default: cpu)")
     parser.add_argument("--vocab-size", type=int, default=2048, help="vocabulary size (default: 2048)")
     args = parser.parse_args()

@@ -1,0 +1,221 @@
+"""Run directories and the bookkeeping that both training scripts share.
+
+A run directory (``runs/sft``, ``runs/grpo``, ...) holds ``config.json``,
+``tokenizer.json``, ``ckpt.pt``, ``metrics.jsonl`` (one JSON object per logged
+step) and, once finished, ``metrics.json`` (the test evaluation).
+
+- :class:`RunDir`: start a run or resume one (``--resume``) in a directory, write
+  its config, restore the model from its checkpoint, checkpoint it atomically;
+- :class:`StageLoop`: the steps of one stage with a progress bar, the log-line
+  cadence, the checkpoint cadence and ``--stop-after``;
+- :func:`lr_at`: linear warmup, then cosine decay (stages 0 and 1) or constant (GRPO);
+- :func:`load_run`: a finished run as world + tokenizer + model, for evaluation and the CLIs.
+
+The training steps themselves are written out in ``train_sft.py`` and
+``train_grpo.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from tqdm.auto import tqdm
+
+from qrw.checkpoint import (CKPT_NAME, CONFIG_NAME, TOKENIZER_NAME, file_sha256, load_checkpoint, read_json,
+                            restore_model, save_checkpoint, write_json)
+from qrw.config import UserError, config_from_dict
+from qrw.lm.model import ModelConfig, Transformer
+from qrw.lm.tokenizer import Tokenizer
+from qrw.log import MetricsLog, log_line
+from qrw.rewriter import Rewriter
+from qrw.shop.world import World, WorldConfig
+
+
+RESULTS_NAME = "metrics.json"
+
+
+class RunDir:
+    """A run directory being written by one training script (fresh, or continued with ``--resume``).
+
+    ::
+
+        run = RunDir(out, resume=args.resume)     # refuses to overwrite a run; reads config.json on resume
+        configs = run.saved_config or fresh       # resume continues with the saved configs
+        state = run.begin(config_json, model)     # writes config.json, or loads ckpt.pt into model
+        ...
+        run.save(stage, step, optimizer)          # atomic checkpoint
+    """
+
+    def __init__(self, out: str | os.PathLike, *, resume: bool):
+        self.out = Path(out)
+        self.resume = resume
+        self.saved_config: dict | None = None
+        if resume:
+            self.saved_config = read_json(self.out / CONFIG_NAME, "run config (nothing to resume?)")
+        elif (self.out / CKPT_NAME).exists():
+            raise UserError(f"{self.out} already holds a run: pass --resume to continue it, or choose another --out")
+        self.log: MetricsLog | None = None
+        self.model: torch.nn.Module | None = None
+        self.tokenizer_sha256 = ""
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.out / TOKENIZER_NAME
+
+    def begin(self, config: dict[str, Any], model: torch.nn.Module) -> dict[str, Any] | None:
+        """Write ``config.json`` (fresh run) or restore ``model`` from ``ckpt.pt`` (resume); open the metrics log.
+
+        ``tokenizer.json`` must already be in the directory. Returns the checkpoint
+        state on resume (``optimizer``, ``stage``, ``step``), else None.
+        """
+        self.out.mkdir(parents=True, exist_ok=True)
+        if not self.resume:
+            write_json(self.out / CONFIG_NAME, config)
+        self.tokenizer_sha256 = file_sha256(self.tokenizer_path)
+        self.model = model
+        state = restore_model(self.out, model, self.tokenizer_sha256) if self.resume else None
+        self.log = MetricsLog(self.out / "metrics.jsonl", truncate=not self.resume)
+        if state is not None:
+            self.log.truncate_after(state["stage"], state["step"])
+        return state
+
+    def write_results(self, results: dict[str, Any]) -> None:
+        """The final test evaluation, ``metrics.json``."""
+        write_json(self.out / RESULTS_NAME, results)
+
+    def save(self, stage: str, step: int, optimizer: torch.optim.Optimizer) -> None:
+        """Checkpoint the model and optimizer after ``step`` completed steps of ``stage`` (atomic write)."""
+        save_checkpoint(self.out / CKPT_NAME, {"model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
+                                               "stage": stage, "step": step,
+                                               "model_config": dataclasses.asdict(self.model.config),
+                                               "tokenizer_sha256": self.tokenizer_sha256})
+
+
+class StageLoop:
+    """Steps ``start .. total - 1`` of one stage, with a progress bar and ``--stop-after``.
+
+    ::
+
+        loop = StageLoop("sft", start, total, log_every=10, ckpt_every=100, stop_after=None)
+        for step in loop:
+            ...                                    # one optimizer step
+            if loop.print_due(step + 1): loop.write("sft " + log_line(...))
+            if loop.checkpoint_due(step + 1): run.save("sft", step + 1, optimizer)
+        if loop.stopped: ...                       # --stop-after ended the loop early (after a checkpoint)
+
+    ``stop_after`` counts the steps taken in this invocation; a checkpoint is due
+    at every ``ckpt_every`` steps (0: never in between), at the stage's last step,
+    and at the step where ``stop_after`` stops the loop.
+    """
+
+    def __init__(self, stage: str, start: int, total: int, *, log_every: int, ckpt_every: int,
+                 stop_after: int | None = None, progress: bool = True):
+        self.stage, self.start, self.total = stage, start, total
+        self.log_every, self.ckpt_every, self.stop_after = log_every, ckpt_every, stop_after
+        self.progress = progress
+        self.steps_run = 0
+        self.stopped = False
+        self.bar = None
+
+    def __iter__(self) -> Iterator[int]:
+        self.bar = tqdm(range(self.start, self.total), desc=self.stage, initial=self.start, total=self.total,
+                        disable=not self.progress, dynamic_ncols=True, leave=False)
+        for step in self.bar:
+            self.steps_run += 1
+            yield step
+            if self.stopping(step + 1):
+                self.stopped = True
+                break
+        self.bar.close()
+
+    def stopping(self, done: int) -> bool:
+        """True when ``--stop-after`` ends the stage after ``done`` steps (and the stage is not finished)."""
+        return self.stop_after is not None and self.steps_run >= self.stop_after and done < self.total
+
+    def print_due(self, done: int) -> bool:
+        return self.progress and (done % self.log_every == 0 or done == self.total)
+
+    def checkpoint_due(self, done: int) -> bool:
+        return bool(self.ckpt_every and done % self.ckpt_every == 0) or done == self.total or self.stopping(done)
+
+    def write(self, text: str) -> None:
+        """Print a line above the progress bar."""
+        self.bar.write(text)
+
+    def show(self, **values: float) -> None:
+        """Values shown beside the progress bar."""
+        self.bar.set_postfix({k: f"{v:.3g}" if isinstance(v, float) else v for k, v in values.items()})
+
+    def log_line(self, done: int, values: dict[str, Any], seconds: float | None = None) -> None:
+        """``STAGE step 120/500 | loss 1.234 | ... | 0.84 s`` above the bar."""
+        self.write(f"{self.stage} " + log_line(done, self.total, values, seconds))
+
+
+def lr_at(step: int, *, peak: float, warmup_steps: int, total_steps: int, min_ratio: float = 1.0) -> float:
+    """The learning rate of optimizer step ``step`` (0-based).
+
+    Linear warmup to ``peak`` over ``warmup_steps``, then cosine decay to
+    ``peak * min_ratio`` at ``total_steps`` (``min_ratio=1``: constant after the
+    warmup, the usual choice for RL fine-tuning).
+    """
+    if warmup_steps > 0 and step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    decay_steps = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / decay_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * progress))
+    return peak * (min_ratio + (1 - min_ratio) * cosine)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+@dataclass
+class LoadedRun:
+    """A finished run directory (SFT or GRPO): its world, tokenizer, model and saved configs."""
+
+    path: Path
+    world: World
+    tok: Tokenizer
+    model: torch.nn.Module
+    config: dict
+
+    def rewriter(self, device: torch.device | str = "cpu", **kwargs) -> Rewriter:
+        return Rewriter(self.model, self.tok, device, **kwargs)
+
+
+def load_run(run_dir: str | os.PathLike, device: torch.device | str = "cpu") -> LoadedRun:
+    """Load a finished run directory written by ``train_sft.py`` or ``train_grpo.py``.
+
+    Every problem a user can cause is one :class:`UserError`: no such directory,
+    a missing or corrupted ``config.json`` / ``tokenizer.json`` / ``ckpt.pt``, a
+    checkpoint trained with another config or tokenizer, or an unfinished run.
+    """
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise UserError(f"no run directory at {path} (train one with `python train_sft.py`)")
+    config = read_json(path / CONFIG_NAME, "run config")
+    try:
+        world_cfg = config_from_dict(WorldConfig, config["world"])
+        model_cfg = config_from_dict(ModelConfig, config["model"])
+    except (KeyError, TypeError) as e:
+        raise UserError(f"{path / CONFIG_NAME} is not a qrw run config (missing {e})") from None
+    tok = Tokenizer.load(path / TOKENIZER_NAME)
+    state = load_checkpoint(path / CKPT_NAME, expect_model_config=dataclasses.asdict(model_cfg),
+                            expect_tokenizer_sha256=file_sha256(path / TOKENIZER_NAME))
+    steps = config.get("sft", config.get("grpo", {})).get("steps")
+    finished_stage = "sft" if config.get("kind") == "sft" else "grpo"
+    if state.get("stage") != finished_stage or (steps is not None and state.get("step") != steps):
+        raise UserError(f"{path} holds an unfinished run (stage {state.get('stage')!r}, step {state.get('step')}); "
+                        f"finish it with --resume")
+    model = Transformer(model_cfg)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return LoadedRun(path, World(world_cfg), tok, model.to(device), config)

@@ -1,0 +1,60 @@
+"""The shop: a world with its search engine, shoppers and dictionary baseline, built once.
+
+Rewards (GRPO) and evaluation score rewrites through a :class:`Shop`: the page
+of a (query, rewrite) pair from the BM25 engine, graded by the world's judge,
+bought from by the simulated shoppers (:func:`qrw.shop.metrics.rewrite_metrics`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qrw.config import UserError
+from qrw.shop.baselines import DictionaryRewriter, gold_rewrites
+from qrw.shop.metrics import rewrite_metrics, summarize
+from qrw.shop.search import SearchEngine
+from qrw.shop.users import UserSimulator
+from qrw.shop.world import World
+
+BASELINES = ("none", "dictionary", "gold")  # the rewriters --ab accepts by name (besides run directories)
+
+
+class Shop:
+    """The world's search engine, shoppers and dictionary baseline, built once per evaluation or training run."""
+
+    def __init__(self, world: World, k: int = 10):
+        self.world = world
+        self.k = k
+        self.engine = SearchEngine(world.titles, world.popularity)
+        self.users = UserSimulator(world)
+        self._dictionary: DictionaryRewriter | None = None
+
+    @property
+    def dictionary(self) -> DictionaryRewriter:
+        if self._dictionary is None:
+            self._dictionary = DictionaryRewriter().fit(self.world.queries["train"])
+        return self._dictionary
+
+    def baseline_rewrites(self, name: str, queries) -> list[str | None]:
+        """The rewrites of baseline ``name`` (one of :data:`BASELINES`) for ``queries`` (list[Query])."""
+        if name == "none":
+            return [None] * len(queries)
+        if name == "dictionary":
+            return self.dictionary.rewrite([q.text for q in queries])
+        if name == "gold":
+            return gold_rewrites(queries)
+        raise UserError(f"unknown baseline {name!r}; expected one of {', '.join(BASELINES)}")
+
+    def score(self, queries, rewrites: list[str | None]) -> dict[str, dict[str, float]]:
+        """Per-segment and overall means of the page metrics, plus rewrite length and diversity."""
+        per_example = rewrite_metrics(self.world, self.engine, self.users, queries, rewrites, k=self.k)
+        summary = summarize(per_example, [q.segment for q in queries])
+        if any(r is not None for r in rewrites):
+            segments = np.array([q.segment for q in queries])
+            lengths = np.array([len(r.split()) if r else 0 for r in rewrites], dtype=float)
+            for seg, row in summary.items():
+                idx = np.arange(len(queries)) if seg == "all" else np.flatnonzero(segments == seg)
+                chosen = [rewrites[i] for i in idx]
+                row["length"] = float(lengths[idx].mean()) if len(idx) else float("nan")
+                row["diversity"] = len(set(chosen)) / max(len(chosen), 1)
+        return summary

@@ -1,0 +1,269 @@
+"""Stage 2's hyperparameters and its update step: mu optimisation passes over one rollout.
+
+``train_grpo.py`` writes the GRPO loop out step by step (queries -> rollout ->
+rewards -> advantages -> update -> log -> checkpoint). The update is here:
+
+- :class:`GRPOConfig`: every hyperparameter of stage 2, one documented field each
+  (the command line is generated from it);
+- :func:`grpo_update`: old log-probs once, then mu passes of
+  :func:`qrw.grpo.policy_loss` over minibatches, gradient accumulation over
+  micro-batches with the minibatch's normaliser, gradient clipping, optimizer steps;
+- :func:`update_kept_groups`: the reference log-probs (once, no gradient) and
+  :func:`grpo_update` on the groups that dynamic sampling kept.
+
+The math itself (advantages, ratio, clipped surrogate, k3 KL, aggregation) is
+in :mod:`qrw.grpo`; sampling and scoring a rollout in :mod:`qrw.rollout`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from qrw.config import NonFiniteLossError, arg, check
+from qrw.grpo import LOSS_TYPES, check_loss_args, loss_normalizer, policy_loss, token_entropy, token_logprobs
+from qrw.rollout import RolloutBatch, SampledGroups, completion_logits, kept_rows_batch, rollout_logprobs
+
+@dataclass
+class GRPOConfig:
+    """Hyperparameters of stage 2 (GRPO). Defaults fit a 2-core CPU in minutes.
+
+    Two defaults depart from DeepSeekMath's GRPO, both measured on this task:
+
+    - ``scale="none"`` (Dr. GRPO): the conversion reward differs by a few
+      hundredths between rewrites of equal meaning (ranking ties, word order);
+      dividing by a tiny group std blows that noise up to advantages of +-1,
+      as large as the difference between a relevant and an irrelevant rewrite.
+      Without std scaling an advantage is the reward difference itself.
+    - ``dynamic_sampling=True`` (DAPO): after SFT most groups are unanimous
+      (all G rewrites equal); they carry no policy-gradient signal, so the update
+      skips them, which makes each step several times cheaper.
+    """
+
+    steps: int = arg(250, "GRPO steps (one rollout batch each)")
+    queries_per_step: int = arg(64, "P: training queries per step")
+    group_size: int = arg(8, "G: rewrites sampled per query (the group that advantages compare within)")
+    temperature: float = arg(1.0, "sampling temperature (scoring uses the same temperature)")
+    top_k: int = arg(0, "sample only from the k most likely tokens (0: off)")
+    top_p: float = arg(1.0, "nucleus sampling threshold (1: off)")
+    max_new_tokens: int = arg(24, "longest rewrite in tokens; longer ones are truncated (format reward 0)")
+    lr: float = arg(3e-4, "learning rate (AdamW, linear warmup then constant)")
+    warmup_steps: int = arg(5, "linear warmup steps")
+    weight_decay: float = arg(0.0, "AdamW weight decay")
+    max_grad_norm: float = arg(1.0, "max global gradient norm")
+    beta: float = arg(0.04, "KL coefficient (k3 estimator, to the frozen SFT reference; 0 drops the reference)")
+    clip_low: float = arg(0.2, "clip range below 1: ratio >= 1 - clip_low")
+    clip_high: float | None = arg(None, "clip range above 1: ratio <= 1 + clip_high (default: clip_low; DAPO: 0.28)")
+    loss_type: str = arg("grpo", "loss aggregation", choices=list(LOSS_TYPES))
+    scale: str = arg("none", "advantage scaling: group std (DeepSeekMath), batch std, or none (Dr. GRPO)",
+                     choices=["group", "batch", "none"])
+    mu: int = arg(1, "optimisation passes per rollout batch (1: on-policy, ratio == 1 in value)")
+    minibatch_size: int = arg(128, "completions per optimizer step within a pass")
+    dynamic_sampling: bool = arg(True, "drop groups whose rewards are all equal before the update (DAPO)")
+    log_every: int = arg(5, "steps between log lines (every step goes to metrics.jsonl)")
+    sample_every: int = arg(25, "steps between printed sample rewrites with their rewards")
+    ckpt_every: int = arg(25, "steps between checkpoints")
+
+    def __post_init__(self) -> None:
+        check(self.steps >= 0, f"--steps must be >= 0 (got {self.steps})")
+        check(self.queries_per_step >= 1, f"--queries-per-step must be >= 1 (got {self.queries_per_step})")
+        check(self.group_size >= 2, f"--group-size must be >= 2: GRPO compares samples within a group "
+                                    f"(got {self.group_size})")
+        check(math.isfinite(self.temperature) and self.temperature > 0,
+              f"--temperature must be > 0 for sampling (got {self.temperature})")
+        check(self.top_k >= 0, f"--top-k must be >= 0 (got {self.top_k})")
+        check(0 < self.top_p <= 1, f"--top-p must be in (0, 1] (got {self.top_p})")
+        check(self.max_new_tokens >= 1, f"--max-new-tokens must be >= 1 (got {self.max_new_tokens})")
+        check(math.isfinite(self.lr) and self.lr > 0, f"--lr must be > 0 (got {self.lr})")
+        check(self.warmup_steps >= 0 and self.weight_decay >= 0, "--warmup-steps and --weight-decay must be >= 0")
+        check(self.max_grad_norm > 0, f"--max-grad-norm must be > 0 (got {self.max_grad_norm})")
+        check(math.isfinite(self.beta) and self.beta >= 0, f"--beta must be >= 0 (got {self.beta})")
+        check(self.clip_low > 0, f"--clip-low must be > 0 (got {self.clip_low})")
+        check(self.clip_high is None or self.clip_high > 0, f"--clip-high must be > 0 (got {self.clip_high})")
+        check(self.mu >= 1, f"--mu must be >= 1 (got {self.mu})")
+        check(self.minibatch_size >= 1, f"--minibatch-size must be >= 1 (got {self.minibatch_size})")
+        check(self.log_every >= 1 and self.sample_every >= 1 and self.ckpt_every >= 1,
+              "--log-every, --sample-every and --ckpt-every must be >= 1")
+
+
+def _accumulate_minibatch(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: RolloutBatch, rows: Tensor,
+                          advantages: Tensor, old_logp: Tensor, ref_logp: Tensor | None, totals: dict[str, float],
+                          token_keys: list[str], *, microbatch_size: int, beta: float, clip_low: float,
+                          clip_high: float, loss_type: str, max_len: int, temperature: float, where: str) -> float:
+    """Forward/backward the micro-batches of one minibatch (``rows``); returns the minibatch's loss.
+
+    Every micro-batch's summed loss is divided by the *minibatch's* normaliser,
+    so the accumulated gradient is that of the whole minibatch (GRPO.md
+    property 20). Token-weighted statistics are added into ``totals``.
+    """
+    normalizer = loss_normalizer(batch.completion_mask[rows], loss_type, max_len)
+    minibatch_loss = 0.0
+    for micro_start in range(0, rows.numel(), microbatch_size):
+        micro_rows = rows[micro_start:micro_start + microbatch_size]  # (m,)
+        micro = batch.select(micro_rows)
+        logits = completion_logits(policy, micro.input_ids, micro.attention_mask, micro.completion_start)  # (m, L, V)
+        logp = token_logprobs(logits, micro.completion_tokens, temperature)  # (m, L)
+        loss, stats = policy_loss(
+            logp, old_logp[micro_rows], advantages[micro_rows], micro.completion_mask,
+            ref_logp=None if ref_logp is None else ref_logp[micro_rows], beta=beta,
+            clip_low=clip_low, clip_high=clip_high, loss_type=loss_type, max_len=max_len, normalizer=normalizer)
+        if not bool(torch.isfinite(loss)):
+            optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLossError(
+                f"non-finite GRPO loss ({loss.item()}) in {where}: the optimizer was not stepped. Check the "
+                f"rewards and advantages for NaN, lower the learning rate, and resume from the last good checkpoint.")
+        loss.backward()
+        with torch.no_grad():
+            entropy = token_entropy(logits.detach(), temperature)  # (m, L)
+            valid = micro.completion_mask > 0  # (m, L)
+            stats["entropy"] = (torch.where(valid, entropy, torch.zeros_like(entropy)).sum()
+                                / valid.sum().clamp(min=1)).item()
+        for key in token_keys:
+            totals[key] += stats[key] * stats["num_tokens"]
+        totals["tokens"] += stats["num_tokens"]
+        minibatch_loss += loss.item()
+    return minibatch_loss
+
+
+def grpo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: RolloutBatch, advantages: Tensor, *,
+                mu: int, minibatch_size: int, beta: float, clip_low: float, clip_high: float | None, loss_type: str,
+                temperature: float, max_grad_norm: float | None, ref_logp: Tensor | None = None,
+                old_logp: Tensor | None = None, microbatch_size: int | None = None, max_len: int | None = None,
+                generator: torch.Generator | None = None) -> dict[str, float]:
+    """Take mu optimisation passes over one rollout batch (the inner loop of GRPO).
+
+    ::
+
+        old_logp = log pi_old(completions)        once, no gradient (unless given)
+        for pass in 1..mu:
+            for minibatch in batch (minibatch_size sequences each):
+                for micro-batch in minibatch (microbatch_size each):
+                    loss = policy_loss(..., normalizer=loss_normalizer(minibatch))
+                    loss.backward()               gradients accumulate
+                clip the gradient norm to max_grad_norm; optimizer.step()
+
+    Dividing every micro-batch's summed loss by the *minibatch's* normaliser
+    makes the accumulated gradient that of the whole minibatch. With mu = 1 and
+    a single minibatch the update is on-policy: rho == 1 in value. The module's
+    train/eval mode is left as it is: keep dropout off (``policy.eval()`` still
+    trains) so that rho is 1 where it should be.
+
+    Args:
+        batch: the rollout, N sequences; advantages: (N,) or (P, G) prompt-major.
+        mu: passes over the batch (DeepSeekMath: 1); minibatch_size: sequences per optimizer step.
+        beta, clip_low, clip_high, loss_type, max_len: as in :func:`qrw.grpo.policy_loss`.
+        temperature: the sampling temperature (scoring must match it).
+        max_grad_norm: clip the global gradient norm (None: no clipping).
+        ref_logp: (N, L) reference log-probs (required when beta > 0).
+        old_logp: (N, L) rollout-time log-probs; computed here if None.
+        microbatch_size: sequences per forward (default minibatch_size).
+        generator: if given, shuffle the rows each pass with it.
+
+    Returns:
+        Means over the optimizer steps of ``loss`` and ``grad_norm`` (before
+        clipping); token-weighted means of ``clip_frac_low``, ``clip_frac_high``,
+        ``ratio_mean``, ``approx_kl``, ``entropy`` and (with ref_logp) ``kl``;
+        and ``optimizer_steps``. A NaN/inf loss or gradient norm raises
+        :class:`NonFiniteLossError` before the optimizer steps.
+    """
+    num_rows, length = batch.num_sequences, batch.completion_length
+    microbatch_size = minibatch_size if microbatch_size is None else microbatch_size
+    clip_high = clip_low if clip_high is None else clip_high
+    _check_update_args(num_rows, length, advantages, ref_logp, old_logp, mu=mu, minibatch_size=minibatch_size,
+                       microbatch_size=microbatch_size, max_grad_norm=max_grad_norm, temperature=temperature,
+                       beta=beta, clip_low=clip_low, clip_high=clip_high, loss_type=loss_type)
+    advantages = advantages.detach().reshape(num_rows)  # (P, G) or (N,) -> (N,), prompt-major
+    max_len = length if max_len is None else max_len
+    parameters = [p for p in policy.parameters() if p.requires_grad]
+    if not parameters:
+        raise ValueError("the policy has no trainable parameters")
+
+    if old_logp is None:  # pi_old: the policy as it was when the rollout was sampled
+        old_logp = rollout_logprobs(policy, batch, temperature=temperature, chunk_size=microbatch_size)  # (N, L)
+    old_logp = old_logp.detach()
+
+    order_device = batch.input_ids.device
+    token_keys = ["clip_frac_low", "clip_frac_high", "ratio_mean", "approx_kl", "entropy"]
+    if ref_logp is not None:
+        token_keys.append("kl")
+    totals = dict.fromkeys(token_keys, 0.0) | {"tokens": 0.0}
+    losses, grad_norms = [], []
+    for pass_index in range(mu):
+        order = torch.randperm(num_rows, generator=generator) if generator is not None else torch.arange(num_rows)
+        order = order.to(order_device)  # (N,)
+        for start in range(0, num_rows, minibatch_size):
+            rows = order[start:start + minibatch_size]  # (b,) the minibatch's rows
+            where = f"pass {pass_index + 1}/{mu}, minibatch starting at row {start}"
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(_accumulate_minibatch(
+                policy, optimizer, batch, rows, advantages, old_logp, ref_logp, totals, token_keys,
+                microbatch_size=microbatch_size, beta=beta, clip_low=clip_low, clip_high=clip_high,
+                loss_type=loss_type, max_len=max_len, temperature=temperature, where=where))
+            grad_norms.append(_clip_and_step(parameters, optimizer, max_grad_norm, where))
+
+    result = {key: totals[key] / max(totals["tokens"], 1.0) for key in token_keys}
+    result["loss"] = sum(losses) / len(losses)
+    result["grad_norm"] = sum(grad_norms) / len(grad_norms)
+    result["optimizer_steps"] = float(len(losses))
+    return result
+
+
+def _clip_and_step(parameters: list[Tensor], optimizer: torch.optim.Optimizer, max_grad_norm: float | None,
+                   where: str) -> float:
+    """Clip the global gradient norm, then step; a NaN/inf norm raises before the step. Returns the norm."""
+    grad_norm = torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm if max_grad_norm is not None else float("inf"))
+    if not bool(torch.isfinite(grad_norm)):
+        optimizer.zero_grad(set_to_none=True)
+        raise NonFiniteLossError(f"non-finite gradient norm ({grad_norm.item()}) in {where}: "
+                                 "the optimizer was not stepped.")
+    optimizer.step()
+    return grad_norm.item()
+
+
+def _check_update_args(num_rows: int, length: int, advantages: Tensor, ref_logp: Tensor | None,
+                       old_logp: Tensor | None, *, mu, minibatch_size, microbatch_size, max_grad_norm, temperature,
+                       beta, clip_low, clip_high, loss_type) -> None:
+    if not (isinstance(mu, int) and mu >= 1):
+        raise ValueError(f"mu (optimisation passes per rollout) must be an int >= 1, got {mu!r}")
+    if not (isinstance(minibatch_size, int) and minibatch_size >= 1):
+        raise ValueError(f"minibatch_size must be an int >= 1, got {minibatch_size!r}")
+    if not (isinstance(microbatch_size, int) and microbatch_size >= 1):
+        raise ValueError(f"microbatch_size must be an int >= 1, got {microbatch_size!r}")
+    if max_grad_norm is not None and not max_grad_norm > 0:
+        raise ValueError(f"max_grad_norm must be > 0 (or None for no clipping), got {max_grad_norm}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    check_loss_args(beta, clip_low, clip_high, loss_type, ref_logp is not None)
+    if advantages.numel() != num_rows:
+        raise ValueError(f"expected {num_rows} advantages (one per completion), got shape {tuple(advantages.shape)}")
+    for name, value in (("ref_logp", ref_logp), ("old_logp", old_logp)):
+        if value is not None and tuple(value.shape) != (num_rows, length):
+            raise ValueError(f"{name} must be (N, L) = {(num_rows, length)}, got {tuple(value.shape)}")
+
+
+def update_kept_groups(policy: nn.Module, reference: nn.Module, optimizer: torch.optim.Optimizer,
+                       groups: SampledGroups, advantages: Tensor, keep: Tensor, cfg: GRPOConfig, *, pad_id: int,
+                       eos_id: int, device: torch.device) -> dict[str, float] | None:
+    """One GRPO update on the groups that dynamic sampling kept; None when no group was kept.
+
+    The reference log-probs are computed once for the kept rows, without
+    gradient, from the frozen SFT model (only when ``beta > 0``); the old
+    log-probs once, inside :func:`grpo_update`.
+
+    Args:
+        groups: the step's rollout; advantages: (P, G); keep: (P,) bool.
+    """
+    if not bool(keep.any()):
+        return None
+    batch = kept_rows_batch(groups, keep, pad_id=pad_id, eos_id=eos_id, device=device)
+    ref_logp = None
+    if cfg.beta > 0:  # once per rollout batch, no gradient, from the frozen SFT model
+        ref_logp = rollout_logprobs(reference, batch, temperature=cfg.temperature)  # (N_kept, L)
+    # the model has no dropout; eval() (set by sample_groups) keeps it that way, so rho == 1 at mu = 1
+    return grpo_update(policy, optimizer, batch, advantages[keep].reshape(-1).to(device), mu=cfg.mu,
+                       minibatch_size=cfg.minibatch_size, beta=cfg.beta, clip_low=cfg.clip_low,
+                       clip_high=cfg.clip_high, loss_type=cfg.loss_type, temperature=cfg.temperature,
+                       max_grad_norm=cfg.max_grad_norm, ref_logp=ref_logp)
