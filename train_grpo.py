@@ -38,12 +38,12 @@ import torch
 from qrw.checkpoint import CKPT_NAME
 from qrw.config import (NonFiniteLossError, Parser, add_config_args, arg, check, config_from_args, config_from_dict,
                         resolve_device, run_main)
-from qrw.evaluate import compare_rewrites, evaluate_run, format_comparison, format_table
 from qrw.grpo import dynamic_sampling_mask, group_advantages, zero_spread_fraction
 from qrw.rewards import COMPONENTS, RewardConfig, RewardFunction
 from qrw.rewriter import Rewriter
 from qrw.rollout import SampledGroups, frozen_reference, sample_groups, step_generator, step_queries
 from qrw.runs import RunDir, StageLoop, load_run, lr_at, set_lr
+from qrw.scorecard import compare_rewrites, evaluate_run, format_comparison, format_table
 from qrw.shop.shop import Shop
 from qrw.update import GRPOConfig, update_kept_groups
 

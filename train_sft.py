@@ -29,12 +29,12 @@ from qrw.checkpoint import CKPT_NAME, CONFIG_NAME, TOKENIZER_NAME
 from qrw.config import (NonFiniteLossError, Parser, add_config_args, check, config_from_args, config_from_dict,
                         resolve_device, run_main)
 from qrw.data import TASKS, TaskMixture
-from qrw.evaluate import evaluate_run, format_summary
 from qrw.lm.model import ModelConfig, Transformer
 from qrw.lm.tokenizer import Tokenizer
 from qrw.log import log_line
 from qrw.rewriter import Rewriter
 from qrw.runs import RunDir, StageLoop, lr_at, set_lr
+from qrw.scorecard import evaluate_run, format_summary
 from qrw.sft import (DEFAULT_PRETRAIN, DEFAULT_SFT, SFTRunConfig, TrainConfig, accumulate_gradients, default_configs,
                      evaluate_loss, make_optimizer, pretrain_mixture, sft_mixture, validation_sets)
 from qrw.shop.shop import Shop

@@ -1,4 +1,4 @@
-"""Benchmarks: measure, never guess (DESIGN.md, "Performance rules").
+"""Benchmarks: speed is measured, never guessed; the tables of the README's "Performance" come from here.
 
 ``python -m qrw.bench train`` times optimizer steps of stage 0 and stage 1 on the
 default world's own batches (as ``train_sft.py`` builds them) in three layouts:

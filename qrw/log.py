@@ -1,6 +1,6 @@
 """One log-line format and the ``metrics.jsonl`` writer shared by every training loop.
 
-Log line (STYLE.md): ``step 120/500 | loss 1.234 | reward 0.61 | kl 0.012 | 0.84 s``.
+Log line, the same in every loop: ``step 120/500 | loss 1.234 | reward 0.61 | kl 0.012 | 0.84 s``.
 ``metrics.jsonl`` gets one JSON object per logged step, flushed immediately so a
 crashed run keeps everything it logged.
 """

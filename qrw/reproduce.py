@@ -29,16 +29,19 @@ import platform
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from qrw.config import Parser, UserError, check, run_main
-from qrw.evaluate import METRICS, ab_test, compare_rewrites, evaluate_run
 from qrw.runs import load_run
-from qrw.shop.metrics import page_grades
+from qrw.scorecard import compare_rewrites, evaluate_run
+from qrw.shop.abtest import ab_test
+from qrw.shop.metrics import METRICS, page_grades
 from qrw.shop.shop import Shop
+from qrw.shop.world import World
 
 QUICK_SFT = ["--pretrain-steps", "150", "--sft-steps", "500"]
 QUICK_GRPO = ["--steps", "40"]
@@ -122,21 +125,28 @@ def check_claims(cmp: dict[tuple[str, ...], dict], rows: dict, n_log_only: int =
     comparison on the ``n_log_only`` test queries that use a log-only variant: shown
     for claim 2, not part of its verdict.
     """
-    out = []
-    # 1. multi-task SFT raises relevance over single-task at similar recall
+    return [claim_multitask(cmp), claim_pretraining(cmp, rows, n_log_only), claim_fusion(cmp, rows),
+            claim_conversion_alone(cmp)]
+
+
+def claim_multitask(cmp: dict) -> str:
+    """1. Multi-task SFT raises relevance over single-task at similar recall."""
     c = cmp[("sft-single", "sft-multi")]
     rel_up = c["relevance"]["low"] > 0 or c["accuracy"]["low"] > 0
     recall_similar = abs(c["recall"]["diff"]) <= 0.01 or c["recall"]["low"] > 0
-    out.append("1. *Multi-task SFT (with relevance tagging) raises relevance over single-task SFT at similar recall.* "
-               f"Multi-task minus single-task: relevance@10 {ci_text(c['relevance'])}, accuracy "
-               f"{ci_text(c['accuracy'])}, recall@10 {ci_text(c['recall'])}, UCVR {ci_text(c['ucvr'])}. "
-               f"Reading: a relevance or accuracy gain whose interval excludes 0, with recall within 0.01 or better: "
-               f"{verdict(rel_up and recall_similar)}." + ("" if rel_up and recall_similar else
-               " Likely reason: here the rewriter and the tagger share a 2M-parameter model, and the multi-task "
-               "batch gives most of its rows to relevance pairs, so single-task SFT sees several times more "
-               "rewrite examples per step; what the relevance task teaches (which words matter to the intent) "
-               "is also taught by the gold rewrites themselves in this world."))
-    # 2. pretraining on logs helps
+    return ("1. *Multi-task SFT (with relevance tagging) raises relevance over single-task SFT at similar recall.* "
+            f"Multi-task minus single-task: relevance@10 {ci_text(c['relevance'])}, accuracy "
+            f"{ci_text(c['accuracy'])}, recall@10 {ci_text(c['recall'])}, UCVR {ci_text(c['ucvr'])}. "
+            f"Reading: a relevance or accuracy gain whose interval excludes 0, with recall within 0.01 or better: "
+            f"{verdict(rel_up and recall_similar)}." + ("" if rel_up and recall_similar else
+            " Likely reason: here the rewriter and the tagger share a 2M-parameter model, and the multi-task "
+            "batch gives most of its rows to relevance pairs, so single-task SFT sees several times more "
+            "rewrite examples per step; what the relevance task teaches (which words matter to the intent) "
+            "is also taught by the gold rewrites themselves in this world."))
+
+
+def claim_pretraining(cmp: dict, rows: dict, n_log_only: int) -> str:
+    """2. Pretraining on logs helps (the log-only subset is reported, not judged)."""
     c = cmp[("sft-nopretrain", "sft-multi")]
     tail = (rows["multi-task SFT"]["tail"], rows["multi-task SFT, no pretrain"]["tail"])
     helps = c["accuracy"]["low"] > 0 or c["recall"]["low"] > 0
@@ -145,31 +155,37 @@ def check_claims(cmp: dict[tuple[str, ...], dict], rows: dict, n_log_only: int =
         f"On the {n_log_only} test queries that use a log-only variant (a user word seen in search logs, never in a "
         f"training query), accuracy {sub['accuracy']['after']:.3f} with vs {sub['accuracy']['before']:.3f} without, "
         f"{ci_text(sub['accuracy'])}. ")
-    out.append("2. *Pretraining on search logs and product text helps.* With minus without stage 0: accuracy "
-               f"{ci_text(c['accuracy'])}, recall@10 {ci_text(c['recall'])}, relevance@10 {ci_text(c['relevance'])}, "
-               f"UCVR {ci_text(c['ucvr'])}; on the tail segment accuracy {tail[0]['accuracy']:.3f} vs "
-               f"{tail[1]['accuracy']:.3f}, recall@10 {tail[0]['recall']:.3f} vs {tail[1]['recall']:.3f}. "
-               + log_only_text
-               + f"Reading: accuracy or recall up with an interval excluding 0: {verdict(helps)}."
-               + ("" if helps else
-                  " Likely reason: stage 0 teaches the log-only variants only weakly in its 600 steps on a "
-                  "2M-parameter model, and what remains of its effect is no larger than the run-to-run variation "
-                  "that float rounding alone causes here (about 0.01 in accuracy between runs of the same command "
-                  "on two CPUs, or with padded and packed batches), which one seed cannot resolve."))
-    # 3. GRPO with the fused reward gives the best balance
+    return ("2. *Pretraining on search logs and product text helps.* With minus without stage 0: accuracy "
+            f"{ci_text(c['accuracy'])}, recall@10 {ci_text(c['recall'])}, relevance@10 {ci_text(c['relevance'])}, "
+            f"UCVR {ci_text(c['ucvr'])}; on the tail segment accuracy {tail[0]['accuracy']:.3f} vs "
+            f"{tail[1]['accuracy']:.3f}, recall@10 {tail[0]['recall']:.3f} vs {tail[1]['recall']:.3f}. "
+            + log_only_text
+            + f"Reading: accuracy or recall up with an interval excluding 0: {verdict(helps)}."
+            + ("" if helps else
+               " Likely reason: stage 0 teaches the log-only variants only weakly in its 600 steps on a "
+               "2M-parameter model, and what remains of its effect is no larger than the run-to-run variation "
+               "that float rounding alone causes here (about 0.01 in accuracy between runs of the same command "
+               "on two CPUs, or with padded and packed batches), which one seed cannot resolve."))
+
+
+def claim_fusion(cmp: dict, rows: dict) -> str:
+    """3. GRPO with the fused reward gives the best balance."""
     fusion, rel_only, conv_only = (rows[LABELS[n]]["all"] for n in ("grpo-fusion", "grpo-relevance", "grpo-conversion"))
     sft = rows["multi-task SFT"]["all"]
     c = cmp[("sft-multi", "grpo-fusion")]
     balance = (c["relevance"]["diff"] >= 0 and c["ucvr"]["diff"] >= 0 and fusion["relevance"] >= conv_only["relevance"]
                and fusion["ucvr"] >= rel_only["ucvr"] - 0.002)
-    out.append("3. *GRPO with the fused reward (relevance + conversion) gives the best balance.* "
-               f"relevance@10 / UCVR: SFT init {sft['relevance']:.4f} / {sft['ucvr']:.4f}, relevance-only "
-               f"{rel_only['relevance']:.4f} / {rel_only['ucvr']:.4f}, conversion-only {conv_only['relevance']:.4f} / "
-               f"{conv_only['ucvr']:.4f}, fusion {fusion['relevance']:.4f} / {fusion['ucvr']:.4f}. Fusion minus SFT "
-               f"init: relevance@10 {ci_text(c['relevance'])}, UCVR {ci_text(c['ucvr'])}. Reading: fusion improves "
-               f"both over its init, keeps relevance at least at conversion-only's and UCVR at relevance-only's "
-               f"(within 0.002): {verdict(balance)}.")
-    # 4. conversion-only reward costs relevance
+    return ("3. *GRPO with the fused reward (relevance + conversion) gives the best balance.* "
+            f"relevance@10 / UCVR: SFT init {sft['relevance']:.4f} / {sft['ucvr']:.4f}, relevance-only "
+            f"{rel_only['relevance']:.4f} / {rel_only['ucvr']:.4f}, conversion-only {conv_only['relevance']:.4f} / "
+            f"{conv_only['ucvr']:.4f}, fusion {fusion['relevance']:.4f} / {fusion['ucvr']:.4f}. Fusion minus SFT "
+            f"init: relevance@10 {ci_text(c['relevance'])}, UCVR {ci_text(c['ucvr'])}. Reading: fusion improves "
+            f"both over its init, keeps relevance at least at conversion-only's and UCVR at relevance-only's "
+            f"(within 0.002): {verdict(balance)}.")
+
+
+def claim_conversion_alone(cmp: dict) -> str:
+    """4. A conversion-only reward costs relevance."""
     c = cmp[("grpo-fusion", "grpo-conversion")]
     c0 = cmp[("sft-multi", "grpo-conversion")]
     below_fusion = c["relevance"]["high"] < 0 or c["accuracy"]["high"] < 0
@@ -182,12 +198,11 @@ def check_claims(cmp: dict[tuple[str, ...], dict], rows: dict, n_log_only: int =
                    "format rule hold it, and in this world a relevant rewrite also converts well)")
     else:
         reading = verdict(False)
-    out.append("4. *Optimising conversion alone costs relevance.* Conversion-only minus fusion: relevance@10 "
-               f"{ci_text(c['relevance'])}, accuracy {ci_text(c['accuracy'])}, UCVR {ci_text(c['ucvr'])}; "
-               f"conversion-only minus SFT init: relevance@10 {ci_text(c0['relevance'])}, accuracy "
-               f"{ci_text(c0['accuracy'])}. Reading: a relevance or accuracy loss (interval excluding 0) against "
-               f"fusion and against the SFT init: {reading}.")
-    return out
+    return ("4. *Optimising conversion alone costs relevance.* Conversion-only minus fusion: relevance@10 "
+            f"{ci_text(c['relevance'])}, accuracy {ci_text(c['accuracy'])}, UCVR {ci_text(c['ucvr'])}; "
+            f"conversion-only minus SFT init: relevance@10 {ci_text(c0['relevance'])}, accuracy "
+            f"{ci_text(c0['accuracy'])}. Reading: a relevance or accuracy loss (interval excluding 0) against "
+            f"fusion and against the SFT init: {reading}.")
 
 
 def ab_lines(ctx: Shop, queries, rewrites: dict, pairs: list[tuple[str, str]], seed: int) -> list[str]:
@@ -278,21 +293,22 @@ def plot_curves(out: Path, docs: Path, suffix: str) -> list[str]:
     return written
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    check(args.seed >= 0, f"--seed must be >= 0 (got {args.seed})")
-    suffix = "-quick" if args.quick else ""
-    out = Path(args.out or f"runs/reproduce{suffix}")
-    results_path = Path(args.results or f"docs/RESULTS{suffix}.md")
-    out.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
-    print(f"training the grid into {out}/ ({'quick' if args.quick else 'full'} settings)")
-    trained = {name: train(name, out, args) for name in GRID}
-    seconds = {name: s for name, (s, _) in trained.items()}
-    reused = [name for name, (_, was_reused) in trained.items() if was_reused]
-    t_eval = time.perf_counter()
+@dataclass
+class GridEvaluation:
+    """What the report is written from: every grid row scored on the default world's test queries."""
 
-    print("evaluating on the test queries")
+    world: World
+    shop: Shop
+    queries: list  # list[Query]: the test queries
+    rows: dict  # rewriter label -> segment -> metric (qrw.scorecard.evaluate_run's rows)
+    rewrites: dict  # grid name -> the run's greedy rewrites, in query order
+    tagging: dict  # rewriter label -> the tagger's macro-F1 (runs that trained one)
+    cmp: dict  # (before, after[, "log-only"]) -> qrw.scorecard.compare_rewrites of the two runs
+    n_log_only: int  # test queries that use a log-only variant
+
+
+def evaluate_grid(out: Path) -> GridEvaluation:
+    """Load every grid run from ``out``, score it (the baselines with the first) and compare the claims' pairs."""
     runs = {name: load_run(out / name) for name in GRID}
     world = runs["sft-multi"].world
     ctx = Shop(world)
@@ -313,35 +329,46 @@ def main(argv=None) -> int:
         cmp[("sft-nopretrain", "sft-multi", "log-only")] = compare_rewrites(
             ctx, [queries[i] for i in log_only], [rewrites["sft-nopretrain"][i] for i in log_only],
             [rewrites["sft-multi"][i] for i in log_only])
-    names = ["no rewrite", "dictionary", "gold"] + [LABELS[n] for n in GRID]
-    plots = plot_curves(out, results_path.parent, suffix)
+    return GridEvaluation(world, ctx, queries, rows, rewrites, tagging, cmp, len(log_only))
 
-    total = time.perf_counter() - t_start
-    eval_seconds = time.perf_counter() - t_eval
+
+def report_header(args: argparse.Namespace, grid: GridEvaluation, seconds: dict[str, float],
+                  eval_seconds: float) -> list[str]:
+    """The report's title and the paragraphs on the machine, the world and the metrics."""
+    world, queries = grid.world, grid.queries
     cpu = platform.processor() or platform.machine()
-    lines = [f"# qrw reproduction results{' (quick settings)' if args.quick else ''}", "",
-             f"Produced by `python -m qrw.reproduce{' --quick' if args.quick else ''}` on "
-             f"{datetime.date.today().isoformat()}: {os.cpu_count()} CPU cores ({cpu}), "
-             f"torch {torch.__version__}, Python {platform.python_version()}, device {args.device}; seed {args.seed} "
-             f"for every run; training {sum(seconds.values()) / 60:.1f} min in all (see Runs), evaluation "
-             f"{eval_seconds / 60:.1f} min. Everything below is measured, not edited.", "",
-             f"World: the default synthetic world (seed {world.config.seed}): {len(world.products)} products, "
-             f"{len(world.queries['train'])} train / {len(queries)} test queries, {len(world.log_queries)} distinct "
-             "logged queries (GRPO's training queries). Metrics are on the held-out test queries (new intent and "
-             "variant combinations); relevance@10 and recall@10 are on the results page "
-             "`page(q, r) = dedupe(interleave(top10(r), top10(q)))[:10]`, UCVR is the simulated shoppers' expected "
-             "purchases per user, accuracy is the share of rewrites the judge grades 2 (equivalent).", "",
-             "## All queries", ""]
-    lines += table(rows, "all", names, tagging)
-    lines += ["", f"## Hardest segment (tail: rare or log-only variants, typos; {sum(q.segment == 'tail' for q in queries)} queries)", ""]
-    lines += table(rows, "tail", names, tagging)
+    return [f"# qrw reproduction results{' (quick settings)' if args.quick else ''}", "",
+            f"Produced by `python -m qrw.reproduce{' --quick' if args.quick else ''}` on "
+            f"{datetime.date.today().isoformat()}: {os.cpu_count()} CPU cores ({cpu}), "
+            f"torch {torch.__version__}, Python {platform.python_version()}, device {args.device}; seed {args.seed} "
+            f"for every run; training {sum(seconds.values()) / 60:.1f} min in all (see Runs), evaluation "
+            f"{eval_seconds / 60:.1f} min. Everything below is measured, not edited.", "",
+            f"World: the default synthetic world (seed {world.config.seed}): {len(world.products)} products, "
+            f"{len(world.queries['train'])} train / {len(queries)} test queries, {len(world.log_queries)} distinct "
+            "logged queries (GRPO's training queries). Metrics are on the held-out test queries (new intent and "
+            "variant combinations); relevance@10 and recall@10 are on the results page "
+            "`page(q, r) = dedupe(interleave(top10(r), top10(q)))[:10]`, UCVR is the simulated shoppers' expected "
+            "purchases per user, accuracy is the share of rewrites the judge grades 2 (equivalent).", ""]
+
+
+def report(args: argparse.Namespace, grid: GridEvaluation, trained: dict[str, tuple[float, bool]],
+           eval_seconds: float, plots: list[str]) -> list[str]:
+    """The lines of docs/RESULTS.md: tables, the claims, the A/B tests, the runs and the curves."""
+    seconds = {name: s for name, (s, _) in trained.items()}
+    reused = [name for name, (_, was_reused) in trained.items() if was_reused]
+    names = ["no rewrite", "dictionary", "gold"] + [LABELS[n] for n in GRID]
+    lines = report_header(args, grid, seconds, eval_seconds) + ["## All queries", ""]
+    lines += table(grid.rows, "all", names, grid.tagging)
+    n_tail = sum(q.segment == "tail" for q in grid.queries)
+    lines += ["", f"## Hardest segment (tail: rare or log-only variants, typos; {n_tail} queries)", ""]
+    lines += table(grid.rows, "tail", names, grid.tagging)
     lines += ["", "## The paper's claims, checked here", "",
               "Differences are paired over the same test queries (mean per-query difference and its 95% interval).", ""]
-    lines += [c + "\n" for c in check_claims(cmp, rows, len(log_only))]
-    rewrites["none"] = [None] * len(queries)
+    lines += [c + "\n" for c in check_claims(grid.cmp, grid.rows, grid.n_log_only)]
+    rewrites = {**grid.rewrites, "none": [None] * len(grid.queries)}
     lines += ["## Simulated online A/B tests", ""]
-    lines += ab_lines(ctx, queries, rewrites, [("none", "sft-multi"), ("sft-multi", "grpo-fusion"),
-                                               ("sft-multi", "grpo-conversion")], args.seed)
+    lines += ab_lines(grid.shop, grid.queries, rewrites, [("none", "sft-multi"), ("sft-multi", "grpo-fusion"),
+                                                          ("sft-multi", "grpo-conversion")], args.seed)
     lines += [""]
     lines += ["## Runs", "", "Training wall time as each run recorded it (a run trained while another was "
               "training on the same cores is slower than alone).", "",
@@ -353,6 +380,26 @@ def main(argv=None) -> int:
         lines += ["", "## Training curves", ""] + [f"![{p}]({p})" for p in plots]
     lines += ["", "Regenerate: `python -m qrw.reproduce" + (" --quick" if args.quick else "") +
               "` (finished runs under the output directory are reused; `--force` retrains them)."]
+    return lines
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    check(args.seed >= 0, f"--seed must be >= 0 (got {args.seed})")
+    suffix = "-quick" if args.quick else ""
+    out = Path(args.out or f"runs/reproduce{suffix}")
+    results_path = Path(args.results or f"docs/RESULTS{suffix}.md")
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    print(f"training the grid into {out}/ ({'quick' if args.quick else 'full'} settings)")
+    trained = {name: train(name, out, args) for name in GRID}
+    t_eval = time.perf_counter()
+
+    print("evaluating on the test queries")
+    grid = evaluate_grid(out)
+    plots = plot_curves(out, results_path.parent, suffix)
+    total = time.perf_counter() - t_start
+    lines = report(args, grid, trained, time.perf_counter() - t_eval, plots)
     results_path.parent.mkdir(parents=True, exist_ok=True)
     results_path.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -1,6 +1,6 @@
 """``python -m qrw.rewrite``: rewrite a query with a trained run and show what the rewrite does to search.
 
-The product in one command (DESIGN.md, "Outputs and interfaces")::
+The product in one command::
 
     python -m qrw.rewrite --ckpt runs/sft "blk kicks for men"
     python -m qrw.rewrite --ckpt runs/grpo "telly 55in" --samples 4 --temperature 1.0
@@ -29,7 +29,7 @@ For each query it prints:
    rewrite brought to the page. Metrics are over the 10-slot page the
    evaluation uses; with ``--k`` above 10 the listing shows a longer page.
 
-Input handling (DESIGN.md, "Reliability rules"): any Unicode is accepted
+Input handling: any Unicode is accepted
 (byte-level tokenizer; undecodable bytes become U+FFFD); queries given as
 arguments must not be empty (a one-line error before anything is loaded); in
 interactive mode an empty line prints a one-line note and the loop goes on, and
@@ -47,8 +47,8 @@ import warnings
 import numpy as np
 
 from qrw.config import Parser, check, resolve_device, run_main
-from qrw.evaluate import run_name, tagger_source
 from qrw.lm.tokenizer import normalize_query
+from qrw.scorecard import run_name, tagger_source
 from qrw.shop.judge import COMPLEMENT, EXACT, IRRELEVANT, SUBSTITUTE, render_canonical
 from qrw.shop.lexicon import Intent, Query
 from qrw.shop.metrics import rewrite_metrics

@@ -1,7 +1,8 @@
-"""Evaluation: tagging macro-F1, the A/B statistics (hand-computed, A/A coverage, planted lifts), the CLI.
+"""Evaluation: tagging macro-F1 (qrw.scorecard), the A/B statistics (qrw.shop.abtest: hand-computed,
+A/A coverage, planted lifts), the command ``python -m qrw.evaluate``, and the claim checks of qrw.reproduce.
 
 The statistics tests use a tiny hand-built population (a dozen queries on a
-ten-product catalog) with the pure :func:`qrw.evaluate.ab_test`, so they run in
+ten-product catalog) with the pure :func:`qrw.shop.abtest.ab_test`, so they run in
 well under a second; the CLI tests use a tiny trained run directory.
 """
 
@@ -20,9 +21,11 @@ import pytest
 
 import train_sft
 from qrw.config import UserError, run_main
-from qrw.evaluate import ab_test, confusion_matrix, diff_ci, jsonable, macro_f1, main, tagging_metrics, to_json
+from qrw.evaluate import jsonable, main, to_json
+from qrw.scorecard import confusion_matrix, macro_f1, tagging_metrics
+from qrw.shop.abtest import ab_test, diff_ci
 from qrw.shop.judge import COMPLEMENT, EXACT, SUBSTITUTE
-from qrw.shop.metrics import page_grades
+from qrw.shop.metrics import METRICS, page_grades
 from qrw.shop.shop import Shop
 from qrw.shop.users import UserSimulator
 from qrw.shop.world import World, WorldConfig
@@ -184,6 +187,18 @@ def test_gold_beats_no_rewrite_in_a_small_world():
         assert result["lift"][metric]["ci_low"] > 0, metric
 
 
+def test_docstring_examples_run():
+    """The examples in the docstrings of the statistics and the scorecard are run, not just read."""
+    import doctest
+
+    import qrw.scorecard
+    import qrw.shop.abtest
+
+    for module in (qrw.shop.abtest, qrw.scorecard):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
 def test_jsonable_rounds_and_drops_non_finite_values():
     assert jsonable({"a": 0.1234567891, "b": float("nan"), "c": np.float32(2.5), "d": (np.int64(3), True),
                      "e": -1e-9}) == {"a": 0.123457, "b": None, "c": 2.5, "d": [3, True], "e": 0.0}
@@ -285,7 +300,7 @@ def test_claim_checks_read_the_intervals():
         return {"diff": diff, "low": diff - half, "high": diff + half, "before": before, "after": before + diff}
 
     def comparison(diff):
-        return {m: ci(diff) for m in ("accuracy", "relevance", "recall", "ucvr")}
+        return {m: ci(diff) for m in METRICS}
 
     metrics = {"accuracy": 0.8, "relevance": 0.6, "recall": 0.8, "ucvr": 0.45}
     rows = {LABELS[n]: {"all": dict(metrics), "tail": dict(metrics)} for n in GRID}

@@ -4,7 +4,7 @@
     shop/       the environment: numpy only, no torch, no language model
     lm/         tokenizer, model, generate: knows nothing of the shop
     grpo.py     GRPO's math: torch only, no module, no optimiser, nothing else of qrw
-    the rest    data, sft, rollout, update, rewards, rewriter, runs, evaluate and the commands
+    the rest    data, sft, rollout, update, rewards, rewriter, runs, scorecard and the commands
     scripts     train_sft.py, train_grpo.py: nothing in qrw/ imports them
 """
 
@@ -93,7 +93,7 @@ def test_shop_uses_neither_torch_nor_the_language_model():
             assert not in_package(name, "torch"), f"{path.name} imports {name}"
             assert not in_package(name, "qrw.lm"), f"{path.name} imports {name}"
     # and nothing it pulls in does either, at import time
-    code = ("import sys, qrw.shop.shop, qrw.shop.stats, qrw.shop.relevance; "
+    code = ("import sys, qrw.shop.shop, qrw.shop.stats, qrw.shop.relevance, qrw.shop.abtest; "
             "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('qrw.lm')); print(bad)")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

@@ -27,7 +27,7 @@ samples from both. Temperature 0 is greedy (argmax; no randomness consumed).
 Returned log-probs are ``log_softmax(logits / T)`` at the sampled token, over
 the *unfiltered* distribution (top-k/top-p change what is sampled, not the
 score), with T = 1 for greedy decoding; this is what GRPO re-scores with the
-policy (see GRPO.md, ``token_logprobs``).
+policy (:func:`qrw.grpo.token_logprobs`).
 
 Both run under ``torch.no_grad()``, not ``inference_mode``: the returned tensors
 feed GRPO's training forward, and inference tensors cannot be saved for backward.

@@ -16,8 +16,7 @@ input text before BPE, even with ``add_special_tokens=False``, so a user typing
 (``encode_special_tokens = True``: special strings are encoded as ordinary
 bytes) and place special ids only where the renderers below put them.
 
-One function per task renders ``(ids, loss_mask)`` (DESIGN.md, "Tokenizer and
-prompts")::
+One function per task renders ``(ids, loss_mask)``::
 
     pretrain:   <|bos|>{text}<|eos|>                                  loss on all but bos
     rewrite:    <|bos|><|rewrite|>{query}<|sep|>{rewrite}<|eos|>       loss on {rewrite}<|eos|>

@@ -26,7 +26,8 @@ from qrw.config import check
 from qrw.shop.judge import EXACT, IRRELEVANT
 from qrw.shop.tables import SEGMENTS
 
-METRICS = ("accuracy", "grade", "relevance", "recall", "ucvr")
+# The metrics every table and comparison reports, in their column order (rewrite_metrics also returns "grade").
+METRICS = ("accuracy", "relevance", "recall", "ucvr")
 
 
 def page_grades(judge, intents, page_ids: np.ndarray) -> np.ndarray:

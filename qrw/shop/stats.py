@@ -13,14 +13,13 @@ import math
 import time
 
 from qrw.shop.baselines import DictionaryRewriter, broadened_rewrites, complement_rewrites, gold_rewrites
-from qrw.shop.metrics import rewrite_metrics, summarize
+from qrw.shop.metrics import METRICS, rewrite_metrics, summarize
 from qrw.shop.search import SearchEngine
 from qrw.shop.tables import SEGMENTS, SPLITS, TIERS
 from qrw.shop.users import UserConfig, UserSimulator
 from qrw.shop.world import World
 
 REWRITERS = ("none", "dictionary", "gold", "broadened", "complement")
-_METRICS = ("accuracy", "relevance", "recall", "ucvr")
 
 
 def _round(value: float) -> float | None:
@@ -62,7 +61,7 @@ def world_stats(world: World, k: int = 10) -> tuple[dict, float]:
         per_example = rewrite_metrics(world, engine, users, test, rewrites[name], k=k)
         summary = summarize(per_example, segments)
         for segment, metrics in summary.items():
-            table.setdefault(segment, {})[name] = {m: _round(metrics[m]) for m in _METRICS}
+            table.setdefault(segment, {})[name] = {m: _round(metrics[m]) for m in METRICS}
     texts = [q.text for q in test] + [q.gold for q in test]
     start = time.perf_counter()
     engine.search(texts, k=k, use_cache=False)
@@ -92,7 +91,7 @@ def format_stats(stats: dict, qps: float | None = None, build_seconds: float | N
     for segment, rows in stats["lexical_gap_test"].items():
         for name in REWRITERS:
             m = rows[name]
-            cells = ["-" if m[x] is None else f"{m[x]:.3f}" for x in _METRICS]
+            cells = ["-" if m[x] is None else f"{m[x]:.3f}" for x in METRICS]
             lines.append(f"{segment:<7} {name:<11} {cells[0]:>8} {cells[1]:>12} {cells[2]:>9} {cells[3]:>7}")
     if qps is not None:
         lines.append("")
