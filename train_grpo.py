@@ -17,9 +17,9 @@ One GRPO step, written out in :func:`main` (DeepSeekMath, arXiv 2402.03300, sect
 
 1. P training queries; G rewrites each sampled from the current policy  (qrw.rollout.sample_groups)
 2. every reward component and their fusion, (P, G)                      (qrw.rewards.RewardFunction)
-3. group-relative advantages; dynamic sampling keeps groups with spread (qrw.grpo.group_advantages)
-4. reference log-probs once, then mu passes of the clipped surrogate
-   + beta * KL to the frozen SFT model                                  (qrw.update.update_kept_groups)
+3. group-relative advantages; dynamic sampling skips groups with none (qrw.grpo.group_advantages)
+4. pi_old from the sampler, pi_ref once, then mu passes of the clipped
+   surrogate (+ beta * KL to the frozen SFT model)                      (qrw.update.update_policy)
 5. log, sample rewrites, checkpoint                                     (qrw.runs)
 """
 
@@ -38,14 +38,16 @@ import torch
 from qrw.checkpoint import CKPT_NAME
 from qrw.config import (NonFiniteLossError, Parser, add_config_args, arg, check, config_from_args, config_from_dict,
                         resolve_device, run_main)
-from qrw.grpo import dynamic_sampling_mask, group_advantages, zero_spread_fraction
+from qrw.grpo import dynamic_sampling_mask, group_advantages, kl_k3, masked_mean, normalize_then_sum
 from qrw.rewards import COMPONENTS, RewardConfig, RewardFunction
 from qrw.rewriter import Rewriter
-from qrw.rollout import SampledGroups, frozen_reference, sample_groups, step_generator, step_queries
+from qrw.rollout import (SampledGroups, frozen_reference, groups_batch, rollout_logprobs, sample_groups,
+                         step_generator, step_queries)
 from qrw.runs import RunDir, StageLoop, load_run, lr_at, set_lr
 from qrw.scorecard import compare_rewrites, evaluate_run, format_comparison, format_table
+from qrw.shop.metrics import METRICS
 from qrw.shop.shop import Shop
-from qrw.update import GRPOConfig, update_kept_groups
+from qrw.update import GRPOConfig, update_policy
 
 
 @dataclass
@@ -63,7 +65,7 @@ class GRPORunConfig:
 
 SMOKE_GRPO = dict(steps=4, queries_per_step=4, group_size=4, max_new_tokens=12, log_every=1, sample_every=2,
                   ckpt_every=2, minibatch_size=16)
-UPDATE_STATS = ("loss", "kl", "clip_frac_low", "clip_frac_high", "ratio_mean", "approx_kl", "entropy", "grad_norm")
+UPDATE_STATS = ("loss", "clip_frac_low", "clip_frac_high", "ratio_mean", "approx_kl", "entropy", "grad_norm")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -82,16 +84,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def step_record(step: int, lr: float, scores: dict, rewards: torch.Tensor, advantages: torch.Tensor,
+def step_record(step: int, lr: float, scores: dict, advantages: torch.Tensor, has_signal: torch.Tensor,
                 keep: torch.Tensor, groups: SampledGroups, update: dict | None, eos_id: int) -> dict:
     """What metrics.jsonl gets for one step: every reward's mean and std, the groups, lengths, the update's stats."""
-    P, G = rewards.shape
+    P, G = advantages.shape
     record = {"stage": "grpo", "step": step + 1, "lr": lr}
     for name in list(COMPONENTS) + ["fused", "ucvr", "page_relevance"]:  # logged whether weighted or not
         record[f"reward_{name}_mean"], record[f"reward_{name}_std"] = float(np.mean(scores[name])), float(np.std(scores[name]))
     lengths = groups.lengths  # (N,)
     finished = (groups.rollout.tokens == eos_id).logical_and(groups.rollout.mask > 0).any(1)  # (N,)
-    record.update({"zero_spread_frac": zero_spread_fraction(rewards), "groups_kept": int(keep.sum()),
+    record.update({"zero_spread_frac": 1.0 - float(has_signal.float().mean()), "groups_kept": int(keep.sum()),
                    "adv_abs_mean": float(advantages.abs().mean()),
                    "length_mean": float(lengths.float().mean()), "length_min": int(lengths.min()),
                    "length_max": int(lengths.max()), "truncated_frac": float(1 - finished.float().mean()),
@@ -133,7 +135,7 @@ def main(argv=None) -> int:
     world, tok, policy = loaded.world, loaded.tok, loaded.model
     reference = frozen_reference(policy)
     torch.manual_seed(run.seed)
-    out.mkdir(parents=True, exist_ok=True)
+    run_dir.create()  # the directory, locked against a second writer, before the first file
     if not args.resume:
         shutil.copyfile(init / "tokenizer.json", run_dir.tokenizer_path)
     state = run_dir.begin({"kind": "grpo", "run": dataclasses.asdict(run), "grpo": dataclasses.asdict(grpo),
@@ -166,27 +168,38 @@ def main(argv=None) -> int:
         t1 = time.perf_counter()
         # 2. rewards: each component and their fusion
         scores = reward_fn([q for q in queries for _ in range(G)], groups.rewrites, groups.well_formed)
-        rewards = reward_fn.as_tensor(scores, G)  # (P, G)
         t2 = time.perf_counter()
-        # 3. group-relative advantages; dynamic sampling keeps the groups whose rewards differ
-        advantages = group_advantages(rewards, scale=grpo.scale)  # (P, G)
-        keep = dynamic_sampling_mask(rewards) if grpo.dynamic_sampling else torch.ones(len(queries), dtype=torch.bool)
-        # 4. the update: mu passes of the clipped surrogate + beta * KL(policy || frozen SFT model)
+        # 3. group-relative advantages, (P, G); dynamic sampling skips the groups without a signal
+        if rewards_cfg.aggregation == "sum":  # weight and sum the raw rewards, then normalise the sum
+            rewards = reward_fn.as_tensor(scores, G)  # (P, G)
+            advantages = group_advantages(rewards, scale=grpo.scale)  # (P, G)
+            has_signal = dynamic_sampling_mask(rewards)  # (P,)
+        else:  # normalise each reward within its group, then weight and sum
+            components = {c: reward_fn.as_tensor(scores, G, c) for c in reward_fn.weights}  # name -> (P, G)
+            advantages = normalize_then_sum(components, reward_fn.weights)  # (P, G)
+            has_signal = torch.stack([dynamic_sampling_mask(r) for r in components.values()]).any(0)  # (P,)
+        keep = has_signal if grpo.dynamic_sampling else torch.ones_like(has_signal)  # (P,)
+        # 4. the update: pi_old from the sampler, pi_ref once (no gradient), mu passes of the clipped
+        #    surrogate (+ beta * KL) on the kept groups, normalised by the whole rollout
+        batch = groups_batch(groups, pad_id=tok.pad_id, eos_id=tok.eos_id, device=device)  # N = P * G rows
+        old_logp = groups.rollout.logprobs.to(device)  # (N, L): equal to a re-scoring forward
+        ref_logp = rollout_logprobs(reference, batch, temperature=grpo.temperature)  # (N, L)
         lr = lr_at(step, peak=grpo.lr, warmup_steps=grpo.warmup_steps, total_steps=grpo.steps)
         set_lr(optimizer, lr)
         try:
-            update = update_kept_groups(policy, reference, optimizer, groups, advantages, keep, grpo,
-                                        pad_id=tok.pad_id, eos_id=tok.eos_id, device=device)
+            update = update_policy(policy, optimizer, batch, advantages, keep, grpo, old_logp=old_logp,
+                                   ref_logp=ref_logp)
         except NonFiniteLossError as e:
             raise NonFiniteLossError(f"grpo step {step + 1}: {e}; the last good checkpoint is kept") from None
         t3 = time.perf_counter()
         # 5. log, show samples, checkpoint
-        record = step_record(step, lr, scores, rewards, advantages, keep, groups, update, tok.eos_id)
+        record = step_record(step, lr, scores, advantages, has_signal, keep, groups, update, tok.eos_id)
+        record["kl"] = float(masked_mean(kl_k3(old_logp, ref_logp), batch.completion_mask))  # every sample
         record |= {"seconds": t3 - t0, "seconds_rollout": t1 - t0, "seconds_reward": t2 - t1,
                    "seconds_update": t3 - t2}
         run_dir.log.write(record)
         done = step + 1
-        loop.show(reward=record["reward_fused_mean"], kl=record.get("kl") or 0.0)
+        loop.show(reward=record["reward_fused_mean"], kl=record["kl"])
         if loop.print_due(done):
             shown = {"loss": record["loss"], "reward": record["reward_fused_mean"],
                      "relevance": record["reward_page_relevance_mean"], "ucvr": record["reward_ucvr_mean"],
@@ -223,7 +236,7 @@ def main(argv=None) -> int:
                            "reward": rewards_cfg.reward, "comparison": comparison,
                            "train_seconds": round(train_seconds, 1), "samples": after["samples"]})
     print(f"== test queries ({len(queries)}): SFT init vs {after_label}; reward = the run's fused reward ==")
-    print(format_table(rows, before["segments"], ("accuracy", "relevance", "recall", "ucvr", "reward")))
+    print(format_table(rows, before["segments"], METRICS + ("reward",)))
     print(f"paired differences on the {len(queries)} test queries (GRPO - SFT init):")
     print(format_comparison(comparison, before_label, after_label))
     print(f"wrote {out}/ in {time.perf_counter() - t_start:.0f} s (training {train_seconds:.0f} s)")

@@ -153,7 +153,7 @@ def main(argv=None) -> int:
     if args.resume:
         tok = Tokenizer.load(run_dir.tokenizer_path)
     else:
-        out.mkdir(parents=True, exist_ok=True)
+        run_dir.create()  # the directory, locked against a second writer, before the first file
         tok = Tokenizer.train(world.corpus_texts(), run.vocab_size)
         tok.save(run_dir.tokenizer_path)
 

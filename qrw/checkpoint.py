@@ -7,14 +7,16 @@ A run directory holds everything needed to use or continue a run::
     ckpt.pt         model weights + optimizer + step + RNG state + format version
     metrics.jsonl   one JSON object per logged step
     metrics.json    the final evaluation
+    .lock           held by the one process writing the run (qrw.runs.RunDir)
 
 Checkpoints are written atomically (a temporary file in the same directory, then
 ``os.replace``), so a crash mid-write never leaves a half-written ``ckpt.pt``; the
 previous good checkpoint survives. They are loaded with
 ``torch.load(..., weights_only=True)``: only tensors and plain containers, no
 pickled code. Every failure a user can cause (missing file, truncated or corrupted
-file, a checkpoint from another format version, model config or tokenizer) is a
-:class:`~qrw.config.UserError` naming the problem.
+file, a file holding objects that safe loading refuses, a checkpoint from another
+format version, model config or tokenizer) is a :class:`~qrw.config.UserError`
+naming the problem.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import dataclasses
 import hashlib
 import json
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -95,9 +99,10 @@ def load_checkpoint(path: str | os.PathLike, *, expect_model_config: dict | None
                     expect_tokenizer_sha256: str | None = None) -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``, CPU).
 
-    Raises :class:`UserError` when the file is missing, truncated or corrupted, has
-    another format version, or (when the expectations are given) was trained with
-    another model config or tokenizer.
+    Raises :class:`UserError` when the file is missing, truncated or corrupted,
+    holds pickled objects other than tensors and plain containers (which safe
+    loading refuses without running them), has another format version, or (when
+    the expectations are given) was trained with another model config or tokenizer.
     """
     path = Path(path)
     if path.is_dir():
@@ -107,8 +112,12 @@ def load_checkpoint(path: str | os.PathLike, *, expect_model_config: dict | None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, bad pickle, foreign file: all the user's file, not our bug
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"corrupted or truncated checkpoint {path}: {first_line}") from None
+        refused = re.search(r"GLOBAL ([\w.]+)", str(e)) if isinstance(e, pickle.UnpicklingError) else None
+        if refused:  # a well-formed pickle naming a function or class: refused, nothing in it was run
+            raise UserError(f"unsafe checkpoint {path}: it holds objects that safe loading (weights_only) refuses "
+                            f"({refused.group(1)}); a qrw checkpoint holds only tensors and plain values. "
+                            f"Nothing in it was run") from None
+        raise UserError(f"corrupted or truncated checkpoint {path}: {_load_failure(e)}") from None
     if not isinstance(state, dict) or "format_version" not in state:
         raise UserError(f"not a qrw checkpoint: {path}")
     if state["format_version"] != FORMAT_VERSION:
@@ -122,6 +131,14 @@ def load_checkpoint(path: str | os.PathLike, *, expect_model_config: dict | None
     if expect_tokenizer_sha256 is not None and state.get("tokenizer_sha256") != expect_tokenizer_sha256:
         raise UserError(f"checkpoint {path} was trained with another tokenizer than the run's tokenizer.json")
     return state
+
+
+def _load_failure(error: Exception) -> str:
+    """The line of a ``torch.load`` error that names what is wrong, without torch's advice to load unsafely."""
+    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation", "(1)", "(2)")
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reasons = [line for line in lines if not line.startswith(boilerplate)]
+    return (reasons or lines or [type(error).__name__])[0]
 
 
 def restore_model(run_dir: str | os.PathLike, model: torch.nn.Module, tokenizer_sha256: str) -> dict[str, Any]:

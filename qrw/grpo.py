@@ -37,13 +37,14 @@ We *minimise* ``loss = -J``. The variants differ only where the algorithm does:
 
 Simplifications and conventions, stated up front:
 
-- **On-policy when mu = 1: rho == 1 in value.** The old log-probs are computed
-  once per rollout batch, without gradient, before the first optimisation pass.
-  With one pass over one minibatch the policy has not moved yet, so rho = 1 and
-  the loss value is just -A, but its gradient is still -A * grad(log pi): the
-  ratio is exp(logp - old_logp) with ``old_logp`` a constant. With mu > 1 (or
-  several minibatches) the policy moves between steps and rho != 1: ``old_logp``
-  must stay the rollout-time value, never ``logp.detach()``.
+- **On-policy with one pass over one minibatch: rho == 1 in value.** The old
+  log-probs are those of the rollout (the sampler's own, equal to a re-scoring
+  forward), fixed before the first optimisation step. Before that step the
+  policy has not moved, so rho = 1 and the loss value is just -A, but its
+  gradient is still -A * grad(log pi): the ratio is exp(logp - old_logp) with
+  ``old_logp`` a constant. After the first optimizer step (a second minibatch,
+  or mu > 1) the policy has moved and rho != 1: ``old_logp`` must stay the
+  rollout-time value, never ``logp.detach()``.
 - The std of the advantage is the unbiased sample std (divides by G - 1), as in
   TRL and verl. A group whose rewards are all equal gets exactly 0 (chosen with
   ``torch.where``, not left to ``eps``), never NaN.
@@ -53,6 +54,15 @@ Simplifications and conventions, stated up front:
   replaced by 0 *before* any ``exp``, so they contribute exactly 0 to both the
   loss and its gradient (a plain ``* mask`` would turn 0 * inf into NaN).
 - Several rewards are fused before normalisation (``qrw.rewards.fuse_rewards``).
+- **Log-ratios are bounded before exp.** The log-ratio ``logp - old_logp``
+  (GSPO: its per-sequence mean) and k3's exponent ``ref_logp - logp`` are
+  clamped to [-LOG_RATIO_BOUND, LOG_RATIO_BOUND] = [-20, 20] before ``exp``, as
+  verl does: exp overflows float32 beyond about 88 nats, while e^20 (5e8) is
+  already far outside any clip range. Loss, gradient and statistics are then
+  finite for any finite log-probs. Inside the bound every result is unchanged,
+  bit for bit; outside it the clamp passes zero gradient, which is intended: a
+  token (or GSPO sequence) more than 20 nats from pi_old stops pulling the
+  policy through its ratio, and one more than 20 nats from pi_ref through its KL.
 
 Tensor names: P prompts, G completions per prompt, N = P * G sequences (rows
 are prompt-major: row ``p * G + g`` is sample g of prompt p), B sequences in a
@@ -72,6 +82,7 @@ from torch import Tensor
 
 ADVANTAGE_SCALES = ("group", "batch", "none")
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "gspo")
+LOG_RATIO_BOUND = 20.0  # |log-ratio| limit before exp (verl's value); see "Log-ratios are bounded" above
 
 
 # ---------------------------------------------------------------------------
@@ -139,6 +150,35 @@ def group_advantages(rewards: Tensor, scale: str = "group", eps: float = 1e-6) -
         advantages = centered
     has_spread = dynamic_sampling_mask(rewards).unsqueeze(1)  # (P,) -> (P, 1)
     return torch.where(has_spread, advantages, torch.zeros_like(advantages))  # (P, G)
+
+
+def normalize_then_sum(components: dict[str, Tensor], weights: dict[str, float], eps: float = 1e-6) -> Tensor:
+    """Advantages from several rewards, each normalised within its group first (GDPO; TRL's
+    ``multi_objective_aggregation="normalize_then_sum"``)::
+
+        A_pg = sum_k w_k * (r_k,pg - mean_g r_k,p.) / (std_g r_k,p. + eps)
+
+    Each component is z-scored within its group (``group_advantages(r_k, "group")``:
+    unbiased std, exactly 0 where the component is constant in the group), so a
+    reward with a small spread (conversion: a few hundredths) pulls as hard as
+    one with a large spread (relevance: 0 / 0.5 / 1); the weights then say how
+    much each objective counts. The alternative, ``sum``, fuses the raw rewards
+    first (``qrw.rewards.fuse_rewards``) and normalises the sum once.
+
+    Args:
+        components: name -> (P, G) rewards.
+        weights: name -> weight, one per component.
+
+    Returns:
+        (P, G) advantages.
+    """
+    if not components or set(components) != set(weights):
+        raise ValueError(f"need one weight per reward component, got {sorted(components)} and {sorted(weights)}")
+    total = None
+    for name, rewards in components.items():
+        term = float(weights[name]) * group_advantages(rewards, scale="group", eps=eps)  # (P, G)
+        total = term if total is None else total + term
+    return total
 
 
 def dynamic_sampling_mask(rewards: Tensor) -> Tensor:
@@ -249,6 +289,10 @@ def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
     pi_theta its mean is the exact KL, because E_pi[pi_ref / pi] = 1. Its
     gradient is d k3 / d logp = 1 - pi_ref / pi_theta.
 
+    The exponent ``ref_logp - logp`` is clamped to [-LOG_RATIO_BOUND,
+    LOG_RATIO_BOUND] (+-20 nats) first, so k3 <= e^20 and stays finite; beyond
+    the bound the estimate is constant and its gradient 0.
+
     Args:
         logp: (...) log pi_theta of the sampled tokens.
         ref_logp: (...) log pi_ref of the same tokens, same shape.
@@ -256,7 +300,7 @@ def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
     Returns:
         (...) per-token estimates, >= 0.
     """
-    log_ratio = ref_logp - logp  # log(pi_ref / pi_theta)
+    log_ratio = (ref_logp - logp).clamp(-LOG_RATIO_BOUND, LOG_RATIO_BOUND)  # log(pi_ref / pi_theta), bounded
     return torch.exp(log_ratio) - log_ratio - 1
 
 
@@ -266,6 +310,13 @@ def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
 
 
 def check_loss_args(beta: float, clip_low: float, clip_high: float, loss_type: str, has_ref: bool) -> None:
+    """Raise ``ValueError`` on arguments :func:`policy_loss` cannot use: clip_low, clip_high > 0, beta >= 0.
+
+    ``clip_low >= 1`` is allowed here: the lower bound 1 - clip_low is then <= 0,
+    which no ratio goes below, so the lower clip is off (the tests use that to get
+    the unclipped surrogate). The command line refuses it (``GRPOConfig``: 0 <
+    clip_low < 1), where it is a slip rather than a choice.
+    """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"unknown loss_type {loss_type!r}; expected one of {LOSS_TYPES}")
     if not clip_low > 0:
@@ -290,7 +341,7 @@ def loss_normalizer(mask: Tensor, loss_type: str, max_len: int | None = None) ->
     (B is clamped to at least 1.) Every numerator is a plain sum over
     sequences or tokens, so it adds up across micro-batches: computing each
     micro-batch's loss with the normalizer of the whole minibatch and summing
-    the gradients reproduces the full minibatch's gradient (STYLE.md rule 8).
+    the gradients reproduces the full minibatch's gradient.
 
     Args:
         mask: (B, T) completion mask.
@@ -318,7 +369,8 @@ def sequence_ratio(logp: Tensor, old_logp: Tensor, mask: Tensor) -> Tensor:
         s_i = exp( sum_t m_it (logp_it - old_logp_it) / max(n_i, 1) )
 
     the geometric mean of the token ratios of sequence i; with one token it is
-    that token's ratio (GRPO.md property 21).
+    that token's ratio (property 21 of docs/GRPO_TESTS.md). The mean log-ratio is clamped to
+    [-LOG_RATIO_BOUND, LOG_RATIO_BOUND] before ``exp`` (s_i in [e^-20, e^20]).
 
     Args:
         logp, old_logp: (B, T) log-probs, already 0 at masked positions.
@@ -328,7 +380,8 @@ def sequence_ratio(logp: Tensor, old_logp: Tensor, mask: Tensor) -> Tensor:
         (B, 1) ratios, broadcastable over the sequence's tokens.
     """
     lengths = mask.sum(dim=1, keepdim=True).clamp(min=1).to(logp.dtype)  # (B, 1) n_i
-    return torch.exp((logp - old_logp).sum(dim=1, keepdim=True) / lengths)  # (B, T) -> (B, 1)
+    mean_log_ratio = (logp - old_logp).sum(dim=1, keepdim=True) / lengths  # (B, T) -> (B, 1)
+    return torch.exp(mean_log_ratio.clamp(-LOG_RATIO_BOUND, LOG_RATIO_BOUND))  # (B, 1)
 
 
 def clipped_surrogate(ratio: Tensor, advantage: Tensor, clip_low: float, clip_high: float) -> Tensor:
@@ -372,7 +425,7 @@ def policy_loss(
     ::
 
         l_t = -min(rho_t A, clip(rho_t, 1 - clip_low, 1 + clip_high) A) + beta * kl_k3(logp_t, ref_logp_t)
-        rho_t = exp(logp_t - old_logp_t)       (GSPO: the sequence ratio s_i, :func:`sequence_ratio`)
+        rho_t = exp(clamp(logp_t - old_logp_t, -20, 20))   (GSPO: the sequence ratio s_i, :func:`sequence_ratio`)
         loss = aggregate_loss(l) / loss_normalizer(mask)
 
     A is broadcast over the tokens of its completion. A sequence with no unmasked
@@ -409,7 +462,7 @@ def policy_loss(
     if loss_type == "gspo":
         ratio = sequence_ratio(logp, old_logp, valid)  # (B, 1): one ratio per sequence
     else:
-        ratio = torch.exp(logp - old_logp)  # (B, T)
+        ratio = torch.exp((logp - old_logp).clamp(-LOG_RATIO_BOUND, LOG_RATIO_BOUND))  # (B, T), bounded log-ratio
     surrogate = clipped_surrogate(ratio, advantage, clip_low, clip_high)  # (B, T), GSPO (B, 1)
 
     numerator = aggregate_loss(surrogate, kl, beta, valid, loss_type)
@@ -489,6 +542,12 @@ def loss_stats(ratio: Tensor, advantage: Tensor, logp: Tensor, old_logp: Tensor,
         names.append("kl")
         values.append(kl.sum() / count)
     return dict(zip(names, torch.stack(values).tolist()))  # one device sync for all stats
+
+
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``values`` over the positions where ``mask`` is nonzero (0 when there are none)."""
+    mask = mask > 0
+    return torch.where(mask, values, torch.zeros_like(values)).sum() / mask.sum().clamp(min=1)
 
 
 def _zero_masked(values: Tensor, mask: Tensor) -> Tensor:

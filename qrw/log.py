@@ -47,16 +47,28 @@ class MetricsLog:
             f.write(json.dumps(record, sort_keys=True) + "\n")
 
     def truncate_after(self, stage: str, step: int) -> None:
-        """Drop records of ``stage`` logged after ``step`` (used on resume, so the log has no duplicates)."""
+        """Drop the records logged after the checkpoint of ``stage`` at ``step`` (on resume: no duplicates).
+
+        A loop writes a step's records (training, then validation) before its
+        checkpoint, so everything after the last record of (``stage``, ``step``)
+        was logged after the checkpoint, in this stage or a later one (a run
+        killed in stage 1 and resumed from stage 0's last checkpoint). Records of
+        ``stage`` beyond ``step`` and lines cut by a crash go too. The file is
+        replaced atomically, so a kill meanwhile loses nothing.
+        """
         if not self.path.exists():
             return
-        kept = []
+        records = []
         for line in self.path.read_text().splitlines():
             try:
-                rec = json.loads(line)
+                records.append((line, json.loads(line)))
             except json.JSONDecodeError:
                 continue  # a line cut by a crash
-            if rec.get("stage") == stage and rec.get("step", 0) > step:
-                continue
-            kept.append(line)
-        self.path.write_text("".join(line + "\n" for line in kept))
+        at_checkpoint = [i for i, (_, rec) in enumerate(records)
+                         if rec.get("stage") == stage and rec.get("step") == step]
+        if at_checkpoint:
+            records = records[:at_checkpoint[-1] + 1]
+        kept = [line for line, rec in records if not (rec.get("stage") == stage and rec.get("step", 0) > step)]
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, self.path)

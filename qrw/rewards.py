@@ -19,7 +19,7 @@ query channels, one tagger forward):
   a useful retrieval channel).
 
 Fusion (``rFusion``): ``r = sum_c w_c * r_c`` over the components, taken
-*before* group normalisation (GRPO.md property 7). Which components a run uses
+*before* group normalisation (property 7 of docs/GRPO_TESTS.md). Which components a run uses
 is its ``--reward``: ``fusion`` (relevance + conversion + format, the paper's
 setting), or one objective alone plus the format rule (``relevance``,
 ``conversion``, ``recall``).
@@ -57,6 +57,10 @@ class RewardConfig:
     w_format: float = arg(0.5, "weight of the rule-based format reward")
     conversion_scale: float = arg(0.5, "UCVR is divided by this to give the conversion reward (~[0, 1])")
     max_words: int = arg(16, "format rule: at most this many words in a rewrite")
+    aggregation: str = arg("sum", "how GRPO turns several rewards into advantages: 'sum' weights and sums the raw "
+                           "rewards, then normalises within the group; 'normalize-then-sum' normalises each reward "
+                           "within its group (std), then weights and sums (GDPO)",
+                           choices=["sum", "normalize-then-sum"])
 
     def __post_init__(self) -> None:
         for name in ("w_relevance", "w_conversion", "w_recall", "w_format"):
@@ -172,6 +176,6 @@ class RewardFunction:
         out["page_relevance"] = np.asarray(metrics["relevance"], dtype=np.float64)
         return out
 
-    def as_tensor(self, scores: dict[str, np.ndarray], num_samples: int) -> torch.Tensor:
-        """The fused reward as a (P, G) float tensor (rows are prompt-major, as the sampler returns them)."""
-        return torch.tensor(scores["fused"], dtype=torch.float32).view(-1, num_samples)  # (P, G)
+    def as_tensor(self, scores: dict[str, np.ndarray], num_samples: int, name: str = "fused") -> torch.Tensor:
+        """Reward ``name`` (default: the fused one) as a (P, G) float tensor (rows prompt-major, as sampled)."""
+        return torch.tensor(scores[name], dtype=torch.float32).view(-1, num_samples)  # (N,) -> (P, G)

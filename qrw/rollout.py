@@ -62,6 +62,18 @@ class SampledGroups:
         """(N,) completion tokens, EOS included."""
         return self.rollout.mask.sum(1)  # (N, L) -> (N,)
 
+    def select(self, prompts: list[int]) -> "SampledGroups":
+        """The groups of the given prompt indices (in that order)."""
+        G = self.group_size
+        rows = [p * G + g for p in prompts for g in range(G)]
+        index = torch.tensor(rows, dtype=torch.long, device=self.rollout.tokens.device)  # (n * G,)
+        r = self.rollout
+        rollout = Rollout(r.tokens[index], r.mask[index], r.logprobs[index],
+                          torch.arange(len(prompts), device=index.device).repeat_interleave(G),
+                          None if r.logits is None else r.logits[index])
+        return SampledGroups([self.prompts[p] for p in prompts], rollout, [self.rewrites[i] for i in rows],
+                             [self.well_formed[i] for i in rows], G)
+
 
 @torch.no_grad()
 def sample_groups(rewriter, queries: list[str], group_size: int, *, temperature: float, top_k: int = 0,
@@ -259,12 +271,9 @@ def frozen_reference(policy: nn.Module) -> nn.Module:
     return reference
 
 
-def kept_rows_batch(groups: SampledGroups, keep: Tensor, *, pad_id: int, eos_id: int,
-                    device: torch.device) -> RolloutBatch:
-    """The :class:`RolloutBatch` of the kept groups only (``keep``: (P,) bool), on ``device``."""
-    rows = keep.repeat_interleave(groups.group_size)  # (P,) -> (N,)
-    prompts = [prompt for prompt, kept in zip(groups.prompts, keep.tolist()) if kept]
-    batch = RolloutBatch.from_completions(prompts, groups.rollout.tokens[rows].cpu(), groups.group_size,
-                                          pad_id=pad_id, eos_id=eos_id, mask=groups.rollout.mask[rows].cpu())
+def groups_batch(groups: SampledGroups, *, pad_id: int, eos_id: int, device: torch.device) -> RolloutBatch:
+    """The whole rollout as a :class:`RolloutBatch` on ``device`` (N = P * G rows, prompt-major)."""
+    batch = RolloutBatch.from_completions(groups.prompts, groups.rollout.tokens.cpu(), groups.group_size,
+                                          pad_id=pad_id, eos_id=eos_id, mask=groups.rollout.mask.cpu())
     return RolloutBatch(batch.input_ids.to(device), batch.attention_mask.to(device), batch.completion_start,
                         batch.completion_mask.to(device))

@@ -2,10 +2,12 @@
 
 A run directory (``runs/sft``, ``runs/grpo``, ...) holds ``config.json``,
 ``tokenizer.json``, ``ckpt.pt``, ``metrics.jsonl`` (one JSON object per logged
-step) and, once finished, ``metrics.json`` (the test evaluation).
+step), once finished ``metrics.json`` (the test evaluation), and ``.lock``, the
+file that keeps a second writer out.
 
-- :class:`RunDir`: start a run or resume one (``--resume``) in a directory, write
-  its config, restore the model from its checkpoint, checkpoint it atomically;
+- :class:`RunDir`: start a run or resume one (``--resume``) in a directory, one
+  writer at a time, write its config, restore the model from its checkpoint,
+  checkpoint it atomically;
 - :class:`StageLoop`: the steps of one stage with a progress bar, the log-line
   cadence, the checkpoint cadence and ``--stop-after``;
 - :func:`lr_at`: linear warmup, then cosine decay (stages 0 and 1) or constant (GRPO);
@@ -20,9 +22,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
+
+try:
+    import fcntl  # POSIX (Linux, macOS)
+except ImportError:  # Windows: run directories are not locked
+    fcntl = None
 
 import torch
 from tqdm.auto import tqdm
@@ -38,6 +46,7 @@ from qrw.shop.world import World, WorldConfig
 
 
 RESULTS_NAME = "metrics.json"
+LOCK_NAME = ".lock"
 
 
 class RunDir:
@@ -47,40 +56,113 @@ class RunDir:
 
         run = RunDir(out, resume=args.resume)     # refuses to overwrite a run; reads config.json on resume
         configs = run.saved_config or fresh       # resume continues with the saved configs
+        run.create()                              # the directory, locked: before the first file is written
         state = run.begin(config_json, model)     # writes config.json, or loads ckpt.pt into model
         ...
         run.save(stage, step, optimizer)          # atomic checkpoint
+
+    **One writer.** The directory is locked (``fcntl.flock`` on its ``.lock``
+    file) from the moment it exists (in the constructor when it already does,
+    else in :meth:`create`) until :meth:`close`, the object's garbage collection
+    or the process's end, whichever comes first; the lock is taken before
+    anything in the directory is written or truncated. A second process on the same
+    directory gets a one-line :class:`UserError`. The operating system drops
+    the lock of a process that dies, even by SIGKILL, so a killed run never
+    blocks the next one (which a PID file would). Readers (:func:`load_run`) take no lock.
+
+    **Resume from any moment.** The files are written in the order
+    ``tokenizer.json``, ``config.json`` (atomically), then ``ckpt.pt`` (atomically,
+    at every checkpoint), so a killed run leaves one of three states, and
+    ``--resume`` handles each:
+
+    - no ``config.json`` (killed before it was written): its flags were never
+      saved, so there is nothing to resume: a one-line error says to start the
+      run again without ``--resume``;
+    - ``config.json`` but no ``ckpt.pt`` (killed before the first checkpoint):
+      the run starts from step 0 with its saved configs, saying so in one line;
+    - ``ckpt.pt``: the run continues from it, and ``metrics.jsonl`` loses the
+      records logged after it.
+
+    Either way the weights end bitwise equal to an uninterrupted run's. A
+    checkpoint's temporary file left by a kill mid-write is deleted.
     """
 
     def __init__(self, out: str | os.PathLike, *, resume: bool):
         self.out = Path(out)
         self.resume = resume
         self.saved_config: dict | None = None
-        if resume:
-            self.saved_config = read_json(self.out / CONFIG_NAME, "run config (nothing to resume?)")
-        elif (self.out / CKPT_NAME).exists():
-            raise UserError(f"{self.out} already holds a run: pass --resume to continue it, or choose another --out")
         self.log: MetricsLog | None = None
         self.model: torch.nn.Module | None = None
         self.tokenizer_sha256 = ""
+        self._unlock: weakref.finalize | None = None
+        if resume and not self.out.is_dir():
+            raise UserError(f"no run to resume in {self.out} (no such directory): start it without --resume")
+        if self.out.is_dir():
+            self.create()
+        if resume:
+            try:
+                if not (self.out / CONFIG_NAME).is_file():
+                    raise UserError(f"nothing to resume in {self.out}: the run stopped before writing "
+                                    f"{CONFIG_NAME}; start it again without --resume")
+                self.saved_config = read_json(self.out / CONFIG_NAME, "run config")
+            except UserError:
+                self.close()
+                raise
 
     @property
     def tokenizer_path(self) -> Path:
         return self.out / TOKENIZER_NAME
 
+    def create(self) -> None:
+        """Make the directory (and its parents) and lock it; a no-op once it is locked.
+
+        Raises :class:`UserError` when another process holds the lock, or when a
+        fresh run would overwrite a run that has a checkpoint.
+        """
+        if self._unlock is not None:
+            return
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a file in the way, no permission
+            raise UserError(f"cannot create run directory {self.out}: {e.strerror}") from None
+        self._unlock = weakref.finalize(self, os.close, lock_directory(self.out))
+        if not self.resume and (self.out / CKPT_NAME).exists():
+            self.close()
+            raise UserError(f"{self.out} already holds a run: pass --resume to continue it, or choose another --out")
+        for stale in self.out.glob(".*.tmp"):  # an atomic write cut short by a kill; nobody else writes here
+            stale.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Release the directory's lock (also done when this object is garbage collected or the process ends)."""
+        if self._unlock is not None:
+            self._unlock()
+            self._unlock = None
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def begin(self, config: dict[str, Any], model: torch.nn.Module) -> dict[str, Any] | None:
         """Write ``config.json`` (fresh run) or restore ``model`` from ``ckpt.pt`` (resume); open the metrics log.
 
         ``tokenizer.json`` must already be in the directory. Returns the checkpoint
-        state on resume (``optimizer``, ``stage``, ``step``), else None.
+        state on resume (``optimizer``, ``stage``, ``step``), else None: a fresh
+        run, or a resumed one stopped before its first checkpoint, which starts
+        again from step 0 (saying so) with an emptied ``metrics.jsonl``.
         """
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.create()
         if not self.resume:
             write_json(self.out / CONFIG_NAME, config)
         self.tokenizer_sha256 = file_sha256(self.tokenizer_path)
         self.model = model
-        state = restore_model(self.out, model, self.tokenizer_sha256) if self.resume else None
-        self.log = MetricsLog(self.out / "metrics.jsonl", truncate=not self.resume)
+        state = None
+        if self.resume and (self.out / CKPT_NAME).exists():
+            state = restore_model(self.out, model, self.tokenizer_sha256)
+        elif self.resume:
+            print(f"no checkpoint in {self.out} yet: starting the run from step 0")
+        self.log = MetricsLog(self.out / "metrics.jsonl", truncate=state is None)
         if state is not None:
             self.log.truncate_after(state["stage"], state["step"])
         return state
@@ -155,6 +237,33 @@ class StageLoop:
     def log_line(self, done: int, values: dict[str, Any], seconds: float | None = None) -> None:
         """``STAGE step 120/500 | loss 1.234 | ... | 0.84 s`` above the bar."""
         self.write(f"{self.stage} " + log_line(done, self.total, values, seconds))
+
+
+def lock_directory(path: Path) -> int:
+    """Take the exclusive advisory lock of run directory ``path`` (its ``.lock`` file); return the file descriptor.
+
+    The lock lives as long as the descriptor: closing it, or the process's
+    death by any signal, releases it. The lock file itself is never deleted (a
+    deleted lock file lets two processes lock two different files). It holds
+    the PID of the last process that locked it, for the error message.
+    Without ``fcntl`` (Windows) nothing is locked.
+    """
+    fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    if fcntl is None:
+        return fd
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip()
+        os.close(fd)
+        who = f"another process (pid {holder})" if holder.isdigit() else "another process"
+        raise UserError(f"{who} is writing the run in {path}; wait for it to finish, or choose another --out") from None
+    except OSError as e:
+        os.close(fd)
+        raise UserError(f"cannot lock run directory {path}: {e.strerror}") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
 
 
 def lr_at(step: int, *, peak: float, warmup_steps: int, total_steps: int, min_ratio: float = 1.0) -> float:

@@ -8,8 +8,8 @@ rewards -> advantages -> update -> log -> checkpoint). The update is here:
 - :func:`grpo_update`: old log-probs once, then mu passes of
   :func:`qrw.grpo.policy_loss` over minibatches, gradient accumulation over
   micro-batches with the minibatch's normaliser, gradient clipping, optimizer steps;
-- :func:`update_kept_groups`: the reference log-probs (once, no gradient) and
-  :func:`grpo_update` on the groups that dynamic sampling kept.
+- :func:`update_policy`: :func:`grpo_update` on the groups that dynamic sampling
+  kept, normalised by the whole rollout, with the sampler's log-probs as pi_old.
 
 The math itself (advantages, ratio, clipped surrogate, k3 KL, aggregation) is
 in :mod:`qrw.grpo`; sampling and scoring a rollout in :mod:`qrw.rollout`.
@@ -25,44 +25,63 @@ from torch import Tensor, nn
 
 from qrw.config import NonFiniteLossError, arg, check
 from qrw.grpo import LOSS_TYPES, check_loss_args, loss_normalizer, policy_loss, token_entropy, token_logprobs
-from qrw.rollout import RolloutBatch, SampledGroups, completion_logits, kept_rows_batch, rollout_logprobs
+from qrw.rollout import RolloutBatch, completion_logits, rollout_logprobs
 
 @dataclass
 class GRPOConfig:
     """Hyperparameters of stage 2 (GRPO). Defaults fit a 2-core CPU in minutes.
 
-    Two defaults depart from DeepSeekMath's GRPO, both measured on this task:
+    Three defaults depart from DeepSeekMath's GRPO, each measured on this task
+    (README, "GRPO"):
 
     - ``scale="none"`` (Dr. GRPO): the conversion reward differs by a few
       hundredths between rewrites of equal meaning (ranking ties, word order);
       dividing by a tiny group std blows that noise up to advantages of +-1,
       as large as the difference between a relevant and an irrelevant rewrite.
       Without std scaling an advantage is the reward difference itself.
-    - ``dynamic_sampling=True`` (DAPO): after SFT most groups are unanimous
-      (all G rewrites equal); they carry no policy-gradient signal, so the update
-      skips them, which makes each step several times cheaper.
+    - ``dynamic_sampling=True`` with ``beta=0`` (DAPO): after SFT most groups are
+      unanimous (all G rewrites equal); they carry no policy-gradient signal, so
+      the update skips them, which makes each step several times cheaper. The
+      loss is still divided by the *whole* rollout's normaliser, so the gradient
+      equals the full batch's (the dropped rows would add exactly 0). With
+      ``beta > 0`` the dropped rows would still carry a KL gradient, so dynamic
+      sampling is refused there (DAPO pairs it with beta = 0 too). The KL to the
+      SFT model is logged every step over *all* samples (``kl`` in metrics.jsonl).
+    - ``minibatch_size=128``: the kept samples are split into minibatches of 128,
+      so a step may take several optimizer steps; only the first is on-policy
+      (ratio == 1 in value). ``--minibatch-size 0`` makes each pass one optimizer
+      step over the whole rollout.
+
+    DeepSeekMath's GRPO (one on-policy update per rollout, group std, KL 0.04):
+    ``--scale group --beta 0.04 --no-dynamic-sampling --mu 1 --minibatch-size 0``.
     """
 
     steps: int = arg(250, "GRPO steps (one rollout batch each)")
     queries_per_step: int = arg(64, "P: training queries per step")
     group_size: int = arg(8, "G: rewrites sampled per query (the group that advantages compare within)")
     temperature: float = arg(1.0, "sampling temperature (scoring uses the same temperature)")
-    top_k: int = arg(0, "sample only from the k most likely tokens (0: off)")
-    top_p: float = arg(1.0, "nucleus sampling threshold (1: off)")
+    top_k: int = arg(0, "must stay 0: GRPO scores each sample under the distribution it was drawn from, "
+                     "and qrw does not score under a top-k filter")
+    top_p: float = arg(1.0, "must stay 1: no nucleus filter, for the same reason as --top-k")
     max_new_tokens: int = arg(24, "longest rewrite in tokens; longer ones are truncated (format reward 0)")
     lr: float = arg(3e-4, "learning rate (AdamW, linear warmup then constant)")
     warmup_steps: int = arg(5, "linear warmup steps")
     weight_decay: float = arg(0.0, "AdamW weight decay")
     max_grad_norm: float = arg(1.0, "max global gradient norm")
-    beta: float = arg(0.04, "KL coefficient (k3 estimator, to the frozen SFT reference; 0 drops the reference)")
-    clip_low: float = arg(0.2, "clip range below 1: ratio >= 1 - clip_low")
-    clip_high: float | None = arg(None, "clip range above 1: ratio <= 1 + clip_high (default: clip_low; DAPO: 0.28)")
+    beta: float = arg(0.0, "KL coefficient (k3 estimator, to the frozen SFT reference; DeepSeekMath: 0.04; "
+                      "needs --no-dynamic-sampling)")
+    clip_low: float = arg(0.2, "clip range below 1, 0 < clip_low < 1: ratio >= 1 - clip_low")
+    clip_high: float | None = arg(None, "clip range above 1, > 0: ratio <= 1 + clip_high "
+                                  "(None: clip_low; DAPO: 0.28)")
     loss_type: str = arg("grpo", "loss aggregation", choices=list(LOSS_TYPES))
     scale: str = arg("none", "advantage scaling: group std (DeepSeekMath), batch std, or none (Dr. GRPO)",
                      choices=["group", "batch", "none"])
-    mu: int = arg(1, "optimisation passes per rollout batch (1: on-policy, ratio == 1 in value)")
-    minibatch_size: int = arg(128, "completions per optimizer step within a pass")
-    dynamic_sampling: bool = arg(True, "drop groups whose rewards are all equal before the update (DAPO)")
+    mu: int = arg(1, "optimisation passes over each rollout (with --minibatch-size 0 and mu 1: one on-policy "
+                  "update, ratio == 1 in value)")
+    minibatch_size: int = arg(128, "completions per optimizer step within a pass (0: the whole rollout, one step)")
+    microbatch_size: int = arg(128, "completions per forward/backward (gradient accumulation: memory, not math)")
+    dynamic_sampling: bool = arg(True, "skip groups whose rewards are all equal in the update (DAPO; the loss is "
+                                 "still normalised by the whole rollout; needs --beta 0)")
     log_every: int = arg(5, "steps between log lines (every step goes to metrics.jsonl)")
     sample_every: int = arg(25, "steps between printed sample rewrites with their rewards")
     ckpt_every: int = arg(25, "steps between checkpoints")
@@ -74,17 +93,24 @@ class GRPOConfig:
                                     f"(got {self.group_size})")
         check(math.isfinite(self.temperature) and self.temperature > 0,
               f"--temperature must be > 0 for sampling (got {self.temperature})")
-        check(self.top_k >= 0, f"--top-k must be >= 0 (got {self.top_k})")
-        check(0 < self.top_p <= 1, f"--top-p must be in (0, 1] (got {self.top_p})")
+        check(self.top_k == 0 and self.top_p == 1.0,
+              "--top-k/--top-p are not supported in GRPO: the ratio and the KL must score each sample under the "
+              "distribution it was drawn from, and qrw scores under the unfiltered softmax (use --temperature)")
         check(self.max_new_tokens >= 1, f"--max-new-tokens must be >= 1 (got {self.max_new_tokens})")
         check(math.isfinite(self.lr) and self.lr > 0, f"--lr must be > 0 (got {self.lr})")
         check(self.warmup_steps >= 0 and self.weight_decay >= 0, "--warmup-steps and --weight-decay must be >= 0")
         check(self.max_grad_norm > 0, f"--max-grad-norm must be > 0 (got {self.max_grad_norm})")
         check(math.isfinite(self.beta) and self.beta >= 0, f"--beta must be >= 0 (got {self.beta})")
-        check(self.clip_low > 0, f"--clip-low must be > 0 (got {self.clip_low})")
-        check(self.clip_high is None or self.clip_high > 0, f"--clip-high must be > 0 (got {self.clip_high})")
+        check(0 < self.clip_low < 1, f"--clip-low must be > 0 and < 1, so that the lower clip 1 - clip_low is "
+                                     f"a ratio in (0, 1) (got {self.clip_low})")
+        check(self.clip_high is None or (math.isfinite(self.clip_high) and self.clip_high > 0),
+              f"--clip-high must be a finite number > 0 (got {self.clip_high})")
         check(self.mu >= 1, f"--mu must be >= 1 (got {self.mu})")
-        check(self.minibatch_size >= 1, f"--minibatch-size must be >= 1 (got {self.minibatch_size})")
+        check(self.minibatch_size >= 0, f"--minibatch-size must be >= 0 (got {self.minibatch_size})")
+        check(self.microbatch_size >= 1, f"--microbatch-size must be >= 1 (got {self.microbatch_size})")
+        check(not (self.dynamic_sampling and self.beta > 0),
+              f"--beta {self.beta} with dynamic sampling would drop the KL gradient of the skipped groups: "
+              "pass --no-dynamic-sampling, or --beta 0 (DAPO)")
         check(self.log_every >= 1 and self.sample_every >= 1 and self.ckpt_every >= 1,
               "--log-every, --sample-every and --ckpt-every must be >= 1")
 
@@ -92,14 +118,15 @@ class GRPOConfig:
 def _accumulate_minibatch(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: RolloutBatch, rows: Tensor,
                           advantages: Tensor, old_logp: Tensor, ref_logp: Tensor | None, totals: dict[str, float],
                           token_keys: list[str], *, microbatch_size: int, beta: float, clip_low: float,
-                          clip_high: float, loss_type: str, max_len: int, temperature: float, where: str) -> float:
+                          clip_high: float, loss_type: str, max_len: int, temperature: float, where: str,
+                          normalizer_scale: float = 1.0) -> float:
     """Forward/backward the micro-batches of one minibatch (``rows``); returns the minibatch's loss.
 
     Every micro-batch's summed loss is divided by the *minibatch's* normaliser,
-    so the accumulated gradient is that of the whole minibatch (GRPO.md
-    property 20). Token-weighted statistics are added into ``totals``.
+    so the accumulated gradient is that of the whole minibatch (property 20 of
+    docs/GRPO_TESTS.md). Token-weighted statistics are added into ``totals``.
     """
-    normalizer = loss_normalizer(batch.completion_mask[rows], loss_type, max_len)
+    normalizer = loss_normalizer(batch.completion_mask[rows], loss_type, max_len) * normalizer_scale
     minibatch_loss = 0.0
     for micro_start in range(0, rows.numel(), microbatch_size):
         micro_rows = rows[micro_start:micro_start + microbatch_size]  # (m,)
@@ -132,7 +159,7 @@ def grpo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: Roll
                 mu: int, minibatch_size: int, beta: float, clip_low: float, clip_high: float | None, loss_type: str,
                 temperature: float, max_grad_norm: float | None, ref_logp: Tensor | None = None,
                 old_logp: Tensor | None = None, microbatch_size: int | None = None, max_len: int | None = None,
-                generator: torch.Generator | None = None) -> dict[str, float]:
+                generator: torch.Generator | None = None, normalizer_scale: float = 1.0) -> dict[str, float]:
     """Take mu optimisation passes over one rollout batch (the inner loop of GRPO).
 
     ::
@@ -161,6 +188,8 @@ def grpo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: Roll
         old_logp: (N, L) rollout-time log-probs; computed here if None.
         microbatch_size: sequences per forward (default minibatch_size).
         generator: if given, shuffle the rows each pass with it.
+        normalizer_scale: multiplies every minibatch's normaliser (dynamic sampling
+            passes kept / whole rollout, :func:`update_policy`).
 
     Returns:
         Means over the optimizer steps of ``loss`` and ``grad_norm`` (before
@@ -201,7 +230,8 @@ def grpo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: Roll
             losses.append(_accumulate_minibatch(
                 policy, optimizer, batch, rows, advantages, old_logp, ref_logp, totals, token_keys,
                 microbatch_size=microbatch_size, beta=beta, clip_low=clip_low, clip_high=clip_high,
-                loss_type=loss_type, max_len=max_len, temperature=temperature, where=where))
+                loss_type=loss_type, max_len=max_len, temperature=temperature, where=where,
+                normalizer_scale=normalizer_scale))
             grad_norms.append(_clip_and_step(parameters, optimizer, max_grad_norm, where))
 
     result = {key: totals[key] / max(totals["tokens"], 1.0) for key in token_keys}
@@ -244,26 +274,33 @@ def _check_update_args(num_rows: int, length: int, advantages: Tensor, ref_logp:
             raise ValueError(f"{name} must be (N, L) = {(num_rows, length)}, got {tuple(value.shape)}")
 
 
-def update_kept_groups(policy: nn.Module, reference: nn.Module, optimizer: torch.optim.Optimizer,
-                       groups: SampledGroups, advantages: Tensor, keep: Tensor, cfg: GRPOConfig, *, pad_id: int,
-                       eos_id: int, device: torch.device) -> dict[str, float] | None:
+def update_policy(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: RolloutBatch, advantages: Tensor,
+                  keep: Tensor, cfg: GRPOConfig, *, old_logp: Tensor, ref_logp: Tensor | None) -> dict[str, float] | None:
     """One GRPO update on the groups that dynamic sampling kept; None when no group was kept.
 
-    The reference log-probs are computed once for the kept rows, without
-    gradient, from the frozen SFT model (only when ``beta > 0``); the old
-    log-probs once, inside :func:`grpo_update`.
+    The dropped groups' rows are left out of the computation, but not out of the
+    normaliser: every minibatch's normaliser is multiplied by ``loss_normalizer(all
+    rows) / loss_normalizer(kept rows)``, so the gradient equals the whole rollout's
+    (a dropped row has A = 0 and, since dynamic sampling needs beta = 0, adds
+    exactly 0). "dr_grpo" divides by the fixed budget ``cfg.max_new_tokens``,
+    never by the rollout's longest completion.
 
     Args:
-        groups: the step's rollout; advantages: (P, G); keep: (P,) bool.
+        batch: the whole rollout, N = P * G rows; advantages: (P, G); keep: (P,) bool.
+        old_logp: (N, L) the sampler's log-probs (pi_old: equal to a re-scoring forward).
+        ref_logp: (N, L) the frozen SFT model's log-probs, used when ``cfg.beta > 0``.
     """
     if not bool(keep.any()):
         return None
-    batch = kept_rows_batch(groups, keep, pad_id=pad_id, eos_id=eos_id, device=device)
-    ref_logp = None
-    if cfg.beta > 0:  # once per rollout batch, no gradient, from the frozen SFT model
-        ref_logp = rollout_logprobs(reference, batch, temperature=cfg.temperature)  # (N_kept, L)
-    # the model has no dropout; eval() (set by sample_groups) keeps it that way, so rho == 1 at mu = 1
-    return grpo_update(policy, optimizer, batch, advantages[keep].reshape(-1).to(device), mu=cfg.mu,
-                       minibatch_size=cfg.minibatch_size, beta=cfg.beta, clip_low=cfg.clip_low,
+    G = advantages.shape[1]
+    rows = keep.repeat_interleave(G).nonzero().squeeze(1).to(batch.input_ids.device)  # (N_kept,) row indices
+    kept = batch.select(rows)
+    scale = (loss_normalizer(batch.completion_mask, cfg.loss_type, cfg.max_new_tokens)
+             / loss_normalizer(kept.completion_mask, cfg.loss_type, cfg.max_new_tokens))  # whole / kept
+    return grpo_update(policy, optimizer, kept, advantages.reshape(-1)[rows.cpu()].to(rows.device), mu=cfg.mu,
+                       minibatch_size=cfg.minibatch_size or kept.num_sequences,
+                       microbatch_size=cfg.microbatch_size, beta=cfg.beta, clip_low=cfg.clip_low,
                        clip_high=cfg.clip_high, loss_type=cfg.loss_type, temperature=cfg.temperature,
-                       max_grad_norm=cfg.max_grad_norm, ref_logp=ref_logp)
+                       max_grad_norm=cfg.max_grad_norm, old_logp=old_logp[rows],
+                       ref_logp=ref_logp[rows] if cfg.beta > 0 else None, max_len=cfg.max_new_tokens,
+                       normalizer_scale=scale)

@@ -15,3 +15,13 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def smoke_sft_run(tmp_path_factory):
+    """One finished ``train_sft.py --smoke`` run directory, shared by the tests that only read it."""
+    import train_sft
+
+    out = tmp_path_factory.mktemp("shared") / "smoke-sft"
+    assert train_sft.main(["--smoke", "--quiet", "--out", str(out), "--device", "cpu"]) == 0
+    return out

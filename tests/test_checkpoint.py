@@ -35,16 +35,37 @@ def test_truncated_and_garbage_checkpoints(tmp_path):
     with pytest.raises(UserError, match="corrupted or truncated"):
         load_checkpoint(path)
     path.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(UserError, match="corrupted or truncated"):
+    with pytest.raises(UserError, match="corrupted or truncated") as error:
         load_checkpoint(path)
+    assert "weights_only" not in str(error.value)  # not torch's advice to load the file unsafely
+
+
+class RunsCode:
+    """Unpickles as a call to os.system: what a malicious checkpoint holds."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+class Custom:
+    """A class of the saving program: not a plain value."""
 
 
 def test_checkpoint_refuses_pickled_code(tmp_path):
-    """weights_only=True: a file that would run arbitrary code on load is refused, as a user error."""
+    """weights_only=True: a file holding objects other than tensors and plain values is refused unrun, and said so."""
     path = tmp_path / "ckpt.pt"
-    torch.save({"format_version": FORMAT_VERSION, "payload": os.system}, path)
-    with pytest.raises(UserError, match="corrupted or truncated"):
-        load_checkpoint(path)
+    for payload, name in ((os.system, "posix.system"), (RunsCode(tmp_path / "ran"), "posix.system"),
+                          (Custom(), f"{__name__}.Custom")):
+        torch.save({"format_version": FORMAT_VERSION, "payload": payload}, path)
+        with pytest.raises(UserError) as error:
+            load_checkpoint(path)
+        assert str(error.value) == (
+            f"unsafe checkpoint {path}: it holds objects that safe loading (weights_only) refuses ({name}); "
+            f"a qrw checkpoint holds only tensors and plain values. Nothing in it was run")
+    assert not (tmp_path / "ran").exists()
 
 
 def test_mismatched_config_tokenizer_and_version(tmp_path):

@@ -1,7 +1,7 @@
 """Tests for the GRPO math in qrw/grpo.py: advantages, masks, log-probs, KL, the clipped loss.
 
-Each test is named after the property of ../shared/GRPO.md it pins
-(``test_pNN_...``); docs/GRPO_TESTS.md maps every property to its tests.
+Each test is named after the property it pins (``test_pNN_...``); docs/GRPO_TESTS.md
+states every property and maps it to its tests.
 Everything here is pure tensor math; the model-facing tests (scoring a packed
 batch, the update loop, the toy bandit) are in test_grpo_update.py.
 """
@@ -46,7 +46,7 @@ def random_loss_inputs(batch_size=4, num_tokens=6, lengths=(6, 3, 1, 0), seed=0,
 
 def naive_policy_loss(logp, old_logp, advantages, mask, ref_logp=None, beta=0.0, clip_low=0.2,
                       clip_high=None, loss_type="grpo", max_len=None):
-    """GRPO.md's policy loss, one float at a time."""
+    """The policy loss of docs/GRPO_TESTS.md, one float at a time."""
     clip_high = clip_low if clip_high is None else clip_high
     batch_size, num_tokens = logp.shape
     max_len = num_tokens if max_len is None else max_len
@@ -85,7 +85,7 @@ def naive_policy_loss(logp, old_logp, advantages, mask, ref_logp=None, beta=0.0,
 
 
 def aggregate(token_values, mask, loss_type, max_len=None):
-    """GRPO.md's aggregation of a (B, T) per-token quantity ("gspo" aggregates like "grpo")."""
+    """The aggregation (docs/GRPO_TESTS.md, policy_loss) of a (B, T) per-token quantity ("gspo" aggregates like "grpo")."""
     batch_size, num_tokens = token_values.shape
     masked = token_values * mask
     if loss_type in ("grpo", "gspo"):
@@ -580,7 +580,7 @@ def test_p22_dynamic_sampling_drops_exactly_the_zero_spread_groups():
 
 
 # ---------------------------------------------------------------------------
-# Invalid arguments (DESIGN.md reliability rules)
+# Invalid arguments: one clear ValueError each
 # ---------------------------------------------------------------------------
 
 

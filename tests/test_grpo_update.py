@@ -1,7 +1,7 @@
 """Tests for qrw/rollout.py and qrw/update.py: packing, scoring, the update loop, a toy bandit.
 
-Each test is named after the property of ../shared/GRPO.md it pins
-(``test_pNN_...``); docs/GRPO_TESTS.md maps every property to its tests.
+Each test is named after the property it pins (``test_pNN_...``); docs/GRPO_TESTS.md
+states every property and maps it to its tests.
 
 The policy is a tiny test-local causal LM with the forward signature of
 ``qrw.lm.model.Transformer`` (``model(input_ids (B, T), attention_mask (B, T) bool)
