@@ -37,7 +37,12 @@ def pretrain_dataset(world, tok: Tokenizer, max_len: int) -> list[Example]:
 
 def rewrite_dataset(queries, tok: Tokenizer, max_len: int) -> list[Example]:
     """Rewrite-task examples: ``<|bos|><|rewrite|>query<|sep|>gold<|eos|>``, loss on ``gold<|eos|>``."""
-    return [_truncate(render_rewrite(tok, q.text, q.gold), max_len) for q in queries]
+    return rewrite_pair_dataset([(q.text, q.gold) for q in queries], tok, max_len)
+
+
+def rewrite_pair_dataset(pairs: list[tuple[str, str]], tok: Tokenizer, max_len: int) -> list[Example]:
+    """Rewrite-task examples from ``(query, rewrite)`` texts (e.g. mined pairs), loss on ``rewrite<|eos|>``."""
+    return [_truncate(render_rewrite(tok, query, rewrite), max_len) for query, rewrite in pairs]
 
 
 def relevance_dataset(world, split: str, tok: Tokenizer, max_len: int, seed: int = 0,

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from qrw.config import arg, check, invariant
 from qrw.data import (TASKS, Batch, TaskMixture, collate, mixture_counts, pretrain_dataset, relevance_dataset,
-                      rewrite_dataset, split_micro_batches)
+                      rewrite_dataset, rewrite_pair_dataset, split_micro_batches)
 from qrw.lm.model import PRESETS
 from qrw.lm.tokenizer import Tokenizer
 from qrw.shop.world import World, WorldConfig
@@ -57,6 +57,9 @@ class SFTRunConfig:
     rewrite_fraction: float = arg(0.3, "share of each stage-1 batch given to the rewrite task (the rest: relevance)")
     rewrite_weight: float = arg(1.0, "stage-1 loss weight of rewrite tokens")
     relevance_weight: float = arg(3.0, "stage-1 loss weight of relevance-label tokens")
+    rewrite_data: str = arg("gold", "stage-1 rewrite targets: 'gold' (each training query's intent in catalog "
+                            "words) or 'mined' (pairs mined from simulated sessions, with their drift: "
+                            "World.mined_pairs); validation stays on gold", choices=["gold", "mined"])
     relevance_per_label: int = arg(4, "distinct perturbed rewrites per label and training query (relevance task)")
     relevance_balance: str = arg("over", "balance the relevance labels by dropping pairs of the commoner labels "
                                  "('under') or repeating pairs of the rarer ones ('over')", choices=["under", "over"])
@@ -222,8 +225,19 @@ def pretrain_mixture(world: World, tok: Tokenizer, run: SFTRunConfig, pre: Train
 
 
 def sft_mixture(world: World, tok: Tokenizer, run: SFTRunConfig, sft: TrainConfig, max_len: int) -> TaskMixture:
-    """Stage 1's batches: rewrite pairs, plus relevance pairs when multi-task, in the run's ratio and loss weights."""
-    datasets = {"rewrite": rewrite_dataset(world.queries["train"], tok, max_len)}
+    """Stage 1's batches: rewrite pairs, plus relevance pairs when multi-task, in the run's ratio and loss weights.
+
+    Rewrite pairs per ``run.rewrite_data``: every training query with its gold
+    rewrite, or the world's mined pairs (first queries are training queries
+    and no val/test query text is on either side: :mod:`qrw.shop.mining`).
+    """
+    if run.rewrite_data == "mined":
+        check(len(world.mined_pairs) > 0, "--rewrite-data mined: this world mined no rewrite pairs "
+                                          "(raise --mining-sessions-per-query)")
+        rewrite = rewrite_pair_dataset([(p.query, p.rewrite) for p in world.mined_pairs], tok, max_len)
+    else:
+        rewrite = rewrite_dataset(world.queries["train"], tok, max_len)
+    datasets = {"rewrite": rewrite}
     if "relevance" in run.task_list:
         datasets["relevance"] = relevance_dataset(world, "train", tok, max_len, seed=run.seed,
                                                   per_label=run.relevance_per_label, balance=run.relevance_balance)
@@ -232,7 +246,11 @@ def sft_mixture(world: World, tok: Tokenizer, run: SFTRunConfig, sft: TrainConfi
 
 
 def validation_sets(world: World, tok: Tokenizer, run: SFTRunConfig, max_len: int) -> dict[str, list]:
-    """Fixed validation examples per stage-1 task (the periodic validation loss)."""
+    """Fixed validation examples per stage-1 task (the periodic validation loss).
+
+    The rewrite task validates on gold val rewrites whatever ``run.rewrite_data``
+    is: the meaning the evaluation asks for, not what mined pairs drift to.
+    """
     val = {"rewrite": rewrite_dataset(world.queries["val"][:run.val_examples], tok, max_len)}
     if "relevance" in run.task_list:
         val["relevance"] = relevance_dataset(world, "val", tok, max_len, seed=run.seed)[:run.val_examples]

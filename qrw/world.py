@@ -1,7 +1,8 @@
 """``python -m qrw.world``: build the synthetic world and describe it.
 
 Without ``--stats``: a few test queries next to their gold rewrites. With
-``--stats``: counts and the lexical-gap table (:mod:`qrw.shop.stats`), as a
+``--stats``: counts, the lexical-gap table and the mined rewrite pairs with
+their judge grades per kind of drift (:mod:`qrw.shop.stats`), as a
 table or, with ``--json``, as deterministic JSON (byte-identical for a config).
 The world itself lives in :mod:`qrw.shop.world`.
 """
@@ -18,7 +19,8 @@ from qrw.shop.world import World, WorldConfig
 
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="python -m qrw.world", description="Build the synthetic world and describe it.")
-    parser.add_argument("--stats", action="store_true", help="print counts and the lexical-gap table")
+    parser.add_argument("--stats", action="store_true",
+                        help="print counts, the lexical-gap table and the mined rewrite pairs")
     parser.add_argument("--json", action="store_true", help="with --stats: deterministic JSON instead of a table")
     parser.add_argument("--samples", type=int, default=10, help="without --stats: how many test queries to show")
     add_config_args(parser, WorldConfig)

@@ -3,7 +3,9 @@
 ``world_stats`` measures the world with the simple rewriters of
 :mod:`qrw.shop.baselines` (none, dictionary, gold, broadened, complement) on
 BM25 pages (:mod:`qrw.shop.search`) with the shopper simulator
-(:mod:`qrw.shop.users`); ``format_stats`` renders the result as a table.
+(:mod:`qrw.shop.users`), and describes the mined rewrite pairs
+(:mod:`qrw.shop.mining`): how many, and the share the judge grades 2 / 1 / 0,
+overall and per kind of drift; ``format_stats`` renders the result as a table.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 
 from qrw.shop.baselines import DictionaryRewriter, broadened_rewrites, complement_rewrites, gold_rewrites
 from qrw.shop.metrics import METRICS, rewrite_metrics, summarize
+from qrw.shop.mining import KINDS, MinedPair
 from qrw.shop.search import SearchEngine
 from qrw.shop.tables import SEGMENTS, SPLITS, TIERS
 from qrw.shop.users import UserConfig, UserSimulator
@@ -66,8 +69,29 @@ def world_stats(world: World, k: int = 10) -> tuple[dict, float]:
     start = time.perf_counter()
     engine.search(texts, k=k, use_cache=False)
     qps = len(texts) / max(time.perf_counter() - start, 1e-9)
-    stats = {"config": dataclasses.asdict(world.config), "counts": counts, "lexical_gap_test": table, "k": k}
+    stats = {"config": dataclasses.asdict(world.config), "counts": counts, "lexical_gap_test": table, "k": k,
+             "mined_pairs": mined_pair_stats(world.mined_pairs)}
     return stats, qps
+
+
+def grade_shares(pairs: list[MinedPair]) -> dict[str, float | int | None]:
+    """``pairs`` (count), the shares graded 2 / 1 / 0 and the share below 2 (None when there are no pairs).
+
+    >>> from qrw.shop.lexicon import Intent
+    >>> grade_shares([MinedPair("q", "r", "rephrased", g, Intent("kettle")) for g in (2, 2, 1, 0)])
+    {'pairs': 4, 'grade_2': 0.5, 'grade_1': 0.25, 'grade_0': 0.25, 'below_2': 0.5}
+    """
+    n = len(pairs)
+    shares = {f"grade_{g}": _round(sum(p.grade == g for p in pairs) / n) if n else None for g in (2, 1, 0)}
+    below = _round(sum(p.grade < 2 for p in pairs) / n) if n else None
+    return {"pairs": n, **shares, "below_2": below}
+
+
+def mined_pair_stats(pairs: list[MinedPair]) -> dict:
+    """The mined rewrite pairs: grade shares overall (``all``) and per kind of drift, training queries covered."""
+    return {"all": grade_shares(pairs),
+            "by_kind": {kind: grade_shares([p for p in pairs if p.kind == kind]) for kind in KINDS},
+            "queries": len({p.query for p in pairs})}
 
 
 def format_stats(stats: dict, qps: float | None = None, build_seconds: float | None = None) -> str:
@@ -93,6 +117,14 @@ def format_stats(stats: dict, qps: float | None = None, build_seconds: float | N
             m = rows[name]
             cells = ["-" if m[x] is None else f"{m[x]:.3f}" for x in METRICS]
             lines.append(f"{segment:<7} {name:<11} {cells[0]:>8} {cells[1]:>12} {cells[2]:>9} {cells[3]:>7}")
+    mined = stats["mined_pairs"]
+    lines.append("")
+    lines.append(f"mined rewrite pairs: {mined['all']['pairs']} from {mined['queries']} training queries "
+                 f"(grade = the judge's grade of the rewrite for the first query's intent)")
+    lines.append(f"{'kind':<18} {'pairs':>6} {'grade 2':>8} {'grade 1':>8} {'grade 0':>8} {'below 2':>8}")
+    for kind, row in [*mined["by_kind"].items(), ("all", mined["all"])]:
+        cells = ["-" if row[x] is None else f"{row[x]:.3f}" for x in ("grade_2", "grade_1", "grade_0", "below_2")]
+        lines.append(f"{kind:<18} {row['pairs']:>6} " + " ".join(f"{c:>8}" for c in cells))
     if qps is not None:
         lines.append("")
         lines.append(f"BM25 throughput: {qps:,.0f} queries/s (uncached batch of test queries and gold rewrites)")

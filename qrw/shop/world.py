@@ -32,6 +32,10 @@ the vocabulary of :mod:`qrw.shop.lexicon` and the judge of :mod:`qrw.shop.judge`
 - **Search logs**: simulated sessions ``(user query, clicked product, purchased)``
   whose queries favour rare and log-only variants; rendered as text they show
   user vocabulary next to catalog titles, the paper's "user data" for stage 0.
+- **Mined rewrite pairs** (``mined_pairs``, built on first use by
+  :mod:`qrw.shop.mining` from their own seeded stream): shoppers start from the
+  training queries, reformulate and buy; pairs are mined from their sessions
+  as production mines them, with the drift their changes of mind carry.
 
 Departures from the paper: a hand-written world instead of JD's logs; the
 "human" relevance labels come from the rule-based judge; the world is English.
@@ -48,7 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qrw.config import UserError, arg, check
-from qrw.shop import relevance
+from qrw.shop import mining, relevance
 from qrw.shop.judge import EXACT, SUBSTITUTE, Judge, intent_slots, render_canonical
 from qrw.shop.lexicon import Draws, Intent, Lexicon, Product, Query, make_typo
 from qrw.shop.tables import DESCRIPTORS, FILLERS, SEGMENTS, SPLITS, TIERS, UNIT_VARIANTS
@@ -71,6 +75,8 @@ class WorldConfig:
     p_typo: float = arg(0.06, "probability of a one-letter typo per query word of >= 5 letters")
     p_filler: float = arg(0.35, "probability that a query carries a filler word (cheap, best, buy, ...)")
     max_query_words: int = arg(10, "longest query in words")
+    mining_sessions_per_query: int = arg(6, "simulated shopping sessions started from each training query, "
+                                         "mined for rewrite pairs (qrw.shop.mining)")
 
     def __post_init__(self) -> None:
         check(self.seed >= 0, "--seed must be >= 0")
@@ -85,6 +91,7 @@ class WorldConfig:
             check(0.0 <= value <= 1.0, f"--{name.replace('_', '-')} must be in [0, 1]")
         check(self.p_rare + self.p_log_only <= 1.0, "--p-rare + --p-log-only must be <= 1")
         check(self.max_query_words >= 6, "--max-query-words must be >= 6")
+        check(self.mining_sessions_per_query >= 0, "--mining-sessions-per-query must be >= 0")
 
 
 
@@ -92,7 +99,7 @@ class WorldConfig:
 # The world
 # ----------------------------------------------------------------------------------------------
 
-_RNG_CATALOG, _RNG_QUERIES, _RNG_LOGS, _RNG_RELEVANCE = 1, 2, 3, 4
+_RNG_CATALOG, _RNG_QUERIES, _RNG_LOGS, _RNG_RELEVANCE, _RNG_MINING = 1, 2, 3, 4, 5
 _ATTR_COUNT_WEIGHTS = (0.25, 0.4, 0.25, 0.1)  # P(intent has 0, 1, 2, 3 attributes)
 _P_BRAND = 0.5             # P(intent names a brand)
 _P_SHUFFLE = 0.4           # P(query phrases in random order) else brand-category-attributes
@@ -109,7 +116,8 @@ class World:
     ``popularity`` (n,) float64, ``prices`` (n,) float64, ``judge``,
     ``queries[split]`` (list[Query]) for split in ``SPLITS``, ``logs`` (list of
     ``(query text, product id, purchased)``), ``log_queries`` (the distinct logged
-    queries as ``Query`` objects with split ``"log"``; GRPO's training queries).
+    queries as ``Query`` objects with split ``"log"``; GRPO's training queries),
+    ``mined_pairs`` (list of :class:`~qrw.shop.mining.MinedPair`, built on first use).
     """
 
     SEGMENTS = SEGMENTS
@@ -131,6 +139,7 @@ class World:
         self.queries = self._build_queries(Draws(np.random.default_rng([self.config.seed, _RNG_QUERIES])))
         self.logs = self._build_logs(Draws(np.random.default_rng([self.config.seed, _RNG_LOGS])))
         self._relevance_cache: dict[str, list[tuple[str, str, int]]] = {}
+        self._mined_pairs: list[mining.MinedPair] | None = None
 
     # -- catalog ---------------------------------------------------------------------------------
 
@@ -202,11 +211,11 @@ class World:
         attrs = tuple(sorted((a, values[a]) for a in (names[i] for i in draws.permutation(len(names))[:n_attrs])))
         return Intent(category, brand, attrs)
 
-    def _choose_form(self, term: tuple[str, str], draws: Draws,
-                     tier_weights: tuple[float, float, float]) -> tuple[str, str]:
-        """(form, tier) for one term: canonical with p_canonical, else a variant drawn by tier weights."""
+    def _choose_form(self, term: tuple[str, str], draws: Draws, tier_weights: tuple[float, float, float],
+                     p_canonical: float | None = None) -> tuple[str, str]:
+        """(form, tier) for one term: canonical with p_canonical (the config's unless given), else a variant."""
         forms = self.lexicon.forms[term]
-        if draws.random() < self.config.p_canonical:
+        if draws.random() < (self.config.p_canonical if p_canonical is None else p_canonical):
             return term[1], "canonical"
         tiers = [t for t, w in zip(TIERS[1:], tier_weights) if forms[t] and w > 0]
         if not tiers:
@@ -215,19 +224,20 @@ class World:
         return draws.pick(forms[tier]), tier
 
     def _render(self, intent: Intent, draws: Draws, tier_weights: tuple[float, float, float],
-                ) -> tuple[str, tuple[str, ...], int, bool] | None:
+                p_canonical: float | None = None) -> tuple[str, tuple[str, ...], int, bool] | None:
         """Render an intent in user vocabulary with noise.
 
         Per term: a surface form (``_choose_form``); attribute phrases may get a
         connector ("in black", "with 128 gb"); phrases in title order or shuffled;
         maybe a filler; each content word of >= 5 letters may get one typo (kept
-        only if the judge still reads the same intent). Returns ``(text, forms,
-        difficulty, uses_log_only)``, or None when too long or ambiguous.
+        only if the judge still reads the same intent). ``p_canonical`` overrides
+        the config's (reformulating shoppers: :mod:`qrw.shop.mining`). Returns
+        ``(text, forms, difficulty, uses_log_only)``, or None when too long or ambiguous.
         """
         cfg = self.config
         forms, phrases, difficulty, log_only = [], [], 0, False
         for slot, value in intent_slots(self.lexicon, intent):
-            form, tier = self._choose_form((slot, value), draws, tier_weights)
+            form, tier = self._choose_form((slot, value), draws, tier_weights, p_canonical)
             forms.append(form)
             difficulty += tier in ("rare", "log_only")
             log_only |= tier == "log_only"
@@ -404,3 +414,31 @@ class World:
             self._relevance_cache[key] = relevance.relevance_examples(self.judge, self.queries[split], draws,
                                                                       per_label)
         return self._relevance_cache[key]
+
+    # -- mined rewrite pairs (built by qrw.shop.mining) -------------------------------------------
+
+    def render_training_query(self, intent: Intent, draws: Draws,
+                              p_canonical: float | None = None) -> tuple[str, tuple[str, ...]] | None:
+        """``(text, forms)``: ``intent`` typed as training queries are (no log-only variant), or None.
+
+        The world's query rendering (``_render``) with its noise; ``p_canonical``
+        overrides the share of catalog words. None when the text is too long or
+        ambiguous, or its combination ``(intent, forms)`` is a val/test query's.
+        """
+        cfg = self.config
+        rendered = self._render(intent, draws, (1.0 - cfg.p_rare - cfg.p_log_only, cfg.p_rare, 0.0), p_canonical)
+        if rendered is None or any((intent, rendered[1]) in self._split_keys[s] for s in ("val", "test")):
+            return None
+        return rendered[0], rendered[1]
+
+    @property
+    def mined_pairs(self) -> list[mining.MinedPair]:
+        """Rewrite pairs mined from simulated reformulation sessions (:func:`qrw.shop.mining.mine_rewrite_pairs`).
+
+        Built on first use from their own seeded stream, so building them changes
+        nothing else the world produces; cached.
+        """
+        if self._mined_pairs is None:
+            rng = np.random.default_rng([self.config.seed, _RNG_MINING])
+            self._mined_pairs = mining.mine_rewrite_pairs(self, rng)
+        return self._mined_pairs
