@@ -36,8 +36,8 @@ import torch
 
 from qrw.config import Parser, add_config_args, check, config_from_args, resolve_device, run_main
 from qrw.grpo import (aggregate_loss, clipped_surrogate, dynamic_sampling_mask, group_advantages, kl_k3,
-                      loss_normalizer, normalize_then_sum, sequence_ratio, token_logprobs)
-from qrw.rewards import RewardConfig, RewardFunction
+                      loss_normalizer, sequence_ratio, token_logprobs)
+from qrw.rewards import RewardConfig, RewardFunction, normalize_then_sum
 from qrw.rewriter import Rewriter
 from qrw.rollout import (SampledGroups, completion_logits, frozen_reference, groups_batch, rollout_logprobs,
                          sample_groups, step_generator, step_queries)
@@ -73,6 +73,7 @@ class Trace:
     update: dict                       # what grpo_update reported
     logp_after: torch.Tensor           # (N,) sequence log-prob after the step
     cfg: GRPOConfig
+    aggregation: str                   # "sum" or "normalize-then-sum"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -173,18 +174,43 @@ def trace_update(run, cfg: GRPOConfig, rewards_cfg: RewardConfig, *, num_queries
                  reward_fn.as_tensor(scores, cfg.group_size), advantages, keep, hand["logp"].cpu(), old_logp.cpu(),
                  ref_logp.cpu(), hand["ratio"].cpu(), hand["kl"].cpu(), mask.cpu(), hand["shares"].cpu(),
                  hand["normalizer"], hand["loss"], hand["grad_norm"], update or {},
-                 torch.where(mask, after, torch.zeros_like(after)).sum(1).cpu(), cfg)
+                 torch.where(mask, after, torch.zeros_like(after)).sum(1).cpu(), cfg, rewards_cfg.aggregation)
 
 
 def _f(x: float) -> str:
     return f"{x:+.4f}"
 
 
+def _advantage_lines(t: Trace) -> list[str]:
+    """Step 3: the group statistics and the advantages, for the run's aggregation."""
+    G, skipped = t.cfg.group_size, "   <- no spread: skipped (dynamic sampling)"
+    if t.aggregation == "sum":
+        formula = {"group": "(r_i - mean_group) / (std_group + eps)", "batch": "(r_i - mean_group) / (std_all + eps)",
+                   "none": "r_i - mean_group  (Dr. GRPO)"}[t.cfg.scale]
+        lines = [f"3. advantages of the fused reward: A_i = {formula}   qrw.grpo.group_advantages"]
+        for p in range(len(t.queries)):
+            row = t.rewards[p]
+            lines.append(f"  query {p}: mean {row.mean().item():.4f}, std {row.std().item():.4f} (unbiased), A = "
+                         + " ".join(_f(a) for a in t.advantages[p].tolist()) + ("" if t.keep[p] else skipped))
+        return lines
+    lines = ["3. advantages, normalize-then-sum: A_i = sum_k w_k (r_k,i - mean_group r_k) / (std_group r_k + eps)"
+             "   qrw.rewards.normalize_then_sum"]
+    for p in range(len(t.queries)):
+        lines.append(f"  query {p}:")
+        for name, weight in t.weights.items():
+            row = torch.as_tensor(t.scores[name][p * G:(p + 1) * G], dtype=torch.float32)
+            z = group_advantages(row.unsqueeze(0), scale="group")[0]
+            lines.append(f"    {name:>11}: mean {row.mean().item():.4f}, std {row.std().item():.4f}, z = "
+                         + " ".join(_f(v) for v in z.tolist()) + f"  (x {weight})")
+        lines.append("    A = " + " ".join(_f(a) for a in t.advantages[p].tolist()) + ("" if t.keep[p] else skipped))
+    return lines
+
+
 def format_trace(t: Trace) -> str:
     cfg, G = t.cfg, t.cfg.group_size
     clip_high = cfg.clip_low if cfg.clip_high is None else cfg.clip_high
     lines = [RULE, f"one GRPO update: P = {len(t.queries)} queries x G = {G} samples, temperature {cfg.temperature}, "
-             f"loss {cfg.loss_type}, scale {cfg.scale}, beta {cfg.beta}, clip [1 - {cfg.clip_low}, 1 + {clip_high}], "
+             f"loss {cfg.loss_type}, rewards {t.aggregation}, beta {cfg.beta}, clip [1 - {cfg.clip_low}, 1 + {clip_high}], "
              f"lr {cfg.lr}", RULE,
              "1. rollout: G rewrites per query from pi_old = the current policy   qrw.rollout.sample_groups"]
     for p, query in enumerate(t.queries):
@@ -198,15 +224,7 @@ def format_trace(t: Trace) -> str:
               "    row  " + "".join(f"{k:>12}" for k in names) + f"{'fused':>12}"]
     for i in range(len(t.groups.rewrites)):
         lines.append(f"    [{i}]  " + "".join(f"{t.scores[k][i]:12.4f}" for k in names) + f"{t.scores['fused'][i]:12.4f}")
-    formula = {"group": "(r_i - mean_group) / (std_group + eps)", "batch": "(r_i - mean_group) / (std_all + eps)",
-               "none": "r_i - mean_group  (Dr. GRPO)"}[cfg.scale]
-    lines += ["", f"3. advantages A_i = {formula}   qrw.grpo.group_advantages"]
-    for p in range(len(t.queries)):
-        row = t.rewards[p]
-        std = row.std().item() if G > 1 else 0.0
-        lines.append(f"  query {p}: mean {row.mean().item():.4f}, std {std:.4f} (unbiased), A = "
-                     + " ".join(_f(a) for a in t.advantages[p].tolist())
-                     + ("" if t.keep[p] else "   <- no spread: skipped (dynamic sampling)"))
+    lines += [""] + _advantage_lines(t)
     lines += ["", "4. per token: rho = exp(logp - old_logp); l = -min(rho A, clip(rho) A) + beta k3;"
               " k3 = exp(ref - logp) - (ref - logp) - 1   qrw.grpo.policy_loss, kl_k3",
               f"    {'row':>4} {'token':>14} {'logp':>9} {'old':>9} {'ref':>9} {'ratio':>9} {'clipped':>8} {'k3':>9}"]

@@ -53,16 +53,14 @@ Simplifications and conventions, stated up front:
 - Masked token positions may hold anything (pad tokens, -inf): they are
   replaced by 0 *before* any ``exp``, so they contribute exactly 0 to both the
   loss and its gradient (a plain ``* mask`` would turn 0 * inf into NaN).
-- Several rewards are fused before normalisation (``qrw.rewards.fuse_rewards``).
-- **Log-ratios are bounded before exp.** The log-ratio ``logp - old_logp``
-  (GSPO: its per-sequence mean) and k3's exponent ``ref_logp - logp`` are
-  clamped to [-LOG_RATIO_BOUND, LOG_RATIO_BOUND] = [-20, 20] before ``exp``, as
-  verl does: exp overflows float32 beyond about 88 nats, while e^20 (5e8) is
-  already far outside any clip range. Loss, gradient and statistics are then
-  finite for any finite log-probs. Inside the bound every result is unchanged,
-  bit for bit; outside it the clamp passes zero gradient, which is intended: a
-  token (or GSPO sequence) more than 20 nats from pi_old stops pulling the
-  policy through its ratio, and one more than 20 nats from pi_ref through its KL.
+- Several rewards are combined in :mod:`qrw.rewards` (``fuse_rewards``: weighted sum,
+  then one normalisation; ``normalize_then_sum``: each normalised, then summed).
+- **Log-ratios are bounded before exp**, as verl does: ``logp - old_logp`` (GSPO:
+  its per-sequence mean) and k3's ``ref_logp - logp`` are clamped to
+  [-LOG_RATIO_BOUND, LOG_RATIO_BOUND] = [-20, 20] (exp overflows float32 beyond
+  about 88 nats; e^20 is far outside any clip range), so loss, gradient and
+  statistics are finite for any finite log-probs. Inside the bound nothing
+  changes, bit for bit; outside it the clamp passes zero gradient, on purpose.
 
 Tensor names: P prompts, G completions per prompt, N = P * G sequences (rows
 are prompt-major: row ``p * G + g`` is sample g of prompt p), B sequences in a
@@ -152,35 +150,6 @@ def group_advantages(rewards: Tensor, scale: str = "group", eps: float = 1e-6) -
     return torch.where(has_spread, advantages, torch.zeros_like(advantages))  # (P, G)
 
 
-def normalize_then_sum(components: dict[str, Tensor], weights: dict[str, float], eps: float = 1e-6) -> Tensor:
-    """Advantages from several rewards, each normalised within its group first (GDPO; TRL's
-    ``multi_objective_aggregation="normalize_then_sum"``)::
-
-        A_pg = sum_k w_k * (r_k,pg - mean_g r_k,p.) / (std_g r_k,p. + eps)
-
-    Each component is z-scored within its group (``group_advantages(r_k, "group")``:
-    unbiased std, exactly 0 where the component is constant in the group), so a
-    reward with a small spread (conversion: a few hundredths) pulls as hard as
-    one with a large spread (relevance: 0 / 0.5 / 1); the weights then say how
-    much each objective counts. The alternative, ``sum``, fuses the raw rewards
-    first (``qrw.rewards.fuse_rewards``) and normalises the sum once.
-
-    Args:
-        components: name -> (P, G) rewards.
-        weights: name -> weight, one per component.
-
-    Returns:
-        (P, G) advantages.
-    """
-    if not components or set(components) != set(weights):
-        raise ValueError(f"need one weight per reward component, got {sorted(components)} and {sorted(weights)}")
-    total = None
-    for name, rewards in components.items():
-        term = float(weights[name]) * group_advantages(rewards, scale="group", eps=eps)  # (P, G)
-        total = term if total is None else total + term
-    return total
-
-
 def dynamic_sampling_mask(rewards: Tensor) -> Tensor:
     """Which groups carry a learning signal (DAPO's dynamic sampling).
 
@@ -232,21 +201,6 @@ def token_logprobs(logits: Tensor, targets: Tensor, temperature: float = 1.0) ->
                          f"and {tuple(targets.shape)}")
     logprobs = F.log_softmax(logits.float() / temperature, dim=-1)  # (B, T, V)
     return logprobs.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)  # (B, T, 1) -> (B, T)
-
-
-def token_entropy(logits: Tensor, temperature: float = 1.0) -> Tensor:
-    """Entropy of softmax(logits / T) at every position, in nats (a diagnostic).
-
-    Args:
-        logits: (B, T, V).
-
-    Returns:
-        (B, T) float32: ``-sum_v pi_v log pi_v``.
-    """
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    logprobs = F.log_softmax(logits.float() / temperature, dim=-1)  # (B, T, V)
-    return -(logprobs.exp() * logprobs).sum(dim=-1)  # (B, T, V) -> (B, T)
 
 
 def completion_mask(tokens: Tensor, eos_id: int) -> Tensor:
@@ -312,10 +266,8 @@ def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
 def check_loss_args(beta: float, clip_low: float, clip_high: float, loss_type: str, has_ref: bool) -> None:
     """Raise ``ValueError`` on arguments :func:`policy_loss` cannot use: clip_low, clip_high > 0, beta >= 0.
 
-    ``clip_low >= 1`` is allowed here: the lower bound 1 - clip_low is then <= 0,
-    which no ratio goes below, so the lower clip is off (the tests use that to get
-    the unclipped surrogate). The command line refuses it (``GRPOConfig``: 0 <
-    clip_low < 1), where it is a slip rather than a choice.
+    ``clip_low >= 1`` turns the lower clip off (no ratio is below 1 - clip_low <= 0);
+    the command line refuses it (``GRPOConfig``: 0 < clip_low < 1), where it is a slip.
     """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"unknown loss_type {loss_type!r}; expected one of {LOSS_TYPES}")
@@ -527,17 +479,12 @@ def loss_stats(ratio: Tensor, advantage: Tensor, logp: Tensor, old_logp: Tensor,
         ratio: (B, T) token ratios, or (B, 1) sequence ratios; advantage: (B, 1);
         logp, old_logp: (B, T), 0 on masked tokens; kl: (B, T) or None; mask: (B, T) bool.
     """
-    zeros = torch.zeros_like(logp)  # (B, T)
     count = mask.sum().clamp(min=1).to(logp.dtype)  # scalar
-
-    def masked_mean(values: Tensor) -> Tensor:
-        return torch.where(mask, values, zeros).sum() / count
-
     low = mask & (ratio < 1 - clip_low) & (advantage < 0)  # (B, T)
     high = mask & (ratio > 1 + clip_high) & (advantage > 0)  # (B, T)
     names = ["clip_frac_low", "clip_frac_high", "ratio_mean", "approx_kl", "num_tokens"]
-    values = [low.sum() / count, high.sum() / count, masked_mean(ratio), masked_mean(kl_k3(old_logp, logp)),
-              mask.sum().to(logp.dtype)]
+    values = [low.sum() / count, high.sum() / count, masked_mean(ratio.expand_as(logp), mask),
+              masked_mean(kl_k3(old_logp, logp), mask), mask.sum().to(logp.dtype)]
     if kl is not None:
         names.append("kl")
         values.append(kl.sum() / count)
@@ -551,13 +498,7 @@ def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
 
 
 def _zero_masked(values: Tensor, mask: Tensor) -> Tensor:
-    """``values`` with its masked positions replaced by 0.
-
-    Masked positions are replaced by 0 *before* any ``exp``: they then
-    contribute exactly 0 to the value and the gradient (``torch.where`` sends no
-    gradient to the unselected branch, where a plain ``* mask`` would turn
-    0 * inf into NaN).
-    """
+    """``values`` with masked positions 0 (``torch.where``: no gradient there, and no 0 * inf = NaN)."""
     return torch.where(mask, values, torch.zeros_like(values))
 
 

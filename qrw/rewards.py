@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from qrw.config import arg, check
+from qrw.grpo import group_advantages
 from qrw.shop.metrics import rewrite_metrics
 
 COMPONENTS = ("relevance", "conversion", "recall", "format")
@@ -57,9 +58,10 @@ class RewardConfig:
     w_format: float = arg(0.5, "weight of the rule-based format reward")
     conversion_scale: float = arg(0.5, "UCVR is divided by this to give the conversion reward (~[0, 1])")
     max_words: int = arg(16, "format rule: at most this many words in a rewrite")
-    aggregation: str = arg("sum", "how GRPO turns several rewards into advantages: 'sum' weights and sums the raw "
-                           "rewards, then normalises within the group; 'normalize-then-sum' normalises each reward "
-                           "within its group (std), then weights and sums (GDPO)",
+    aggregation: str = arg("normalize-then-sum", "how GRPO turns several rewards into advantages: "
+                           "'normalize-then-sum' z-scores each reward within its group, then weights and sums (GDPO; "
+                           "measured better here, README); 'sum' weights and sums the raw rewards, then normalises "
+                           "the sum as --scale says",
                            choices=["sum", "normalize-then-sum"])
 
     def __post_init__(self) -> None:
@@ -118,6 +120,35 @@ def fuse_rewards(components: dict[str, Tensor], weights: dict[str, float]) -> Te
         term = weight * (value if value.is_floating_point() else value.float())  # same shape as the component
         fused = term if fused is None else fused + term
     return fused
+
+
+def normalize_then_sum(components: dict[str, Tensor], weights: dict[str, float], eps: float = 1e-6) -> Tensor:
+    """Advantages from several rewards, each normalised within its group first (GDPO; TRL's
+    ``multi_objective_aggregation="normalize_then_sum"``)::
+
+        A_pg = sum_k w_k * (r_k,pg - mean_g r_k,p.) / (std_g r_k,p. + eps)
+
+    Each component is z-scored within its group (``group_advantages(r_k, "group")``:
+    unbiased std, exactly 0 where the component is constant in the group), so a
+    reward with a small spread (conversion: a few hundredths) pulls as hard as
+    one with a large spread (relevance: 0 / 0.5 / 1); the weights then say how
+    much each objective counts. The alternative, ``sum``, fuses the raw rewards
+    first (:func:`fuse_rewards`) and normalises the sum once.
+
+    Args:
+        components: name -> (P, G) rewards.
+        weights: name -> weight, one per component.
+
+    Returns:
+        (P, G) advantages.
+    """
+    if not components or set(components) != set(weights):
+        raise ValueError(f"need one weight per reward component, got {sorted(components)} and {sorted(weights)}")
+    total = None
+    for name, rewards in components.items():
+        term = float(weights[name]) * group_advantages(rewards, scale="group", eps=eps)  # (P, G)
+        total = term if total is None else total + term
+    return total
 
 
 def format_reward(queries: list[str], rewrites: list[str], well_formed: list[bool], known_words: set[str],

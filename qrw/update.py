@@ -21,10 +21,11 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from qrw.config import NonFiniteLossError, arg, check
-from qrw.grpo import LOSS_TYPES, check_loss_args, loss_normalizer, policy_loss, token_entropy, token_logprobs
+from qrw.config import NonFiniteLossError, arg, check, invariant
+from qrw.grpo import LOSS_TYPES, check_loss_args, loss_normalizer, policy_loss, token_logprobs
 from qrw.rollout import RolloutBatch, completion_logits, rollout_logprobs
 
 @dataclass
@@ -115,6 +116,21 @@ class GRPOConfig:
               "--log-every, --sample-every and --ckpt-every must be >= 1")
 
 
+def token_entropy(logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """Entropy of softmax(logits / T) at every position, in nats (a diagnostic).
+
+    Args:
+        logits: (B, T, V).
+
+    Returns:
+        (B, T) float32: ``-sum_v pi_v log pi_v``.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    logprobs = F.log_softmax(logits.float() / temperature, dim=-1)  # (B, T, V)
+    return -(logprobs.exp() * logprobs).sum(dim=-1)  # (B, T, V) -> (B, T)
+
+
 def _accumulate_minibatch(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: RolloutBatch, rows: Tensor,
                           advantages: Tensor, old_logp: Tensor, ref_logp: Tensor | None, totals: dict[str, float],
                           token_keys: list[str], *, microbatch_size: int, beta: float, clip_low: float,
@@ -164,39 +180,26 @@ def grpo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: Roll
 
     ::
 
-        old_logp = log pi_old(completions)        once, no gradient (unless given)
+        old_logp = log pi_old(completions)        the sampler's (or one forward here), no gradient
         for pass in 1..mu:
             for minibatch in batch (minibatch_size sequences each):
                 for micro-batch in minibatch (microbatch_size each):
-                    loss = policy_loss(..., normalizer=loss_normalizer(minibatch))
+                    loss = policy_loss(..., normalizer=loss_normalizer(minibatch) * normalizer_scale)
                     loss.backward()               gradients accumulate
                 clip the gradient norm to max_grad_norm; optimizer.step()
 
-    Dividing every micro-batch's summed loss by the *minibatch's* normaliser
-    makes the accumulated gradient that of the whole minibatch. With mu = 1 and
-    a single minibatch the update is on-policy: rho == 1 in value. The module's
-    train/eval mode is left as it is: keep dropout off (``policy.eval()`` still
-    trains) so that rho is 1 where it should be.
+    Only the first optimizer step is on-policy (rho == 1 in value). Keep dropout
+    off (``policy.eval()`` still trains) so that rho is 1 where it should be.
+    ``advantages``: (N,) or (P, G); ``ref_logp``/``old_logp``: (N, L); the loss
+    arguments as in :func:`qrw.grpo.policy_loss`; ``generator`` shuffles the rows
+    each pass; ``normalizer_scale`` multiplies every minibatch's normaliser
+    (dynamic sampling: whole rollout / kept rows, :func:`update_policy`).
 
-    Args:
-        batch: the rollout, N sequences; advantages: (N,) or (P, G) prompt-major.
-        mu: passes over the batch (DeepSeekMath: 1); minibatch_size: sequences per optimizer step.
-        beta, clip_low, clip_high, loss_type, max_len: as in :func:`qrw.grpo.policy_loss`.
-        temperature: the sampling temperature (scoring must match it).
-        max_grad_norm: clip the global gradient norm (None: no clipping).
-        ref_logp: (N, L) reference log-probs (required when beta > 0).
-        old_logp: (N, L) rollout-time log-probs; computed here if None.
-        microbatch_size: sequences per forward (default minibatch_size).
-        generator: if given, shuffle the rows each pass with it.
-        normalizer_scale: multiplies every minibatch's normaliser (dynamic sampling
-            passes kept / whole rollout, :func:`update_policy`).
-
-    Returns:
-        Means over the optimizer steps of ``loss`` and ``grad_norm`` (before
-        clipping); token-weighted means of ``clip_frac_low``, ``clip_frac_high``,
-        ``ratio_mean``, ``approx_kl``, ``entropy`` and (with ref_logp) ``kl``;
-        and ``optimizer_steps``. A NaN/inf loss or gradient norm raises
-        :class:`NonFiniteLossError` before the optimizer steps.
+    Returns means over the optimizer steps of ``loss`` and ``grad_norm`` (before
+    clipping), token-weighted means of ``clip_frac_low``, ``clip_frac_high``,
+    ``ratio_mean``, ``approx_kl``, ``entropy`` (and ``kl`` with ref_logp), and
+    ``optimizer_steps``. A NaN/inf loss or gradient norm raises
+    :class:`NonFiniteLossError` before the optimizer steps.
     """
     num_rows, length = batch.num_sequences, batch.completion_length
     microbatch_size = minibatch_size if microbatch_size is None else microbatch_size
@@ -207,22 +210,17 @@ def grpo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: Roll
     advantages = advantages.detach().reshape(num_rows)  # (P, G) or (N,) -> (N,), prompt-major
     max_len = length if max_len is None else max_len
     parameters = [p for p in policy.parameters() if p.requires_grad]
-    if not parameters:
-        raise ValueError("the policy has no trainable parameters")
-
+    invariant(bool(parameters), "the policy has no trainable parameters")
     if old_logp is None:  # pi_old: the policy as it was when the rollout was sampled
         old_logp = rollout_logprobs(policy, batch, temperature=temperature, chunk_size=microbatch_size)  # (N, L)
     old_logp = old_logp.detach()
 
-    order_device = batch.input_ids.device
-    token_keys = ["clip_frac_low", "clip_frac_high", "ratio_mean", "approx_kl", "entropy"]
-    if ref_logp is not None:
-        token_keys.append("kl")
+    token_keys = ["clip_frac_low", "clip_frac_high", "ratio_mean", "approx_kl", "entropy"] + ["kl"] * (ref_logp is not None)
     totals = dict.fromkeys(token_keys, 0.0) | {"tokens": 0.0}
     losses, grad_norms = [], []
     for pass_index in range(mu):
         order = torch.randperm(num_rows, generator=generator) if generator is not None else torch.arange(num_rows)
-        order = order.to(order_device)  # (N,)
+        order = order.to(batch.input_ids.device)  # (N,)
         for start in range(0, num_rows, minibatch_size):
             rows = order[start:start + minibatch_size]  # (b,) the minibatch's rows
             where = f"pass {pass_index + 1}/{mu}, minibatch starting at row {start}"

@@ -22,11 +22,11 @@ from qrw.grpo import (
     kl_k3,
     loss_normalizer,
     policy_loss,
-    token_entropy,
     token_logprobs,
     zero_spread_fraction,
 )
 from qrw.rewards import fuse_rewards
+from qrw.update import token_entropy
 
 # ---------------------------------------------------------------------------
 # Helpers: random inputs and naive references written with Python loops

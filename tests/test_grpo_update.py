@@ -22,7 +22,7 @@ from torch import nn
 
 from qrw import update
 from qrw.config import NonFiniteLossError
-from qrw.grpo import group_advantages, kl_k3, policy_loss, token_entropy
+from qrw.grpo import group_advantages, kl_k3, policy_loss
 from qrw.rollout import (
     RolloutBatch,
     completion_logits,
@@ -31,7 +31,7 @@ from qrw.rollout import (
     rollout_logprobs,
     sequence_logprobs,
 )
-from qrw.update import grpo_update
+from qrw.update import grpo_update, token_entropy
 
 VOCAB = 12
 PAD = 0
