@@ -35,11 +35,10 @@ class GRPOConfig:
     Three defaults depart from DeepSeekMath's GRPO, each measured on this task
     (README, "GRPO"):
 
-    - ``scale="none"`` (Dr. GRPO): the conversion reward differs by a few
-      hundredths between rewrites of equal meaning (ranking ties, word order);
-      dividing by a tiny group std blows that noise up to advantages of +-1,
-      as large as the difference between a relevant and an irrelevant rewrite.
-      Without std scaling an advantage is the reward difference itself.
+    - ``scale="none"`` (Dr. GRPO), for ``--aggregation sum``: an advantage is the
+      fused reward's difference from its group mean. (The default aggregation,
+      ``normalize-then-sum`` in :class:`qrw.rewards.RewardConfig`, z-scores each
+      reward within its group instead: measured better on the default run.)
     - ``dynamic_sampling=True`` with ``beta=0`` (DAPO): after SFT most groups are
       unanimous (all G rewrites equal); they carry no policy-gradient signal, so
       the update skips them, which makes each step several times cheaper. The
@@ -54,7 +53,7 @@ class GRPOConfig:
       step over the whole rollout.
 
     DeepSeekMath's GRPO (one on-policy update per rollout, group std, KL 0.04):
-    ``--scale group --beta 0.04 --no-dynamic-sampling --mu 1 --minibatch-size 0``.
+    ``--aggregation sum --scale group --beta 0.04 --no-dynamic-sampling --mu 1 --minibatch-size 0``.
     """
 
     steps: int = arg(250, "GRPO steps (one rollout batch each)")
@@ -75,7 +74,8 @@ class GRPOConfig:
     clip_high: float | None = arg(None, "clip range above 1, > 0: ratio <= 1 + clip_high "
                                   "(None: clip_low; DAPO: 0.28)")
     loss_type: str = arg("grpo", "loss aggregation", choices=list(LOSS_TYPES))
-    scale: str = arg("none", "advantage scaling: group std (DeepSeekMath), batch std, or none (Dr. GRPO)",
+    scale: str = arg("none", "with --aggregation sum: advantage scaling by the group std (DeepSeekMath), the "
+                     "batch std, or none (Dr. GRPO)",
                      choices=["group", "batch", "none"])
     mu: int = arg(1, "optimisation passes over each rollout (with --minibatch-size 0 and mu 1: one on-policy "
                   "update, ratio == 1 in value)")
