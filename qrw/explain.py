@@ -248,7 +248,7 @@ def format_trace(t: Trace) -> str:
     else:
         lines.append("    no group has a reward spread: nothing to update")
     before = torch.where(t.mask, t.logp, torch.zeros_like(t.logp)).sum(1)
-    lines += ["", "7. log pi(rewrite | query) before -> after the step (A > 0 should rise, A < 0 fall)"]
+    lines += ["", "7. log pi(rewrite | query) before -> after the step (A > 0 tends to rise, A < 0 to fall)"]
     for i in range(len(t.tokens)):
         lines.append(f"    [{i}] A {_f(t.advantages.reshape(-1)[i].item())}: {before[i].item():9.4f} -> "
                      f"{t.logp_after[i].item():9.4f} ({t.logp_after[i].item() - before[i].item():+.2e})")
