@@ -38,6 +38,7 @@ import torch
 from qrw.checkpoint import CKPT_NAME
 from qrw.config import (NonFiniteLossError, Parser, add_config_args, arg, check, config_from_args, config_from_dict,
                         resolve_device, run_main)
+from qrw.lm.precision import DTYPES, resolve_dtype, set_precision
 from qrw.grpo import dynamic_sampling_mask, group_advantages, kl_k3, masked_mean
 from qrw.rewards import COMPONENTS, RewardConfig, RewardFunction, normalize_then_sum
 from qrw.rewriter import Rewriter
@@ -58,6 +59,9 @@ class GRPORunConfig:
     seed: int = arg(0, "seed of the query order and the sampling")
     queries: str = arg("logs", "GRPO's training queries: the search logs' queries (unlabelled: the rewards need "
                        "no gold rewrite) or the SFT training queries", choices=["logs", "train"])
+    dtype: str = arg("auto", "compute precision of the policy and the reference: 'bf16' (autocast, float32 "
+                     "weights, logits and log-probs), 'fp32', or 'auto' (bf16 where the hardware runs it fast)",
+                     choices=list(DTYPES))
 
     def __post_init__(self) -> None:
         check(self.seed >= 0, f"--seed must be >= 0 (got {self.seed})")
@@ -111,7 +115,7 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
 
     # ---- configs, and the SFT run to start from ---------------------------------------
-    run = config_from_args(GRPORunConfig, args)
+    run = config_from_args(GRPORunConfig, args, base=GRPORunConfig(dtype="fp32") if args.smoke else None)
     grpo = config_from_args(GRPOConfig, args, base=GRPOConfig(**SMOKE_GRPO) if args.smoke else None)
     rewards_cfg = config_from_args(RewardConfig, args)
     default_out = "runs/grpo" if rewards_cfg.reward == "fusion" else f"runs/grpo-{rewards_cfg.reward}"
@@ -125,14 +129,15 @@ def main(argv=None) -> int:
     run_dir = RunDir(out, resume=args.resume)
     if args.resume:
         saved = run_dir.saved_config
-        run = config_from_dict(GRPORunConfig, saved["run"])
+        run = config_from_dict(GRPORunConfig, {"dtype": "fp32"} | saved["run"])  # runs before --dtype: fp32
         grpo = config_from_dict(GRPOConfig, saved["grpo"])
         rewards_cfg = config_from_dict(RewardConfig, saved["rewards"])
 
     # ---- policy (trainable) and reference (frozen SFT copy) ----------------------------
+    run = dataclasses.replace(run, dtype=resolve_dtype(run.dtype, device))
     init = Path(run.init)
     loaded = load_run(init, device)
-    world, tok, policy = loaded.world, loaded.tok, loaded.model
+    world, tok, policy = loaded.world, loaded.tok, set_precision(loaded.model, run.dtype)
     reference = frozen_reference(policy)
     torch.manual_seed(run.seed)
     run_dir.create()  # the directory, locked against a second writer, before the first file
@@ -145,13 +150,14 @@ def main(argv=None) -> int:
     tagger = Rewriter(reference, tok, device) if rewards_cfg.relevance_judge == "tagger" else None
     reward_fn = RewardFunction(shop, rewards_cfg, tagger=tagger)
     rewriter = Rewriter(policy, tok, device, max_new_tokens=grpo.max_new_tokens)
-    optimizer = torch.optim.AdamW(policy.param_groups(grpo.weight_decay), lr=grpo.lr, betas=(0.9, 0.99))
+    optimizer = torch.optim.AdamW(policy.param_groups(grpo.weight_decay), lr=grpo.lr, betas=(0.9, 0.99),
+                                  fused=device.type in ("cuda", "cpu"))
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
     if progress:
         print(f"GRPO from {init}: reward {rewards_cfg.reward} (weights {reward_fn.weights}, relevance judge "
               f"{rewards_cfg.relevance_judge}) | P {grpo.queries_per_step} x G {grpo.group_size} | "
-              f"loss {grpo.loss_type} | beta {grpo.beta} | device {device}")
+              f"loss {grpo.loss_type} | beta {grpo.beta} | device {device} ({run.dtype})")
 
     # ---- the GRPO loop ------------------------------------------------------------------
     pool = world.log_queries if run.queries == "logs" else world.queries["train"]
@@ -183,7 +189,8 @@ def main(argv=None) -> int:
         #    surrogate (+ beta * KL) on the kept groups, normalised by the whole rollout
         batch = groups_batch(groups, pad_id=tok.pad_id, eos_id=tok.eos_id, device=device)  # N = P * G rows
         old_logp = groups.rollout.logprobs.to(device)  # (N, L): equal to a re-scoring forward
-        ref_logp = rollout_logprobs(reference, batch, temperature=grpo.temperature)  # (N, L)
+        measure_kl = grpo.beta > 0 or (step + 1) % grpo.kl_every == 0 or step == 0
+        ref_logp = rollout_logprobs(reference, batch, temperature=grpo.temperature) if measure_kl else None  # (N, L)
         lr = lr_at(step, peak=grpo.lr, warmup_steps=grpo.warmup_steps, total_steps=grpo.steps)
         set_lr(optimizer, lr)
         try:
@@ -194,7 +201,8 @@ def main(argv=None) -> int:
         t3 = time.perf_counter()
         # 5. log, show samples, checkpoint
         record = step_record(step, lr, scores, advantages, has_signal, keep, groups, update, tok.eos_id)
-        record["kl"] = float(masked_mean(kl_k3(old_logp, ref_logp), batch.completion_mask))  # every sample
+        record["kl"] = (float(masked_mean(kl_k3(old_logp, ref_logp), batch.completion_mask))  # every sample
+                        if ref_logp is not None else None)
         record |= {"seconds": t3 - t0, "seconds_rollout": t1 - t0, "seconds_reward": t2 - t1,
                    "seconds_update": t3 - t2}
         run_dir.log.write(record)

@@ -30,6 +30,7 @@ from qrw.config import (NonFiniteLossError, Parser, add_config_args, check, conf
                         resolve_device, run_main)
 from qrw.data import TASKS, TaskMixture
 from qrw.lm.model import ModelConfig, Transformer
+from qrw.lm.precision import resolve_dtype, set_precision
 from qrw.lm.tokenizer import Tokenizer
 from qrw.log import log_line
 from qrw.rewriter import Rewriter
@@ -71,7 +72,7 @@ def build_configs(args: argparse.Namespace) -> dict:
 
 def saved_configs(saved: dict) -> dict:
     """The configs of a run being resumed, from its ``config.json``."""
-    return {"run": config_from_dict(SFTRunConfig, saved["run"]), "world": config_from_dict(WorldConfig, saved["world"]),
+    return {"run": config_from_dict(SFTRunConfig, {"dtype": "fp32"} | saved["run"]),  # runs before --dtype: fp32 "world": config_from_dict(WorldConfig, saved["world"]),
             "pretrain": config_from_dict(TrainConfig, saved["pretrain"]),
             "sft": config_from_dict(TrainConfig, saved["sft"])}
 
@@ -141,6 +142,7 @@ def main(argv=None) -> int:
     run_dir = RunDir(args.out, resume=args.resume)
     out = run_dir.out
     configs = saved_configs(run_dir.saved_config) if args.resume else build_configs(args)
+    configs["run"] = dataclasses.replace(configs["run"], dtype=resolve_dtype(configs["run"].dtype, device))
     run: SFTRunConfig = configs["run"]
     context = ModelConfig.preset(run.preset, run.vocab_size).max_seq_len
     for stage in ("pretrain", "sft"):
@@ -159,12 +161,12 @@ def main(argv=None) -> int:
 
     # ---- model --------------------------------------------------------------------------
     model_cfg = ModelConfig.preset(run.preset, tok.vocab_size)
-    model = Transformer(model_cfg).to(device)
+    model = set_precision(Transformer(model_cfg).to(device), run.dtype)
     state = run_dir.begin({k: dataclasses.asdict(v) for k, v in configs.items()}
                           | {"model": dataclasses.asdict(model_cfg), "kind": "sft"}, model)
     if progress:
         print(f"world: {len(world.products)} products, {len(world.queries['train'])} train queries | "
-              f"model: {run.preset}, {model.num_params() / 1e6:.2f}M params | device: {device}")
+              f"model: {run.preset}, {model.num_params() / 1e6:.2f}M params | device: {device} ({run.dtype})")
     max_len = model_cfg.max_seq_len
     budget = args.stop_after
     start_stage = state["stage"] if state else "pretrain"

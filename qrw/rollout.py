@@ -206,7 +206,9 @@ def completion_logits(model: nn.Module, input_ids: Tensor, attention_mask: Tenso
     score a token that does not exist, so it is not computed.
 
     Args:
-        model: ``model(input_ids (B, T), attention_mask (B, T) bool) -> logits (B, T, V)``.
+        model: ``model(input_ids (B, T), attention_mask (B, T) bool, select=(B, T) bool) -> logits (N, V)``
+            at the N selected positions in row-major order (:class:`qrw.lm.model.Transformer`'s
+            contract): the LM head runs on the completion's columns only.
         input_ids: (B, T) left-padded prompt + completion.
         attention_mask: (B, T) bool, False on padding.
         completion_start: column of the first completion token (>= 1).
@@ -221,8 +223,11 @@ def completion_logits(model: nn.Module, input_ids: Tensor, attention_mask: Tenso
     if not bool(attention_mask[:, completion_start - 1].all()):
         raise ValueError("the token before completion_start must be a real prompt token in every row "
                          "(prompts must be left-padded and non-empty)")
-    logits = model(input_ids[:, :-1], attention_mask[:, :-1])  # (B, T-1, V): drop the last input
-    return logits[:, completion_start - 1:]  # (B, L, V)
+    B, L = input_ids.shape[0], total - completion_start
+    scoring = torch.zeros(B, total - 1, dtype=torch.bool, device=input_ids.device)  # (B, T-1)
+    scoring[:, completion_start - 1:] = True  # the LM head runs on these columns only
+    logits = model(input_ids[:, :-1], attention_mask[:, :-1], select=scoring)  # (B * L, V): drop the last input
+    return logits.view(B, L, -1)  # (B, L, V)
 
 
 def sequence_logprobs(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, completion_start: int,

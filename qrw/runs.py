@@ -39,6 +39,7 @@ from qrw.checkpoint import (CKPT_NAME, CONFIG_NAME, TOKENIZER_NAME, file_sha256,
                             restore_model, save_checkpoint, write_json)
 from qrw.config import UserError, config_from_dict
 from qrw.lm.model import ModelConfig, Transformer
+from qrw.lm.precision import set_precision
 from qrw.lm.tokenizer import Tokenizer
 from qrw.log import MetricsLog, log_line
 from qrw.rewriter import Rewriter
@@ -327,4 +328,5 @@ def load_run(run_dir: str | os.PathLike, device: torch.device | str = "cpu") -> 
     model = Transformer(model_cfg)
     model.load_state_dict(state["model"])
     model.eval()
+    set_precision(model, config.get("run", {}).get("dtype", "fp32"))  # as trained (runs before bf16: fp32)
     return LoadedRun(path, World(world_cfg), tok, model.to(device), config)

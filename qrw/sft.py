@@ -40,6 +40,7 @@ from qrw.config import arg, check, invariant
 from qrw.data import (TASKS, Batch, TaskMixture, collate, mixture_counts, pretrain_dataset, relevance_dataset,
                       rewrite_dataset, rewrite_pair_dataset, split_micro_batches)
 from qrw.lm.model import PRESETS
+from qrw.lm.precision import DTYPES
 from qrw.lm.tokenizer import Tokenizer
 from qrw.shop.world import World, WorldConfig
 
@@ -64,6 +65,9 @@ class SFTRunConfig:
     relevance_balance: str = arg("over", "balance the relevance labels by dropping pairs of the commoner labels "
                                  "('under') or repeating pairs of the rarer ones ('over')", choices=["under", "over"])
     val_examples: int = arg(256, "validation examples per task for the periodic validation loss")
+    dtype: str = arg("auto", "compute precision: 'bf16' (autocast, float32 weights and optimizer state), 'fp32', "
+                     "or 'auto' (bf16 where the hardware runs it fast; config.json records the choice)",
+                     choices=list(DTYPES))
 
     def __post_init__(self) -> None:
         check(self.seed >= 0, f"--seed must be >= 0 (got {self.seed})")
@@ -117,7 +121,7 @@ class TrainConfig:
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW over the model's weight-decay groups (``model.param_groups``)."""
     return torch.optim.AdamW(model.param_groups(cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                             fused=device.type == "cuda")
+                             fused=device.type in ("cuda", "cpu"))
 
 
 def multitask_loss(logits: torch.Tensor, batch: Batch, normalizer: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -201,7 +205,7 @@ DEFAULT_PRETRAIN = TrainConfig(steps=600, batch_size=64, lr=3e-3, warmup_steps=3
 DEFAULT_SFT = TrainConfig(steps=3500, batch_size=64, lr=1e-3, warmup_steps=50, eval_every=250, ckpt_every=250)
 SMOKE = {
     "world": dict(n_products=200, n_train_queries=400, n_val_queries=60, n_test_queries=80, n_log_sessions=600),
-    "run": dict(preset="tiny", vocab_size=512, val_examples=32),
+    "run": dict(preset="tiny", vocab_size=512, val_examples=32, dtype="fp32"),  # tiny: bf16 would gain nothing
     "pretrain": dict(steps=8, batch_size=16, micro_batch_size=16, warmup_steps=2, log_every=4, eval_every=0,
                      ckpt_every=0),
     "sft": dict(steps=12, batch_size=16, micro_batch_size=16, warmup_steps=2, log_every=4, eval_every=0,

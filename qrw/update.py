@@ -46,7 +46,9 @@ class GRPOConfig:
       equals the full batch's (the dropped rows would add exactly 0). With
       ``beta > 0`` the dropped rows would still carry a KL gradient, so dynamic
       sampling is refused there (DAPO pairs it with beta = 0 too). The KL to the
-      SFT model is logged every step over *all* samples (``kl`` in metrics.jsonl).
+      SFT model is measured over *all* samples (``kl`` in metrics.jsonl) every
+      ``kl_every`` steps: with beta = 0 only this log needs the reference's
+      forward over the whole rollout, a third of a step's cost on a CPU.
     - ``minibatch_size=128``: the kept samples are split into minibatches of 128,
       so a step may take several optimizer steps; only the first is on-policy
       (ratio == 1 in value). ``--minibatch-size 0`` makes each pass one optimizer
@@ -84,6 +86,9 @@ class GRPOConfig:
     dynamic_sampling: bool = arg(True, "skip groups whose rewards are all equal in the update (DAPO; the loss is "
                                  "still normalised by the whole rollout; needs --beta 0)")
     log_every: int = arg(5, "steps between log lines (every step goes to metrics.jsonl)")
+    kl_every: int = arg(5, "with --beta 0: steps between measurements of the KL to the SFT reference over all "
+                        "samples (a forward of the reference over the whole rollout; with --beta > 0 the loss "
+                        "needs it every step)")
     sample_every: int = arg(25, "steps between printed sample rewrites with their rewards")
     ckpt_every: int = arg(25, "steps between checkpoints")
 
@@ -112,8 +117,8 @@ class GRPOConfig:
         check(not (self.dynamic_sampling and self.beta > 0),
               f"--beta {self.beta} with dynamic sampling would drop the KL gradient of the skipped groups: "
               "pass --no-dynamic-sampling, or --beta 0 (DAPO)")
-        check(self.log_every >= 1 and self.sample_every >= 1 and self.ckpt_every >= 1,
-              "--log-every, --sample-every and --ckpt-every must be >= 1")
+        check(self.log_every >= 1 and self.sample_every >= 1 and self.ckpt_every >= 1 and self.kl_every >= 1,
+              "--log-every, --sample-every, --ckpt-every and --kl-every must be >= 1")
 
 
 def token_entropy(logits: Tensor, temperature: float = 1.0) -> Tensor:

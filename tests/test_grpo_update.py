@@ -54,7 +54,8 @@ class TinyCausalLM(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.head = nn.Linear(d_model, vocab_size)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                select: torch.Tensor | None = None) -> torch.Tensor:
         batch_size, length = input_ids.shape
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids, dtype=torch.bool)
@@ -67,7 +68,7 @@ class TinyCausalLM(nn.Module):
         allowed = (causal & attention_mask[:, None, :]) | itself  # (B, T, T)
         scores = scores.masked_fill(~allowed, float("-inf"))
         x = x + torch.softmax(scores, dim=-1) @ value  # (B, T, D)
-        return self.head(x)  # (B, T, V)
+        return self.head(x if select is None else x[select])  # (B, T, V), or (N, V) at the selected positions
 
 
 def make_policy(seed: int = 0) -> nn.Module:
@@ -83,8 +84,9 @@ def make_policy(seed: int = 0) -> nn.Module:
 class NextTokenModel(nn.Module):
     """Known logits: at every position, 10 on the token ``(input + 1) % V``, 0 elsewhere."""
 
-    def forward(self, input_ids, attention_mask=None):
-        return 10.0 * nn.functional.one_hot((input_ids + 1) % VOCAB, VOCAB).float()  # (B, T, V)
+    def forward(self, input_ids, attention_mask=None, select=None):
+        logits = 10.0 * nn.functional.one_hot((input_ids + 1) % VOCAB, VOCAB).float()  # (B, T, V)
+        return logits if select is None else logits[select]  # (B, T, V) or (N, V)
 
 
 PROMPTS = [[2, 3, 4, 5], [6], [7, 8]]

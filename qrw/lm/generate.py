@@ -165,9 +165,12 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: int, top_p: flo
         tokens = logits.argmax(-1)  # (N,)
         logprobs = F.log_softmax(logits, dim=-1)  # (N, V)
     else:
-        scaled = logits / temperature
+        scaled = logits if temperature == 1.0 else logits / temperature  # (N, V)
         logprobs = F.log_softmax(scaled, dim=-1)  # (N, V)
-        probs = F.softmax(filter_logits(scaled, top_k, top_p), dim=-1)  # (N, V)
+        if top_k > 0 or top_p < 1.0:
+            probs = F.softmax(filter_logits(scaled, top_k, top_p), dim=-1)  # (N, V)
+        else:  # unfiltered: the same distribution, without a second softmax
+            probs = logprobs.exp()  # (N, V)
         cdf = probs.cumsum(-1)  # (N, V)
         gen_device = generator.device if generator is not None else logits.device
         u = torch.rand(logits.shape[0], generator=generator, device=gen_device).to(logits.device)  # (N,)

@@ -15,8 +15,15 @@ Conventions:
   not with its neighbour. Parameter names follow HF Llama, so a state dict maps
   one to one (``embed_tokens``/``layers``/``norm`` <-> ``model.*``, ``lm_head``
   <-> ``lm_head``) with no permutation of the q/k projections.
-- Attention is ``F.scaled_dot_product_attention``. Without an attention mask it
-  runs the fused causal kernel; with one it gets a boolean (B, 1, T, S) mask.
+- Attention (:func:`attention`) is written out, softmax(q k^T / sqrt(D) + mask) v with
+  the softmax in float32, on the CPU; on CUDA it is ``F.scaled_dot_product_attention``
+  (the fused kernels). The CPU choice is measured: at this model's shapes
+  PyTorch's CPU flash kernel is as fast as the explicit form in float32 and 2-4x
+  slower in bfloat16 (``python -m qrw.bench attention``). Both forms take the
+  same boolean (B, 1, T, S) mask, or none for plain causal attention.
+- Precision (``qrw.lm.precision``): under bfloat16 autocast the matrix multiplies
+  run in bfloat16 while the residual stream, RMSNorm, softmax and the LM head
+  (hence the logits, the loss and every log-probability) stay in float32.
 - Padding: ``attention_mask`` (B, T) bool, True = real token, may pad on the
   left (generation, GRPO scoring) or the right (training). Positions are then
   ``cumsum(mask) - 1`` clamped at 0, so a sequence gets the same positions and
@@ -133,6 +140,24 @@ def rope_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Te
     return angles.cos().float(), angles.sin().float()
 
 
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(D) masked) v: q (B, H, T, D), k and v (B, H, S, D), ``attn_mask`` (B, 1, T, S) bool
+    (True = may attend) or None for plain causal (T == S). Returns (B, H, T, D) in v's dtype.
+
+    On CUDA this is ``F.scaled_dot_product_attention``; elsewhere it is written out,
+    with the scores and the softmax in float32 (the reference the fused kernel is
+    tested against: tests/test_model.py).
+    """
+    if q.is_cuda:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None)
+    T, S = q.shape[-2], k.shape[-2]
+    if attn_mask is None:
+        attn_mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)  # (T, S) causal
+    scores = (q @ k.transpose(-2, -1)).float() * (1.0 / math.sqrt(q.shape[-1]))    # (B, H, T, S)
+    scores = scores.masked_fill(~attn_mask, float("-inf"))
+    return scores.softmax(dim=-1).to(v.dtype) @ v                                 # (B, H, T, D)
+
+
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     """(x1, x2) -> (-x2, x1) on the two halves of the last dimension."""
     x1, x2 = x.chunk(2, dim=-1)
@@ -166,10 +191,7 @@ class CausalSelfAttention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # (B, H, S, D): everything cached so far
-        if attn_mask is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, D)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, H, T, D)
+        y = attention(q, k, v, attn_mask)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         return self.o_proj(y)
 
@@ -259,6 +281,7 @@ class Transformer(nn.Module):
         cos, sin = rope_tables(config.head_dim, config.max_seq_len, config.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)  # (max_seq_len, D)
         self.register_buffer("rope_sin", sin, persistent=False)  # (max_seq_len, D)
+        self.compute_dtype: torch.dtype | None = None  # bfloat16: autocast around forward (qrw.lm.precision)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -278,6 +301,14 @@ class Transformer(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 positions: torch.Tensor | None = None, cache=None,
                 select: torch.Tensor | None = None, document_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Next-token logits; see :meth:`_forward` for the arguments. Under autocast when ``compute_dtype`` is set."""
+        with torch.autocast(input_ids.device.type, dtype=self.compute_dtype or torch.bfloat16,
+                            enabled=self.compute_dtype is not None):
+            return self._forward(input_ids, attention_mask, positions, cache, select, document_ids)
+
+    def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                 positions: torch.Tensor | None = None, cache=None,
+                 select: torch.Tensor | None = None, document_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Next-token logits for every position (or only the ``select``ed ones).
 
         Args:
@@ -336,7 +367,8 @@ class Transformer(nn.Module):
         if select is not None:
             invariant(select.shape == (B, T), f"select shape {tuple(select.shape)} != input_ids shape {(B, T)}")
             x = x[select.bool()]  # (N, C)
-        logits = self.lm_head(x).float()  # (B, T, V) or (N, V)
+        with torch.autocast(x.device.type, enabled=False):  # the head in float32: logits feed losses and log-probs
+            logits = F.linear(x.float(), self.lm_head.weight.float())  # (B, T, V) or (N, V)
         if cache is not None:
             cache.advance(T)
         return logits
