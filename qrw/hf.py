@@ -177,7 +177,8 @@ def _rope_theta(config: dict, source: str) -> float:
         kind = table.get("rope_type", table.get("type", "default")) if table else "default"
         check(kind == "default", f"{source}: rotary scaling {kind!r} does not map onto qrw's plain RoPE")
     partial = params.get("partial_rotary_factor", config.get("partial_rotary_factor", 1.0))
-    check(partial is None or partial == 1, f"{source}: partial rotary embeddings (factor {partial}) do not map onto qrw's RoPE")
+    check(partial is None or partial == 1,
+          f"{source}: partial rotary embeddings (factor {partial}) do not map onto qrw's RoPE")
     return params.get("rope_theta", config.get("rope_theta", 10000.0))
 
 
