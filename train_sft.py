@@ -10,6 +10,7 @@ Writes a run directory (default ``runs/sft``): ``config.json``, ``tokenizer.json
     python train_sft.py --tasks rewrite      # single-task SFT ablation
     python train_sft.py --no-pretrain        # no stage 0 ablation
     python train_sft.py --resume --out DIR   # continue an interrupted run exactly
+    python train_sft.py --init-from-hf DIR   # start from a local Hugging Face Llama (shape, weights, tokenizer)
 
 The loop of a stage is written out below in :func:`train_stage`; the loss and the
 data are in :mod:`qrw.sft` and :mod:`qrw.data`, the run directory in :mod:`qrw.runs`.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import time
 from typing import Callable
 
@@ -29,6 +31,7 @@ from qrw.checkpoint import CKPT_NAME, CONFIG_NAME, TOKENIZER_NAME
 from qrw.config import (NonFiniteLossError, Parser, add_config_args, check, config_from_args, config_from_dict,
                         resolve_device, run_main)
 from qrw.data import TASKS, TaskMixture
+from qrw.hf import import_hf, load_hf_tokenizer, read_hf_config
 from qrw.lm.model import ModelConfig, Transformer
 from qrw.lm.precision import resolve_dtype, set_precision
 from qrw.lm.tokenizer import Tokenizer
@@ -51,6 +54,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--stop-after", type=int, default=None,
                    help="stop (with a checkpoint) after this many optimizer steps in this invocation; continue with --resume")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines, only the final summary")
+    p.add_argument("--init-from-hf", default=None, metavar="HF_DIR",
+                   help="start from a local Hugging Face Llama directory: its shape and weights (instead of --preset "
+                        "and a random init) and its tokenizer.json (a qrw tokenizer, instead of training one)")
     add_config_args(p, SFTRunConfig, group_title="run")
     add_config_args(p, WorldConfig, skip=("seed",), group_title="world")
     add_config_args(p, TrainConfig, prefix="pretrain", group_title="stage 0 (pretraining)", base=DEFAULT_PRETRAIN)
@@ -144,7 +150,12 @@ def main(argv=None) -> int:
     configs = saved_configs(run_dir.saved_config) if args.resume else build_configs(args)
     configs["run"] = dataclasses.replace(configs["run"], dtype=resolve_dtype(configs["run"].dtype, device))
     run: SFTRunConfig = configs["run"]
-    context = ModelConfig.preset(run.preset, run.vocab_size).max_seq_len
+    init_from_hf = run_dir.saved_config.get("init_from_hf") if args.resume else args.init_from_hf
+    hf_cfg = None  # the model's shape when it starts from a Hugging Face Llama (a resumed run: the shape it saved)
+    if init_from_hf:
+        hf_cfg = (config_from_dict(ModelConfig, run_dir.saved_config["model"]) if args.resume
+                  else read_hf_config(init_from_hf))
+    context = (hf_cfg or ModelConfig.preset(run.preset, run.vocab_size)).max_seq_len
     for stage in ("pretrain", "sft"):
         check(configs[stage].pack_len <= context,
               f"--{stage}-pack-len must be <= the model's context window ({context}), got {configs[stage].pack_len}")
@@ -156,17 +167,24 @@ def main(argv=None) -> int:
         tok = Tokenizer.load(run_dir.tokenizer_path)
     else:
         run_dir.create()  # the directory, locked against a second writer, before the first file
-        tok = Tokenizer.train(world.corpus_texts(), run.vocab_size)
+        if init_from_hf:
+            tok = load_hf_tokenizer(init_from_hf, hf_cfg.vocab_size)
+        else:
+            tok = Tokenizer.train(world.corpus_texts(), run.vocab_size)
         tok.save(run_dir.tokenizer_path)
 
     # ---- model --------------------------------------------------------------------------
-    model_cfg = ModelConfig.preset(run.preset, tok.vocab_size)
+    model_cfg = hf_cfg or ModelConfig.preset(run.preset, tok.vocab_size)
     model = set_precision(Transformer(model_cfg).to(device), run.dtype)
+    if init_from_hf and not (out / CKPT_NAME).exists():  # fresh, or resumed before the first checkpoint
+        model.load_state_dict(import_hf(init_from_hf)[1])
     state = run_dir.begin({k: dataclasses.asdict(v) for k, v in configs.items()}
-                          | {"model": dataclasses.asdict(model_cfg), "kind": "sft"}, model)
+                          | {"model": dataclasses.asdict(model_cfg), "kind": "sft"}
+                          | ({"init_from_hf": os.path.abspath(init_from_hf)} if init_from_hf else {}), model)
     if progress:
         print(f"world: {len(world.products)} products, {len(world.queries['train'])} train queries | "
-              f"model: {run.preset}, {model.num_params() / 1e6:.2f}M params | device: {device} ({run.dtype})")
+              f"model: {init_from_hf or run.preset}, {model.num_params() / 1e6:.2f}M params | device: {device} "
+              f"({run.dtype})")
     max_len = model_cfg.max_seq_len
     budget = args.stop_after
     start_stage = state["stage"] if state else "pretrain"
