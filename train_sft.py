@@ -78,7 +78,8 @@ def build_configs(args: argparse.Namespace) -> dict:
 
 def saved_configs(saved: dict) -> dict:
     """The configs of a run being resumed, from its ``config.json``."""
-    return {"run": config_from_dict(SFTRunConfig, {"dtype": "fp32"} | saved["run"]),  # runs before --dtype: fp32 "world": config_from_dict(WorldConfig, saved["world"]),
+    return {"run": config_from_dict(SFTRunConfig, {"dtype": "fp32"} | saved["run"]),  # runs before --dtype: fp32
+            "world": config_from_dict(WorldConfig, saved["world"]),
             "pretrain": config_from_dict(TrainConfig, saved["pretrain"]),
             "sft": config_from_dict(TrainConfig, saved["sft"])}
 
