@@ -45,7 +45,7 @@ from qrw.rewriter import Rewriter
 from qrw.rollout import (SampledGroups, frozen_reference, groups_batch, rollout_logprobs, sample_groups,
                          step_generator, step_queries)
 from qrw.runs import RunDir, StageLoop, load_run, lr_at, set_lr
-from qrw.scorecard import compare_rewrites, evaluate_run, format_comparison, format_table
+from qrw.scorecard import HACKING, compare_rewrites, evaluate_run, format_comparison, format_table, rewrite_kinds
 from qrw.shop.metrics import METRICS
 from qrw.shop.shop import Shop
 from qrw.update import GRPOConfig, update_policy
@@ -240,13 +240,17 @@ def main(argv=None) -> int:
         rows[label]["all"]["reward"] = float(np.mean(values))
     comparison = compare_rewrites(shop, queries, before["rewrites"], after["rewrites"],
                                   extra={"reward": (fused[before_label], fused[after_label])})
+    kinds = {label: rewrite_kinds(world, queries, res["rewrites"]) for label, res in ((before_label, before),
+                                                                                     (after_label, after))}
     run_dir.write_results({"split": "test", "n_queries": len(queries), "segments": before["segments"], "rows": rows,
-                           "reward": rewards_cfg.reward, "comparison": comparison,
+                           "reward": rewards_cfg.reward, "comparison": comparison, "rewrite_kinds": kinds,
                            "train_seconds": round(train_seconds, 1), "samples": after["samples"]})
     print(f"== test queries ({len(queries)}): SFT init vs {after_label}; reward = the run's fused reward ==")
     print(format_table(rows, before["segments"], METRICS + ("reward",)))
     print(f"paired differences on the {len(queries)} test queries (GRPO - SFT init):")
     print(format_comparison(comparison, before_label, after_label))
+    print("rewrites that drift (of the test queries' greedy rewrites): " + "; ".join(
+        f"{name} {kinds[before_label][name]} -> {kinds[after_label][name]}" for name in HACKING))
     print(f"wrote {out}/ in {time.perf_counter() - t_start:.0f} s (training {train_seconds:.0f} s)")
     return 0
 

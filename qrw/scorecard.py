@@ -238,3 +238,19 @@ def format_comparison(comparison: dict[str, dict[str, float]], before: str, afte
         lines.append(f"{name:<10} {c['before']:>12.4f} {c['after']:>14.4f} {c['diff']:>+11.4f}  "
                      f"[{c['low']:+.4f}, {c['high']:+.4f}]{star}")
     return "\n".join(lines)
+
+
+# ---- what kinds of rewrites a policy writes (reward hacking shows here) ---------------------------
+
+HACKING = {"attribute dropped": ("attribute dropped", "partial, mixed"), "no category": ("unparsable",),
+           "category or brand swapped": ("category swapped", "complement", "brand swapped")}
+"""The drifts a learned relevance reward lets through (README, "GRPO"), as sums of rewrite kinds.
+"unparsable" is a rewrite with no category (or a slot named twice); "partial, mixed" dropped
+something and added something else."""
+
+
+def rewrite_kinds(world, queries, rewrites: list[str]) -> dict[str, int]:
+    """How many rewrites of each kind (``World.perturbation_kind``, in its order) and the :data:`HACKING` sums."""
+    kinds = [world.perturbation_kind(q.intent, r or "") for q, r in zip(queries, rewrites)]
+    counts = {kind: kinds.count(kind) for kind in world.PERTURBATION_KINDS}
+    return counts | {name: sum(counts[k] for k in members) for name, members in HACKING.items()}

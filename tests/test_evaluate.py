@@ -191,10 +191,11 @@ def test_docstring_examples_run():
     """The examples in the docstrings of the statistics and the scorecard are run, not just read."""
     import doctest
 
+    import qrw.rewards
     import qrw.scorecard
     import qrw.shop.abtest
 
-    for module in (qrw.shop.abtest, qrw.scorecard):
+    for module in (qrw.shop.abtest, qrw.scorecard, qrw.rewards):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
 

@@ -1,0 +1,62 @@
+"""The rule rewards for a learned relevance judge's blind spots (``--rules``): by hand and in the reward function."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qrw.config import UserError
+from qrw.rewards import RewardConfig, RewardFunction, rule_rewards
+from qrw.shop.shop import Shop
+from qrw.shop.world import World, WorldConfig
+
+CATEGORIES = ("sneakers", "protective case", "smartphone")
+BRANDS = {"nike", "adidas", "apple"}
+
+
+def test_each_rule_by_hand():
+    anchors = ["nike sneakers black"]
+    assert rule_rewards(["nike sneakers black"], anchors, ("category",), CATEGORIES, BRANDS).tolist() == [1.0]
+    assert rule_rewards(["nike black"], anchors, ("category",), CATEGORIES, BRANDS).tolist() == [0.0]
+    assert rule_rewards(["nike sneakers"], anchors, ("anchors",), CATEGORIES, BRANDS).tolist() == [pytest.approx(2 / 3)]
+    assert rule_rewards(["adidas sneakers black"], anchors, ("brand",), CATEGORIES, BRANDS).tolist() == [0.0]
+    assert rule_rewards(["sneakers black"], anchors, ("brand",), CATEGORIES, BRANDS).tolist() == [1.0]  # dropping is not adding
+
+
+def test_phrase_categories_match_whole_words_only():
+    rules = ("category",)
+    assert rule_rewards(["apple protective case"], [""], rules, CATEGORIES, BRANDS).tolist() == [1.0]
+    assert rule_rewards(["apple protective"], [""], rules, CATEGORIES, BRANDS).tolist() == [0.0]
+    assert rule_rewards(["smartphones"], [""], rules, CATEGORIES, BRANDS).tolist() == [0.0]  # not a category word
+
+
+def test_no_anchors_and_rule_mean():
+    assert rule_rewards(["anything"], [""], ("anchors",), CATEGORIES, BRANDS).tolist() == [1.0]
+    got = rule_rewards(["nike sneakers"], ["apple smartphone"], ("category", "anchors", "brand"), CATEGORIES, BRANDS)
+    assert got.tolist() == [pytest.approx((1 + 0 + 0) / 3)]
+
+
+def test_config():
+    assert "rules" not in RewardConfig().weights()
+    cfg = RewardConfig(rules="category, anchors", w_rules=0.25)
+    assert cfg.rule_list == ("category", "anchors") and cfg.weights()["rules"] == 0.25
+    with pytest.raises(UserError, match="unknown rule"):
+        RewardConfig(rules="category,typo")
+
+
+def test_reward_function_uses_the_dictionary_as_anchors():
+    world = World(WorldConfig(seed=1, n_products=300, n_train_queries=60, n_val_queries=10, n_test_queries=20,
+                              n_log_sessions=200))
+    shop = Shop(world)
+    queries = world.queries["test"][:10]
+    gold = [" ".join(q.intent.category.split()) for q in queries]  # bare categories: drop the brand and attributes
+    fn = RewardFunction(shop, RewardConfig(rules="category,anchors,brand"))
+    scores = fn(queries, gold)
+    anchors = shop.dictionary.rewrite([q.text for q in queries])
+    expected = rule_rewards(gold, [a or "" for a in anchors], ("category", "anchors", "brand"),
+                            world.lexicon.category_names, set(world.lexicon.brands))
+    np.testing.assert_allclose(scores["rules"], expected)
+    assert all(scores["rules"] >= 2 / 3)  # every bare category passes the category and brand checks
+    np.testing.assert_allclose(scores["fused"], scores["relevance"] + scores["conversion"] + 0.5 * scores["format"]
+                               + 0.5 * scores["rules"])
+    assert not RewardFunction(shop, RewardConfig())(queries, gold)["rules"].any()  # off: zeros, not in the fusion
