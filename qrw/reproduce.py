@@ -25,8 +25,8 @@ replicates of the experiment.
 
 The report gives each seed's rows, and for every comparison the claims use the
 paired difference pooled over seeds with its 95% interval (:mod:`qrw.shop.pooled`:
-the mean over seeds of each seed's mean per-query difference; t over seeds, never
-narrower than the query noise; one seed: the per-query paired interval), each seed's
+the mean over seeds of each seed's mean per-query difference, a t interval over the
+seed means; one seed: the per-query paired interval), each seed's
 difference beside it, the claims judged on the pooled intervals, the SFT arms'
 training against validation loss (:mod:`qrw.curves`), and how long it all took;
 ``OUT/results.json`` holds the same numbers. Training curves are drawn to ``docs/``
@@ -575,9 +575,9 @@ def report(args: argparse.Namespace, grid: GridEvaluation, trained: dict[tuple[i
     lines += ["", "## Paired differences, pooled over seeds", "",
               "Within a seed both arms rewrite the same test queries: each seed's difference is the mean per-query "
               "difference. Pooled = the mean of the seeds' differences; its 95% interval (`qrw.shop.pooled`) is "
-              "`pooled -/+ t(N-1) * se` with `se^2` the larger of (variance of the seed differences) / N and the "
-              "seeds' query noise sum(se_s^2) / N^2; with one seed it is the per-query paired interval. "
-              "* = the interval excludes 0.", ""]
+              "`pooled -/+ t(N-1) * sd(seed differences) / sqrt(N)` (each seed's difference carries both its "
+              "training and its query noise; t with N - 1 degrees of freedom: 12.7 for 2 seeds, 4.30 for 3); with "
+              "one seed it is the per-query paired interval. * = the interval excludes 0.", ""]
     lines += comparison_table(grid)
     lines += ["", "## The paper's claims, checked here", "",
               "Each claim is judged on the pooled intervals above.", ""]

@@ -11,31 +11,33 @@ difference ``m_s`` (every seed weighs the same, whatever its query count).
 
 Its variance is ``Var(D) = (1/N^2) sum_s (tau^2 + v_s)``: ``tau^2`` the variance
 *between* seeds (what the training seed and the world change), ``v_s = sd(d_s)^2 / n_s``
-the query-sampling variance of ``m_s`` (known well from hundreds of queries). Two
-estimates of it (a random-effects meta-analysis of N "studies", with equal weights):
+the query-sampling variance of ``m_s``. Each ``m_s`` carries both, so the sample
+variance of the N seed means (ddof 1) estimates ``tau^2 + v`` without knowing either,
+and ``se^2 = s_m^2 / N`` is unbiased for ``Var(D)``. It rests on N values only, hence
+the Student t quantile with N - 1 degrees of freedom:
 
-- between: ``s_m^2 / N``, the sample variance (ddof 1) of the N seed means over N.
-  Unbiased whatever tau is (each ``m_s`` already carries its query noise), but from
-  N values only, hence the Student t quantile with N - 1 degrees of freedom
-  (the Hartung-Knapp-Sidik-Jonkman interval; with equal weights it is the plain
-  t interval over seed means);
-- within: ``sum_s v_s / N^2``, the variance if the seeds did not differ at all
-  (tau = 0; the "fixed-effect" variance).
+    D -/+ t_{N-1} * s_m / sqrt(N)        (N >= 2; t_1 = 12.7, t_2 = 4.30, t_4 = 2.78)
 
-Interval: ``D -/+ t_{N-1} * sqrt(max(between, within))``. The max is Knapp and
-Hartung's ad-hoc modification (Roever, Knapp and Friede 2015, BMC Med Res Methodol
-15:99): three seeds that happen to agree closely must not give an interval narrower
-than their query noise allows. With N = 1 it is exactly ``paired_diff_ci`` (normal
+This is the Hartung-Knapp-Sidik-Jonkman interval of a random-effects meta-analysis
+of N "studies" with equal weights (= the plain t interval over seed means). With
+N = 1 nothing measures tau, and the interval is :func:`paired_diff_ci`'s (normal
 quantile, ``se = sd(d) / sqrt(n)``), the single-seed interval used so far.
 
-Why not the two-level bootstrap (resample seeds, then queries within each): with
-N = 3 its variance is about ``((N-1)/N) tau^2 / N + ((2N-1)/N) mean(v) / N``: the
-between-seed part shrunk by 2/3 and, with a normal-like percentile quantile instead
-of t_2 = 4.30, an interval that covers about 75% of the time when seeds differ
-(while counting query noise twice when they do not); ``test_pooled_coverage``
-measures this rule's coverage. What it costs: few seeds buy wide intervals
-(t_1 = 12.7 for two seeds, t_2 = 4.30 for three), which is what they can tell.
-Numpy and ``math`` only.
+Measured coverage of a true effect (1000 simulated grids of 3 seeds x 100 queries,
+``tests/test_reproduce.py::test_pooled_coverage`` checks this interval on the last two rows), against two
+alternatives:
+
+    tau, sqrt(v)      this interval   two-level bootstrap   t, se never below the query noise
+    0.05, 0.005       0.946           0.737                 0.947
+    0.05, 0.030       0.951           0.885                 0.994
+    0.00, 0.030       0.949           0.985                 1.000
+
+The two-level bootstrap (resample seeds, then queries within each) shrinks the
+between-seed variance by (N-1)/N and uses a normal-like percentile where t_2 is due,
+so it misses when seeds differ, and counts the query noise twice when they do not.
+Flooring ``se`` at the query noise ``sqrt(sum v_s) / N`` (Knapp and Hartung's ad-hoc
+modification) never undercovers but wastes width. What the honest interval costs:
+few seeds buy wide intervals, which is what they can tell. Numpy and ``math`` only.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class PooledDiff(NamedTuple):
     """A paired difference pooled over seeds (module doc) and what it is made of."""
 
     diff: float  # D: mean over seeds of each seed's mean paired difference
-    se: float  # sqrt(max(between, within))
+    se: float  # sd of the seed means (ddof 1) / sqrt(N); one seed: the per-query standard error
     low: float
     high: float
     quantile: float  # t_{N-1} (N >= 2) or the normal quantile (N = 1)
@@ -128,9 +130,7 @@ def pooled_paired_diff(seeds: list[tuple[np.ndarray, np.ndarray]], z: float = Z_
         return PooledDiff(only.lift, only.se, only.low, only.high, z, per_seed)
     n = len(per_seed)
     means = np.array([c.lift for c in per_seed])  # (N,) seed means m_s
-    between = float(means.var(ddof=1)) / n
-    within = sum(c.se ** 2 for c in per_seed) / n ** 2
-    se = math.sqrt(max(between, within))
+    se = float(means.std(ddof=1)) / math.sqrt(n)
     quantile = t_quantile(0.5 * (1 + math.erf(z / math.sqrt(2))), n - 1)
     diff = float(means.mean())
     return PooledDiff(diff, se, diff - quantile * se, diff + quantile * se, quantile, per_seed)
