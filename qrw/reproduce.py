@@ -1,6 +1,6 @@
 """Train and evaluate the grid of the paper's comparisons over seeds, then write docs/RESULTS.md.
 
-    python -m qrw.reproduce --seeds 3           # every arm with seeds 0, 1, 2 (the README's and RESULTS.md's numbers)
+    python -m qrw.reproduce --seeds 3           # every arm with seeds 0, 1, 2
     python -m qrw.reproduce                     # one seed (seed 0)
     python -m qrw.reproduce --quick             # shorter training everywhere: checks the pipeline, not the claims
     python -m qrw.reproduce --arms sft-multi,sft-single --seeds 2    # a subset of the arms (their inits added)
@@ -14,6 +14,10 @@ Arms (:data:`GRID`; one line each to add another), all on each seed's held-out t
     single-task SFT, gold pairs               train_sft.py --tasks rewrite --rewrite-data gold    (upper bound)
     GRPO fusion / relevance / conversion      train_grpo.py --reward R        (from the multi-task SFT run)
     GRPO fusion, oracle relevance             train_grpo.py --relevance-judge oracle              (upper bound)
+
+The two upper bounds pin the flag explicitly: they differ from their default arm once the
+scripts' defaults are mined rewrite pairs and a learned relevance reward (until then they
+repeat single-task SFT and GRPO fusion).
 
 Seeds: ``--seeds N`` trains every arm with seeds S .. S+N-1 (S = ``--seed``), each run
 a subprocess writing ``OUT/seed-S/NAME`` (its output in ``OUT/seed-S/NAME.log``), one
