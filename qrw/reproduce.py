@@ -1,22 +1,40 @@
-"""Train and evaluate the whole grid of the paper's comparisons, then write docs/RESULTS.md.
+"""Train and evaluate the grid of the paper's comparisons over seeds, then write docs/RESULTS.md.
 
-    python -m qrw.reproduce            # the full grid with the default settings (about an hour on 2 CPU cores)
-    python -m qrw.reproduce --quick    # shorter training everywhere (minutes): checks the pipeline, not the claims
+    python -m qrw.reproduce --seeds 3           # every arm with seeds 0, 1, 2
+    python -m qrw.reproduce                     # one seed (seed 0)
+    python -m qrw.reproduce --quick             # shorter training everywhere: checks the pipeline, not the claims
+    python -m qrw.reproduce --arms sft-multi,sft-single --seeds 2    # a subset of the arms (their inits added)
 
-Rows (all with fixed seeds, on the default world's held-out test queries):
+Arms (:data:`GRID`; one line each to add another), all on each seed's held-out test queries:
 
     no rewrite, dictionary, gold              baselines (no training)
-    single-task SFT                           train_sft.py --tasks rewrite
     multi-task SFT                            train_sft.py                    (rewrite + relevance tagging)
+    single-task SFT                           train_sft.py --tasks rewrite
     multi-task SFT, no pretraining            train_sft.py --no-pretrain
-    GRPO relevance / conversion / fusion      train_grpo.py --reward R        (from the multi-task SFT run)
+    single-task SFT, gold pairs               train_sft.py --tasks rewrite --rewrite-data gold    (upper bound)
+    GRPO fusion / relevance / conversion      train_grpo.py --reward R        (from the multi-task SFT run)
+    GRPO fusion, oracle relevance             train_grpo.py --relevance-judge oracle              (upper bound)
 
-Each run is a subprocess writing its own run directory under ``--out`` (a finished
-run is reused, so an interrupted grid continues where it stopped; ``--force``
-retrains). The claims of the paper are then checked with paired 95% intervals
-over the same test queries, and written with every number, command, seed,
-machine and wall time to ``docs/RESULTS.md``. Training curves are drawn to
-``docs/`` when matplotlib is installed (the optional ``plot`` extra).
+The two upper bounds pin the flag explicitly: they differ from their default arm once the
+scripts' defaults are mined rewrite pairs and a learned relevance reward (until then they
+repeat single-task SFT and GRPO fusion).
+
+Seeds: ``--seeds N`` trains every arm with seeds S .. S+N-1 (S = ``--seed``), each run
+a subprocess writing ``OUT/seed-S/NAME`` (its output in ``OUT/seed-S/NAME.log``), one
+seed included: the layout does not depend on N. A finished run is reused, so an
+interrupted grid continues where it stopped (``--force`` retrains). The seed is the
+run's whole seed: the world (``WorldConfig.seed``), hence its test queries, the model
+initialisation, the data order and GRPO's sampling, so the seeds are independent
+replicates of the experiment.
+
+The report gives each seed's rows, and for every comparison the claims use the
+paired difference pooled over seeds with its 95% interval (:mod:`qrw.shop.pooled`:
+the mean over seeds of each seed's mean per-query difference, a t interval over the
+seed means; one seed: the per-query paired interval), each seed's
+difference beside it, the claims judged on the pooled intervals, the SFT arms'
+training against validation loss (:mod:`qrw.curves`), and how long it all took;
+``OUT/results.json`` holds the same numbers. Training curves are drawn to ``docs/``
+when matplotlib is installed (the optional ``plot`` extra).
 """
 
 from __future__ import annotations
@@ -26,9 +44,11 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,77 +56,137 @@ import numpy as np
 import torch
 
 from qrw.config import Parser, UserError, check, run_main
+from qrw.curves import format_curves, loss_curves, read_records, verdict as curve_verdict
+from qrw.evaluate import to_json
 from qrw.runs import load_run
-from qrw.scorecard import compare_rewrites, evaluate_run
+from qrw.scorecard import evaluate_run, tagger_source
 from qrw.shop.abtest import ab_test
-from qrw.shop.metrics import METRICS, page_grades
+from qrw.shop.metrics import METRICS, page_grades, rewrite_metrics
+from qrw.shop.pooled import pooled_paired_diff
 from qrw.shop.shop import Shop
 from qrw.shop.world import World
 
-QUICK_SFT = ["--pretrain-steps", "150", "--sft-steps", "500"]
-QUICK_GRPO = ["--steps", "40"]
 
-# name -> (script, extra flags, init run or None); sft-multi and grpo-fusion are the defaults of the scripts
+@dataclass(frozen=True)
+class Arm:
+    """One arm of the grid: a training command and, for GRPO, the arm whose run it starts from."""
+
+    label: str  # its row in the report's tables
+    script: str  # train_sft.py or train_grpo.py
+    flags: tuple[str, ...] = ()  # on top of --out, --seed, --device, --quiet
+    init: str | None = None  # the arm whose run is --init (GRPO)
+
+
+# sft-multi and grpo-fusion are the scripts' defaults; an arm starts after the arm it starts from
 GRID = {
-    "sft-multi": ("train_sft.py", [], None),
-    "sft-single": ("train_sft.py", ["--tasks", "rewrite"], None),
-    "sft-nopretrain": ("train_sft.py", ["--no-pretrain"], None),
-    "grpo-fusion": ("train_grpo.py", ["--reward", "fusion"], "sft-multi"),
-    "grpo-relevance": ("train_grpo.py", ["--reward", "relevance"], "sft-multi"),
-    "grpo-conversion": ("train_grpo.py", ["--reward", "conversion"], "sft-multi"),
+    "sft-multi": Arm("multi-task SFT", "train_sft.py"),
+    "sft-single": Arm("single-task SFT", "train_sft.py", ("--tasks", "rewrite")),
+    "sft-nopretrain": Arm("multi-task SFT, no pretrain", "train_sft.py", ("--no-pretrain",)),
+    "sft-single-gold": Arm("single-task SFT, gold pairs", "train_sft.py", ("--tasks", "rewrite", "--rewrite-data", "gold")),
+    "grpo-fusion": Arm("GRPO fusion", "train_grpo.py", ("--reward", "fusion"), "sft-multi"),
+    "grpo-relevance": Arm("GRPO relevance", "train_grpo.py", ("--reward", "relevance"), "sft-multi"),
+    "grpo-conversion": Arm("GRPO conversion", "train_grpo.py", ("--reward", "conversion"), "sft-multi"),
+    "grpo-oracle": Arm("GRPO fusion, oracle relevance", "train_grpo.py",
+                       ("--reward", "fusion", "--relevance-judge", "oracle"), "sft-multi"),
 }
+LABELS = {"none": "no rewrite", **{name: arm.label for name, arm in GRID.items()}}
+# (before, after) pairs compared on the same queries: the claims' and the upper bounds' (after minus before)
+CLAIM_PAIRS = [("sft-single", "sft-multi"), ("sft-nopretrain", "sft-multi"), ("sft-multi", "grpo-fusion"),
+               ("sft-multi", "grpo-relevance"), ("sft-multi", "grpo-conversion"), ("grpo-fusion", "grpo-conversion")]
+BOUND_PAIRS = [("sft-single-gold", "sft-single"), ("grpo-oracle", "grpo-fusion")]
+QUICK = {"train_sft.py": ["--pretrain-steps", "150", "--sft-steps", "500"], "train_grpo.py": ["--steps", "40"]}
+SMOKE = {"train_sft.py": ["--smoke", "--sft-eval-every", "4"], "train_grpo.py": ["--smoke"]}  # tests: seconds a run
 AB_USERS = 100_000
-LABELS = {"none": "no rewrite", "sft-single": "single-task SFT", "sft-multi": "multi-task SFT", "sft-nopretrain": "multi-task SFT, no pretrain",
-          "grpo-relevance": "GRPO relevance", "grpo-conversion": "GRPO conversion", "grpo-fusion": "GRPO fusion"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = Parser(prog="python -m qrw.reproduce", description=__doc__.split("\n\n")[0])
+    p.add_argument("--seeds", type=int, default=1, help="train every arm with this many seeds: --seed, --seed + 1, ...")
+    p.add_argument("--seed", type=int, default=0, help="the first seed")
+    p.add_argument("--arms", default=None, metavar="A,B,...",
+                   help=f"train and report only these arms (and the arms they start from); of: {', '.join(GRID)}")
     p.add_argument("--quick", action="store_true", help="short training everywhere (a pipeline check, minutes)")
+    p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # tests: tiny world and runs, seconds each
     p.add_argument("--out", default=None, help="directory of the grid's runs (default runs/reproduce[-quick])")
     p.add_argument("--results", default=None, help="where to write the report (default docs/RESULTS[-quick].md)")
-    p.add_argument("--seed", type=int, default=0, help="seed of every run")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--force", action="store_true", help="retrain runs that already finished")
     return p.parse_args(argv)
 
 
-def train(name: str, out: Path, args: argparse.Namespace) -> tuple[float, bool]:
-    """Train one grid run in a subprocess (output to ``out/name.log``).
+def selected_arms(spec: str | None) -> list[str]:
+    """The arms of ``--arms`` plus the arms they start from, in :data:`GRID` order (all of them when None)."""
+    if spec is None:
+        return list(GRID)
+    asked = [a.strip() for a in spec.split(",") if a.strip()]
+    check(asked, "--arms needs at least one arm")
+    unknown = [a for a in asked if a not in GRID]
+    check(not unknown, f"--arms: unknown arm {', '.join(unknown)} (arms: {', '.join(GRID)})")
+    needed = set(asked)
+    for name in asked:
+        while GRID[name].init is not None:
+            name = GRID[name].init
+            needed.add(name)
+    return [name for name in GRID if name in needed]
 
-    Returns (its training wall time, whether a finished run was reused).
+
+def seed_list(args: argparse.Namespace) -> list[int]:
+    return list(range(args.seed, args.seed + args.seeds))
+
+
+def mode_flags(script: str, args: argparse.Namespace) -> list[str]:
+    """The step-count flags of ``--quick`` or ``--smoke`` for a script (none for the full grid)."""
+    return SMOKE[script] if args.smoke else QUICK[script] if args.quick else []
+
+
+def train(name: str, seed: int, out: Path, args: argparse.Namespace) -> tuple[float, bool]:
+    """Train one arm with one seed in a subprocess, into ``out/name`` (output to ``out/name.log``).
+
+    ``out`` is the seed's directory (``OUT/seed-S``). Returns (its training wall time,
+    whether a finished run was reused).
     """
-    script, flags, init = GRID[name]
+    arm = GRID[name]
     run_dir = out / name
     if (run_dir / "metrics.json").exists() and not args.force:
-        print(f"  {name}: reusing {run_dir}")
+        print(f"  seed {seed} {name}: reusing {run_dir}")
         return json.loads((run_dir / "metrics.json").read_text()).get("train_seconds", 0.0), True
     if run_dir.exists():
-        import shutil
         shutil.rmtree(run_dir)
-    cmd = [sys.executable, script, "--out", str(run_dir), "--seed", str(args.seed), "--device", args.device,
-           "--quiet", *flags]
-    if init:
-        cmd += ["--init", str(out / init)]
-    if args.quick:
-        cmd += QUICK_SFT if script == "train_sft.py" else QUICK_GRPO
-    print(f"  {name}: {' '.join(cmd[1:])}", flush=True)
+    cmd = [sys.executable, arm.script, "--out", str(run_dir), "--seed", str(seed), "--device", args.device,
+           "--quiet", *arm.flags, *mode_flags(arm.script, args)]
+    if arm.init:
+        cmd += ["--init", str(out / arm.init)]
+    print(f"  seed {seed} {name}: {' '.join(cmd[1:])}", flush=True)
     t0 = time.perf_counter()
     root = Path(__file__).resolve().parents[1]
+    out.mkdir(parents=True, exist_ok=True)
     with open(out / f"{name}.log", "w") as log:
         result = subprocess.run(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT)
     if result.returncode != 0:
-        raise UserError(f"{name} failed (exit {result.returncode}); see {out / f'{name}.log'}")
+        raise UserError(f"{name} (seed {seed}) failed (exit {result.returncode}); see {out / f'{name}.log'}")
     return time.perf_counter() - t0, False
 
 
 def command_of(name: str, args: argparse.Namespace) -> str:
-    script, flags, init = GRID[name]
-    parts = ["python", script, *flags, "--seed", str(args.seed)]
-    if init:
-        parts += ["--init", f"<{init}>"]
-    if args.quick:
-        parts += QUICK_SFT if script == "train_sft.py" else QUICK_GRPO
+    """The arm's training command as a reader would type it (S: each seed)."""
+    arm = GRID[name]
+    parts = ["python", arm.script, *arm.flags, "--seed", "S", *mode_flags(arm.script, args)]
+    if arm.init:
+        parts += ["--init", f"<{arm.init}, seed S>"]
+    return " ".join(parts)
+
+
+def grid_command(args: argparse.Namespace) -> str:
+    """The ``python -m qrw.reproduce`` command that regenerates this report."""
+    parts = ["python -m qrw.reproduce"]
+    if args.seeds != 1:
+        parts.append(f"--seeds {args.seeds}")
+    if args.seed != 0:
+        parts.append(f"--seed {args.seed}")
+    if args.arms is not None:
+        parts.append(f"--arms {args.arms}")
+    parts += ["--quick"] if args.quick else []
+    parts += ["--smoke"] if args.smoke else []
     return " ".join(parts)
 
 
@@ -119,14 +199,25 @@ def ci_text(c: dict) -> str:
 
 
 def check_claims(cmp: dict[tuple[str, ...], dict], rows: dict, n_log_only: int = 0) -> list[str]:
-    """The paper's four claims, each judged from paired differences on the test queries.
+    """The paper's four claims, each judged from paired differences (pooled over seeds) on the test queries.
 
+    ``cmp[(before, after)][metric]`` holds ``diff``, ``low``, ``high`` (the pooled interval),
+    ``before`` and ``after``; ``rows`` the pooled rows by label. A claim whose arms were
+    not trained (``--arms``) is reported as not checked.
     ``cmp[("sft-nopretrain", "sft-multi", "log-only")]``, when present, is the stage-0
     comparison on the ``n_log_only`` test queries that use a log-only variant: shown
     for claim 2, not part of its verdict.
     """
-    return [claim_multitask(cmp), claim_pretraining(cmp, rows, n_log_only), claim_fusion(cmp, rows),
-            claim_conversion_alone(cmp)]
+    claims = [(claim_multitask, (cmp,), CLAIM_PAIRS[:1]),
+              (claim_pretraining, (cmp, rows, n_log_only), CLAIM_PAIRS[1:2]),
+              (claim_fusion, (cmp, rows), CLAIM_PAIRS[2:5]),
+              (claim_conversion_alone, (cmp,), [CLAIM_PAIRS[2], CLAIM_PAIRS[4], CLAIM_PAIRS[5]])]
+    lines = []
+    for i, (claim, inputs, pairs) in enumerate(claims, 1):
+        missing = [f"{after} minus {before}" for before, after in pairs if (before, after) not in cmp]
+        lines.append(claim(*inputs) if not missing else f"{i}. {claim.__doc__.split(' ', 1)[1].strip()} "
+                     f"Not checked here: it needs {', '.join(missing)} (arms not trained).")
+    return lines
 
 
 def claim_multitask(cmp: dict) -> str:
@@ -257,8 +348,12 @@ def trailing_mean(steps, values, window: int):
     return list(steps)[window - 1:], means
 
 
-def plot_curves(out: Path, docs: Path, suffix: str) -> list[str]:
-    """Training curves from metrics.jsonl (only when matplotlib is installed); returns the files written."""
+def plot_curves(out: Path, docs: Path, suffix: str, names: list[str]) -> list[str]:
+    """Training curves of one seed's runs in ``out`` (only when matplotlib is installed); returns the files written.
+
+    Stage 1: each SFT arm's training loss per task (20-step trailing mean) and its
+    validation loss (dots on the same colour); GRPO: the sampled rewrites' rewards and the KL.
+    """
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -266,144 +361,290 @@ def plot_curves(out: Path, docs: Path, suffix: str) -> list[str]:
     except ImportError:
         return []
     written = []
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    for name in ("sft-single", "sft-multi", "sft-nopretrain"):
-        recs = [json.loads(x) for x in (out / name / "metrics.jsonl").read_text().splitlines()]
-        for ax, key in zip(axes, ("rewrite_loss", "relevance_loss")):
-            pts = [(r["step"], r[key]) for r in recs if r.get("stage") == "sft" and key in r]
-            if pts:
-                steps, vals = zip(*pts)
-                ax.plot(*trailing_mean(steps, vals, 20), label=LABELS[name])
-                ax.set_title(f"stage 1 {key.replace('_', ' ')} (20-step mean)")
-                ax.set_xlabel("step")
-                ax.set_yscale("log")
-    written.append(_save_figure(fig, axes, docs / f"sft_curves{suffix}.png"))
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-    for name in ("grpo-relevance", "grpo-conversion", "grpo-fusion"):
-        recs = [json.loads(x) for x in (out / name / "metrics.jsonl").read_text().splitlines()]
-        steps = [r["step"] for r in recs]
-        for ax, key, title in zip(axes, ("reward_page_relevance_mean", "reward_ucvr_mean", "kl"),
-                                  ("training relevance@10 of samples", "training UCVR of samples", "KL to SFT (k3)")):
-            vals = [r.get(key, np.nan) for r in recs]
-            ax.plot(*trailing_mean(steps, vals, 10), label=LABELS[name])
-            ax.set_title(f"{title} (10-step mean)")
-            ax.set_xlabel("GRPO step")
-    written.append(_save_figure(fig, axes, docs / f"grpo_curves{suffix}.png"))
+    sft = [n for n in names if GRID[n].script == "train_sft.py"]
+    grpo = [n for n in names if GRID[n].script == "train_grpo.py"]
+    if sft:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+        for name in sft:
+            recs = read_records(out / name)
+            for ax, task in zip(axes, ("rewrite", "relevance")):
+                pts = [(r["step"], r[f"{task}_loss"]) for r in recs if r["stage"] == "sft" and f"{task}_loss" in r]
+                val = [(r["step"], r[f"val_{task}_loss"]) for r in recs if f"val_{task}_loss" in r]
+                if pts:
+                    steps, vals = zip(*pts)
+                    line, = ax.plot(*trailing_mean(steps, vals, 20), label=LABELS[name])
+                    if val:
+                        ax.plot(*zip(*val), "o--", color=line.get_color(), markersize=3, linewidth=0.8,
+                                label=f"{LABELS[name]}, validation")
+                    ax.set_title(f"stage 1 {task} loss: training (20-step mean), validation (dots)")
+                    ax.set_xlabel("step")
+                    ax.set_yscale("log")
+        written.append(_save_figure(fig, axes, docs / f"sft_curves{suffix}.png"))
+    if grpo:
+        fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+        for name in grpo:
+            recs = [json.loads(x) for x in (out / name / "metrics.jsonl").read_text().splitlines()]
+            for ax, key, title in zip(axes, ("reward_page_relevance_mean", "reward_ucvr_mean", "kl"),
+                                      ("training relevance@10 of samples", "training UCVR of samples",
+                                       "KL to SFT (k3)")):
+                pts = [(r["step"], r[key]) for r in recs if r.get(key) is not None]  # KL: the steps that measured it
+                if pts:
+                    ax.plot(*trailing_mean(*zip(*pts), 10), label=LABELS[name])
+                ax.set_title(f"{title} (10-step mean)")
+                ax.set_xlabel("GRPO step")
+        written.append(_save_figure(fig, axes, docs / f"grpo_curves{suffix}.png"))
     plt.close("all")
     return written
 
 
 @dataclass
-class GridEvaluation:
-    """What the report is written from: every grid row scored on the default world's test queries."""
+class SeedEvaluation:
+    """One seed's runs scored on its own world's test queries."""
 
+    seed: int
     world: World
     shop: Shop
-    queries: list  # list[Query]: the test queries
-    rows: dict  # rewriter label -> segment -> metric (qrw.scorecard.evaluate_run's rows)
-    rewrites: dict  # grid name -> the run's greedy rewrites, in query order
+    queries: list  # list[Query]: the seed's test queries
+    rows: dict  # rewriter label -> segment -> metric (qrw.scorecard.evaluate_run's rows, the baselines included)
+    rewrites: dict  # arm -> the run's greedy rewrites, in query order
+    per_query: dict  # arm -> metric -> (Q,) per-query values (qrw.shop.metrics.rewrite_metrics)
     tagging: dict  # rewriter label -> the tagger's macro-F1 (runs that trained one)
-    cmp: dict  # (before, after[, "log-only"]) -> qrw.scorecard.compare_rewrites of the two runs
-    n_log_only: int  # test queries that use a log-only variant
+    log_only: np.ndarray  # (Q,) bool: the query uses a log-only variant
 
 
-def evaluate_grid(out: Path) -> GridEvaluation:
-    """Load every grid run from ``out``, score it (the baselines with the first) and compare the claims' pairs."""
-    runs = {name: load_run(out / name) for name in GRID}
-    world = runs["sft-multi"].world
+@dataclass
+class GridEvaluation:
+    """What the report is written from: every seed's evaluation and the pooled rows and comparisons."""
+
+    names: list[str]  # the arms evaluated, in GRID order
+    seeds: list[SeedEvaluation]
+    rows: dict  # rewriter label -> segment -> metric: the mean over seeds
+    tagging: dict  # rewriter label -> the tagger's macro-F1, mean over seeds
+    cmp: dict  # (before, after[, "log-only"]) -> metric -> pooled_comparison's entry
+    n_log_only: int  # test queries that use a log-only variant, all seeds together
+
+
+def evaluate_seed(out: Path, names: list[str], seed: int) -> SeedEvaluation:
+    """Load the arms' runs from the seed's directory ``out`` and score them (the baselines with the first)."""
+    runs = {name: load_run(out / name) for name in names}
+    world = runs[names[0]].world
+    for name in names[1:]:
+        check(runs[name].config["world"] == runs[names[0]].config["world"],
+              f"{out / name} and {out / names[0]} come from different worlds; retrain with --force")
     ctx = Shop(world)
     queries = world.queries["test"]
-    rows, rewrites, tagging = {}, {}, {}
-    for i, name in enumerate(GRID):
+    rows, rewrites, per_query, tagging = {}, {}, {}, {}
+    for i, name in enumerate(names):
         res = evaluate_run(ctx, runs[name].rewriter(), name=LABELS[name], baselines=(i == 0),
-                           tagging=name.startswith("sft") and name != "sft-single")
+                           tagging=tagger_source(runs[name].config) == "sft")
         rows.update(res["rows"])
         rewrites[name] = res["rewrites"]
+        per_query[name] = rewrite_metrics(world, ctx.engine, ctx.users, queries, res["rewrites"], k=ctx.k)
         if "tagging" in res:
             tagging[LABELS[name]] = res["tagging"]["tag_macro_f1"]
-    pairs = [("sft-single", "sft-multi"), ("sft-nopretrain", "sft-multi"), ("sft-multi", "grpo-fusion"),
-             ("sft-multi", "grpo-relevance"), ("sft-multi", "grpo-conversion"), ("grpo-fusion", "grpo-conversion")]
-    cmp = {(a, b): compare_rewrites(ctx, queries, rewrites[a], rewrites[b]) for a, b in pairs}
-    log_only = [i for i, q in enumerate(queries) if world.uses_log_only(q)]
-    if log_only:
-        cmp[("sft-nopretrain", "sft-multi", "log-only")] = compare_rewrites(
-            ctx, [queries[i] for i in log_only], [rewrites["sft-nopretrain"][i] for i in log_only],
-            [rewrites["sft-multi"][i] for i in log_only])
-    return GridEvaluation(world, ctx, queries, rows, rewrites, tagging, cmp, len(log_only))
+    log_only = np.array([world.uses_log_only(q) for q in queries], dtype=bool)
+    return SeedEvaluation(seed, world, ctx, queries, rows, rewrites, per_query, tagging, log_only)
 
 
-def report_header(args: argparse.Namespace, grid: GridEvaluation, seconds: dict[str, float],
-                  eval_seconds: float) -> list[str]:
-    """The report's title and the paragraphs on the machine, the world and the metrics."""
-    world, queries = grid.world, grid.queries
+def _mean(values) -> float:
+    """Mean ignoring NaN (NaN when every value is)."""
+    values = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(np.nanmean(values))
+
+
+def mean_rows(rows_by_seed: list[dict]) -> dict:
+    """rewriter label -> segment -> metric: the mean over seeds of each seed's row."""
+    return {label: {seg: {m: _mean([rows[label][seg].get(m) for rows in rows_by_seed]) for m in metrics}
+                    for seg, metrics in segments.items()}
+            for label, segments in rows_by_seed[0].items()}
+
+
+def pooled_comparison(seeds: list[SeedEvaluation], before: str, after: str, log_only: bool = False) -> dict:
+    """metric -> after minus before, paired within each seed and pooled over seeds (:mod:`qrw.shop.pooled`).
+
+    Each entry: ``before`` / ``after`` (means over seeds), ``diff``, ``low``, ``high``
+    (the pooled 95% interval), ``se``, ``seeds`` and ``per_seed`` (each seed's mean
+    paired difference). ``log_only``: only the test queries that use a log-only
+    variant (a seed with fewer than 2 of them is left out).
+    """
+    used = [(s, s.log_only if log_only else np.ones(len(s.queries), dtype=bool)) for s in seeds]
+    used = [(s, rows) for s, rows in used if rows.sum() >= 2]
+    out = {}
+    for metric in METRICS:
+        pairs = [(s.per_query[before][metric][rows], s.per_query[after][metric][rows]) for s, rows in used]
+        pooled = pooled_paired_diff(pairs)
+        out[metric] = {"before": _mean([_mean(b) for b, _ in pairs]), "after": _mean([_mean(a) for _, a in pairs]),
+                       "diff": pooled.diff, "low": pooled.low, "high": pooled.high, "se": pooled.se,
+                       "seeds": [s.seed for s, _ in used], "per_seed": [c.lift for c in pooled.per_seed]}
+    return out
+
+
+def evaluate_grid(out: Path, names: list[str], seeds: list[int]) -> GridEvaluation:
+    """Every seed's evaluation (``out/seed-S``), the rows' means over seeds and the pooled comparisons."""
+    per_seed = [evaluate_seed(out / f"seed-{seed}", names, seed) for seed in seeds]
+    rows = mean_rows([s.rows for s in per_seed])
+    tagging = {label: _mean([s.tagging.get(label) for s in per_seed]) for label in per_seed[0].tagging}
+    cmp = {(a, b): pooled_comparison(per_seed, a, b) for a, b in CLAIM_PAIRS + BOUND_PAIRS if a in names and b in names}
+    n_log_only = sum(int(s.log_only.sum()) for s in per_seed)
+    if ("sft-nopretrain", "sft-multi") in cmp and any(s.log_only.sum() >= 2 for s in per_seed):
+        cmp[("sft-nopretrain", "sft-multi", "log-only")] = pooled_comparison(per_seed, "sft-nopretrain", "sft-multi",
+                                                                            log_only=True)
+    return GridEvaluation(names, per_seed, rows, tagging, cmp, n_log_only)
+
+
+# ---- the report ------------------------------------------------------------------------------------
+
+def report_header(args: argparse.Namespace, grid: GridEvaluation, timing: dict) -> list[str]:
+    """The report's title and the paragraphs on the command, the machine, the time, the world and the metrics."""
+    first = grid.seeds[0]
+    world, queries = first.world, first.queries
+    seeds = [s.seed for s in grid.seeds]
+    seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]} ({len(seeds)} seeds)"
     cpu = platform.processor() or platform.machine()
-    return [f"# qrw reproduction results{' (quick settings)' if args.quick else ''}", "",
-            f"Produced by `python -m qrw.reproduce{' --quick' if args.quick else ''}` on "
-            f"{datetime.date.today().isoformat()}: {os.cpu_count()} CPU cores ({cpu}), "
-            f"torch {torch.__version__}, Python {platform.python_version()}, device {args.device}; seed {args.seed} "
-            f"for every run; training {sum(seconds.values()) / 60:.1f} min in all (see Runs), evaluation "
-            f"{eval_seconds / 60:.1f} min. Everything below is measured, not edited.", "",
-            f"World: the default synthetic world (seed {world.config.seed}): {len(world.products)} products, "
-            f"{len(world.queries['train'])} train / {len(queries)} test queries, {len(world.log_queries)} distinct "
-            "logged queries (GRPO's training queries). Metrics are on the held-out test queries (new intent and "
+    mode = " (smoke settings)" if args.smoke else " (quick settings)" if args.quick else ""
+    return [f"# qrw reproduction results{mode}", "",
+            f"Produced by `{grid_command(args)}` on {datetime.date.today().isoformat()}: {os.cpu_count()} CPU cores "
+            f"({cpu}), torch {torch.__version__}, Python {platform.python_version()}, device {args.device}; every arm "
+            f"trained with {seed_text}, each seed's runs under `seed-S/` of the output directory. "
+            f"Wall time of this call: {timing['total'] / 60:.1f} min (training {timing['training'] / 60:.1f} min, "
+            f"evaluation {timing['evaluation'] / 60:.1f} min); the runs' own training times sum to "
+            f"{timing['recorded'] / 60:.1f} min ({timing['reused']} of {timing['runs']} runs reused from an earlier "
+            "call, their times as they recorded them). Everything below is measured, not edited.", "",
+            f"World: each seed generates its own synthetic world (the training scripts' world config, "
+            f"seed = the run's seed) and so its own test queries; seed {first.seed}'s has {len(world.products)} "
+            f"products, {len(world.queries['train'])} train / {len(queries)} test queries, {len(world.log_queries)} "
+            "distinct logged queries (GRPO's training queries). Metrics are on the held-out test queries (new intent and "
             "variant combinations); relevance@10 and recall@10 are on the results page "
             "`page(q, r) = dedupe(interleave(top10(r), top10(q)))[:10]`, UCVR is the simulated shoppers' expected "
             "purchases per user, accuracy is the share of rewrites the judge grades 2 (equivalent).", ""]
 
 
-def report(args: argparse.Namespace, grid: GridEvaluation, trained: dict[str, tuple[float, bool]],
-           eval_seconds: float, plots: list[str]) -> list[str]:
-    """The lines of docs/RESULTS.md: tables, the claims, the A/B tests, the runs and the curves."""
-    seconds = {name: s for name, (s, _) in trained.items()}
-    reused = [name for name, (_, was_reused) in trained.items() if was_reused]
-    names = ["no rewrite", "dictionary", "gold"] + [LABELS[n] for n in GRID]
-    lines = report_header(args, grid, seconds, eval_seconds) + ["## All queries", ""]
-    lines += table(grid.rows, "all", names, grid.tagging)
-    n_tail = sum(q.segment == "tail" for q in grid.queries)
-    lines += ["", f"## Hardest segment (tail: rare or log-only variants, typos; {n_tail} queries)", ""]
-    lines += table(grid.rows, "tail", names, grid.tagging)
+def per_seed_table(grid: GridEvaluation, labels: list[str]) -> list[str]:
+    """One row per rewriter and seed (all test queries)."""
+    lines = ["| rewriter | seed | accuracy | relevance@10 | recall@10 | UCVR |", "|---|---:|---:|---:|---:|---:|"]
+    for label in labels:
+        for s in grid.seeds:
+            r = s.rows[label]["all"]
+            cells = ["-" if np.isnan(_mean([r.get(m)])) else f"{r[m]:.3f}" for m in METRICS]
+            lines.append(f"| {label} | {s.seed} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def comparison_table(grid: GridEvaluation) -> list[str]:
+    """Each comparison's pooled difference and interval per metric, each seed's difference beside it."""
+    seeds = [s.seed for s in grid.seeds]
+    lines = ["| after minus before | metric | " + " | ".join(f"seed {s}" for s in seeds) + " | pooled [95% CI] |",
+             "|---|---|" + "---:|" * len(seeds) + "---|"]
+    for key, c in grid.cmp.items():
+        name = f"{LABELS[key[1]]} minus {LABELS[key[0]]}" + (" (log-only queries)" if len(key) > 2 else "")
+        for metric, m in c.items():
+            by_seed = dict(zip(m["seeds"], m["per_seed"]))
+            cells = ["-" if s not in by_seed else f"{by_seed[s]:+.4f}" for s in seeds]
+            star = " *" if m["low"] > 0 or m["high"] < 0 else ""
+            lines.append(f"| {name} | {metric} | " + " | ".join(cells) + f" | {ci_text(m)}{star} |")
+    return lines
+
+
+def curve_lines(out: Path, grid: GridEvaluation) -> list[str]:
+    """Per SFT arm: training vs validation loss of the first seed (table) and every seed's verdicts."""
+    lines = []
+    for name in grid.names:
+        if GRID[name].script != "train_sft.py":
+            continue
+        lines += [f"### {LABELS[name]}", ""]
+        for i, s in enumerate(grid.seeds):
+            curves = {"sft": loss_curves(read_records(out / f"seed-{s.seed}" / name)).get("sft", {})}
+            if i == 0:
+                lines += [f"Seed {s.seed} (train: mean loss since the previous evaluation; gap = val - train):", ""]
+                lines += format_curves(curves, compact=True) + ["Every seed:", ""]
+            lines += [f"- seed {s.seed}: {curve_verdict(task, points)}" for task, points in curves["sft"].items()]
+        lines.append("")
+    return lines
+
+
+def report(args: argparse.Namespace, grid: GridEvaluation, trained: dict[tuple[int, str], tuple[float, bool]],
+           timing: dict, plots: list[str], out: Path) -> list[str]:
+    """The lines of docs/RESULTS.md: tables, per-seed rows and differences, the claims, curves, runs."""
+    n = len(grid.seeds)
+    labels = ["no rewrite", "dictionary", "gold"] + [LABELS[name] for name in grid.names]
+    over = "" if n == 1 else f" (mean over {n} seeds)"
+    lines = report_header(args, grid, timing) + [f"## All queries{over}", ""]
+    lines += table(grid.rows, "all", labels, grid.tagging)
+    n_tail = sum(q.segment == "tail" for s in grid.seeds for q in s.queries)
+    lines += ["", f"## Hardest segment: tail (rare or log-only variants, typos; {n_tail} queries over the seeds){over}", ""]
+    lines += table(grid.rows, "tail", labels, grid.tagging)
+    lines += ["", "## Every seed", ""] + per_seed_table(grid, labels)
+    lines += ["", "## Paired differences, pooled over seeds", "",
+              "Within a seed both arms rewrite the same test queries: each seed's difference is the mean per-query "
+              "difference. Pooled = the mean of the seeds' differences; its 95% interval (`qrw.shop.pooled`) is "
+              "`pooled -/+ t(N-1) * sd(seed differences) / sqrt(N)` (each seed's difference carries both its "
+              "training and its query noise; t with N - 1 degrees of freedom: 12.7 for 2 seeds, 4.30 for 3); with "
+              "one seed it is the per-query paired interval. * = the interval excludes 0.", ""]
+    lines += comparison_table(grid)
     lines += ["", "## The paper's claims, checked here", "",
-              "Differences are paired over the same test queries (mean per-query difference and its 95% interval).", ""]
+              "Each claim is judged on the pooled intervals above.", ""]
     lines += [c + "\n" for c in check_claims(grid.cmp, grid.rows, grid.n_log_only)]
-    rewrites = {**grid.rewrites, "none": [None] * len(grid.queries)}
-    lines += ["## Simulated online A/B tests", ""]
-    lines += ab_lines(grid.shop, grid.queries, rewrites, [("none", "sft-multi"), ("sft-multi", "grpo-fusion"),
-                                                          ("sft-multi", "grpo-conversion")], args.seed)
-    lines += [""]
+    first = grid.seeds[0]
+    ab_pairs = [(a, b) for a, b in (("none", "sft-multi"), ("sft-multi", "grpo-fusion"), ("sft-multi", "grpo-conversion"))
+                if {a, b} - {"none"} <= set(grid.names)]
+    if ab_pairs:
+        lines += [f"## Simulated online A/B tests (seed {first.seed}'s world)", ""]
+        lines += ab_lines(first.shop, first.queries, {**first.rewrites, "none": [None] * len(first.queries)},
+                          ab_pairs, args.seed)
+        lines += [""]
+    lines += ["## Generalisation: training against validation loss (`python -m qrw.curves RUN_DIR`)", "",
+              "Validation loss on fixed held-out examples per task (gold val rewrites for the rewrite task), every "
+              "`--sft-eval-every` steps of stage 1.", ""]
+    lines += curve_lines(out, grid)
+    seeds = [s.seed for s in grid.seeds]
     lines += ["## Runs", "", "Training wall time as each run recorded it (a run trained while another was "
-              "training on the same cores is slower than alone).", "",
-              "| run | command | training wall time |", "|---|---|---:|"]
-    for name in GRID:
-        lines.append(f"| {LABELS[name]} | `{command_of(name, args)}` | "
-                     f"{seconds[name]:.0f} s{' (finished run reused)' if name in reused else ''} |")
+              "training on the same cores is slower than alone; r = finished run reused).", "",
+              "| run | command | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---|---|" + "---:|" * n]
+    for name in grid.names:
+        cells = [f"{trained[(s, name)][0]:.0f} s{' (r)' if trained[(s, name)][1] else ''}" for s in seeds]
+        lines.append(f"| {LABELS[name]} | `{command_of(name, args)}` | " + " | ".join(cells) + " |")
     if plots:
-        lines += ["", "## Training curves", ""] + [f"![{p}]({p})" for p in plots]
-    lines += ["", "Regenerate: `python -m qrw.reproduce" + (" --quick" if args.quick else "") +
-              "` (finished runs under the output directory are reused; `--force` retrains them)."]
+        lines += ["", f"## Training curves (seed {seeds[0]})", ""] + [f"![{p}]({p})" for p in plots]
+    lines += ["", f"Regenerate: `{grid_command(args)}` (finished runs under the output directory are reused; "
+              "`--force` retrains them)."]
     return lines
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     check(args.seed >= 0, f"--seed must be >= 0 (got {args.seed})")
-    suffix = "-quick" if args.quick else ""
+    check(args.seeds >= 1, f"--seeds must be >= 1 (got {args.seeds})")
+    check(not (args.quick and args.smoke), "--quick and --smoke exclude each other")
+    names = selected_arms(args.arms)
+    suffix = "-smoke" if args.smoke else "-quick" if args.quick else ""
     out = Path(args.out or f"runs/reproduce{suffix}")
     results_path = Path(args.results or f"docs/RESULTS{suffix}.md")
-    out.mkdir(parents=True, exist_ok=True)
+    seeds = seed_list(args)
     t_start = time.perf_counter()
-    print(f"training the grid into {out}/ ({'quick' if args.quick else 'full'} settings)")
-    trained = {name: train(name, out, args) for name in GRID}
+    print(f"training {len(names)} arms x {len(seeds)} seeds into {out}/seed-S/ "
+          f"({'smoke' if args.smoke else 'quick' if args.quick else 'full'} settings): {', '.join(names)}")
+    trained = {(seed, name): train(name, seed, out / f"seed-{seed}", args) for seed in seeds for name in names}
     t_eval = time.perf_counter()
 
-    print("evaluating on the test queries")
-    grid = evaluate_grid(out)
-    plots = plot_curves(out, results_path.parent, suffix)
-    total = time.perf_counter() - t_start
-    lines = report(args, grid, trained, time.perf_counter() - t_eval, plots)
+    print("evaluating on each seed's test queries")
+    grid = evaluate_grid(out, names, seeds)
     results_path.parent.mkdir(parents=True, exist_ok=True)
+    plots = plot_curves(out / f"seed-{seeds[0]}", results_path.parent, suffix, names)
+    now = time.perf_counter()
+    timing = {"total": now - t_start, "training": t_eval - t_start, "evaluation": now - t_eval,
+              "recorded": sum(s for s, _ in trained.values()), "reused": sum(r for _, r in trained.values()),
+              "runs": len(trained)}
+    lines = report(args, grid, trained, timing, plots, out)
     results_path.write_text("\n".join(lines) + "\n")
+    (out / "results.json").write_text(to_json({
+        "command": grid_command(args), "seeds": seeds, "arms": names, "timing_seconds": timing,
+        "rows": grid.rows, "rows_by_seed": {str(s.seed): s.rows for s in grid.seeds},
+        "comparisons": {" minus ".join(reversed(key[:2])) + (" (log-only)" if len(key) > 2 else ""): c
+                        for key, c in grid.cmp.items()}}) + "\n")
     print("\n".join(lines))
-    print(f"wrote {results_path} ({total / 60:.1f} min in this call)")
+    print(f"wrote {results_path} and {out / 'results.json'} ({timing['total'] / 60:.1f} min in this call)")
     return 0
 
 

@@ -1,0 +1,196 @@
+"""``python -m qrw.reproduce --seeds N``: the pooled interval over seeds (by hand, its coverage), the arms, and the
+whole command end to end on smoke runs."""
+
+from __future__ import annotations
+
+import doctest
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+
+import qrw.shop.pooled
+from qrw.shop.abtest import paired_diff_ci
+from qrw.shop.pooled import pooled_paired_diff, student_t_cdf, t_quantile
+
+
+# ---- the pooled interval ------------------------------------------------------------------------
+
+def test_pooled_mean_and_interval_by_hand():
+    """Seed A: differences (1, 1, 0); seed B: (0, 1). Every seed weighs the same, whatever its query count."""
+    pooled = pooled_paired_diff([([0, 0, 0], [1, 1, 0]), ([0, 0], [0, 1])])
+    assert pooled.diff == pytest.approx((2 / 3 + 1 / 2) / 2)  # 7/12, not the 3/5 of the five queries together
+    assert [c.lift for c in pooled.per_seed] == pytest.approx([2 / 3, 1 / 2])
+    # se^2 = var(2/3, 1/2; ddof 1) / 2 = (1/72) / 2 = 1/144
+    assert pooled.se == pytest.approx(1 / 12)
+    assert pooled.quantile == pytest.approx(12.7062, abs=1e-4)  # t with 1 degree of freedom
+    assert (pooled.low, pooled.high) == pytest.approx((7 / 12 - 12.7062 / 12, 7 / 12 + 12.7062 / 12), abs=1e-4)
+
+
+def test_one_seed_is_the_per_query_paired_interval():
+    rng = np.random.default_rng(0)
+    before = rng.random(500)
+    after = before + rng.normal(0.02, 0.1, 500)
+    after[3] = np.nan  # dropped as paired_diff_ci drops it
+    pooled, single = pooled_paired_diff([(before, after)]), paired_diff_ci(before, after)
+    assert (pooled.diff, pooled.se, pooled.low, pooled.high) == (single.lift, single.se, single.low, single.high)
+
+
+def test_seeds_that_disagree_widen_the_interval_beyond_pooling_the_queries():
+    """Three seeds whose effects differ (+0.3, +0.1, -0.1): the queries pooled naively claim a sure +0.1."""
+    rng = np.random.default_rng(1)
+    seeds = []
+    for effect in (0.3, 0.1, -0.1):
+        before = rng.random(400)
+        seeds.append((before, before + effect + rng.normal(0, 0.05, 400)))
+    pooled = pooled_paired_diff(seeds)
+    naive = paired_diff_ci(np.concatenate([b for b, _ in seeds]), np.concatenate([a for _, a in seeds]))
+    assert pooled.diff == pytest.approx(naive.lift, abs=1e-12)  # equal query counts: the same mean
+    assert naive.low > 0 and pooled.low < 0 < pooled.high
+    means = [0.3, 0.1, -0.1]
+    assert pooled.se == pytest.approx(np.std(means, ddof=1) / math.sqrt(3), abs=0.01)  # the between-seed spread
+    assert pooled.high - pooled.low > 10 * (naive.high - naive.low)
+
+
+def test_three_seeds_use_t_with_two_degrees_of_freedom():
+    """Seed differences 0.1, 0.2, 0.6 (whatever each seed's query count): 0.3 -/+ 4.3027 * sd / sqrt(3)."""
+    seeds = [(np.zeros(4), np.full(4, 0.1)), (np.zeros(2), np.array([0.1, 0.3])), (np.zeros(3), np.full(3, 0.6))]
+    pooled = pooled_paired_diff(seeds)
+    sd = math.sqrt(((0.1 - 0.3) ** 2 + (0.2 - 0.3) ** 2 + (0.6 - 0.3) ** 2) / 2)  # 0.2646
+    assert pooled.diff == pytest.approx(0.3) and pooled.se == pytest.approx(sd / math.sqrt(3))
+    assert (pooled.low, pooled.high) == pytest.approx((0.3 - 4.3027 * sd / math.sqrt(3),
+                                                      0.3 + 4.3027 * sd / math.sqrt(3)), abs=1e-4)
+
+
+def test_pooled_coverage():
+    """Simulated grids of 3 seeds: the pooled interval covers the true effect 95% of the time, with or without a
+    spread between seeds (not more: it is not wider than it needs); the queries pooled naively do not when seeds
+    differ."""
+    rng = np.random.default_rng(3)
+    n_grids, n_seeds, n_queries, effect = 1500, 3, 100, 0.05
+    for between_sd, naive_covers_well in ((0.05, False), (0.0, True)):
+        pooled_hits = naive_hits = 0
+        for _ in range(n_grids):
+            seeds = []
+            for _ in range(n_seeds):
+                before = rng.random(n_queries)
+                after = before + effect + rng.normal(0, between_sd) + rng.normal(0, 0.3, n_queries)
+                seeds.append((before, after))
+            pooled = pooled_paired_diff(seeds)
+            naive = paired_diff_ci(np.concatenate([b for b, _ in seeds]), np.concatenate([a for _, a in seeds]))
+            pooled_hits += pooled.low <= effect <= pooled.high
+            naive_hits += naive.low <= effect <= naive.high
+        assert 0.93 <= pooled_hits / n_grids <= 0.97, (between_sd, pooled_hits / n_grids)
+        assert (naive_hits / n_grids >= 0.93) == naive_covers_well, (between_sd, naive_hits / n_grids)
+
+
+def test_student_t():
+    for df, reference in ((1, 12.7062), (2, 4.3027), (3, 3.1824), (4, 2.7764), (9, 2.2622), (30, 2.0423)):
+        assert t_quantile(0.975, df) == pytest.approx(reference, abs=1e-4)
+    for t in (-3.0, -0.5, 0.0, 0.7, 2.5):
+        assert student_t_cdf(t, 1) == pytest.approx(0.5 + math.atan(t) / math.pi)  # Cauchy
+        assert student_t_cdf(t, 2) == pytest.approx(0.5 + t / (2 * math.sqrt(2 + t * t)))
+        assert student_t_cdf(t, 7) + student_t_cdf(-t, 7) == pytest.approx(1.0)
+    assert t_quantile(0.975, 2000) == pytest.approx(1.95996, abs=2e-3)
+
+
+def test_pooled_docstring_examples_run():
+    result = doctest.testmod(qrw.shop.pooled)
+    assert result.attempted > 0 and result.failed == 0
+
+
+# ---- the grid's arms and comparisons ----------------------------------------------------------
+
+def test_arms_bring_the_runs_they_start_from():
+    from qrw.config import UserError
+    from qrw.reproduce import GRID, selected_arms
+
+    assert selected_arms(None) == list(GRID)
+    assert selected_arms("grpo-oracle,sft-single") == ["sft-multi", "sft-single", "grpo-oracle"]
+    with pytest.raises(UserError, match="unknown arm sft-mystery"):
+        selected_arms("sft-single,sft-mystery")
+    for name, arm in GRID.items():  # an arm starts after the arm it starts from
+        assert arm.init is None or list(GRID).index(arm.init) < list(GRID).index(name)
+
+
+def test_pooled_comparison_pairs_within_each_seed():
+    from qrw.reproduce import SeedEvaluation, pooled_comparison
+
+    def seed(number, before, after, log_only):
+        metrics = {name: {m: np.asarray(v, dtype=float) for m in ("accuracy", "relevance", "recall", "ucvr")}
+                   for name, v in (("sft-single", before), ("sft-multi", after))}
+        return SeedEvaluation(number, None, None, [None] * len(before), {}, {}, metrics, {},
+                              np.array(log_only, dtype=bool))
+
+    seeds = [seed(0, [0, 0, 1, 1], [1, 0, 1, 1], [1, 1, 0, 0]),  # difference 1/4; log-only queries: 1/2
+             seed(5, [0, 0], [1, 1], [1, 0])]  # difference 1; one log-only query: left out of that subset
+    c = pooled_comparison(seeds, "sft-single", "sft-multi")["accuracy"]
+    assert c["diff"] == pytest.approx((0.25 + 1.0) / 2) and c["per_seed"] == pytest.approx([0.25, 1.0])
+    assert c["seeds"] == [0, 5] and c["before"] == pytest.approx((0.5 + 0.0) / 2)
+    sub = pooled_comparison(seeds, "sft-single", "sft-multi", log_only=True)["ucvr"]
+    assert sub["seeds"] == [0] and sub["diff"] == pytest.approx(0.5)
+    assert (sub["low"], sub["high"]) == pytest.approx(tuple(paired_diff_ci([0, 0], [1, 0])[2:]))
+
+
+def test_claims_without_their_arms_are_not_checked():
+    from qrw.reproduce import check_claims
+
+    def ci(diff):
+        return {"diff": diff, "low": diff + 0.01, "high": diff + 0.03, "before": 0.5, "after": 0.5 + diff}
+
+    cmp = {("sft-single", "sft-multi"): {m: ci(0.02) for m in ("accuracy", "relevance", "recall", "ucvr")}}
+    claims = check_claims(cmp, rows={})
+    assert claims[0].startswith("1. *Multi-task SFT") and "**reproduces**" in claims[0]
+    assert claims[1].startswith("2. Pretraining on logs helps") and "Not checked here: it needs sft-multi minus " \
+                                                                    "sft-nopretrain" in claims[1]
+    assert all("Not checked here" in c for c in claims[2:])
+
+
+# ---- the command end to end --------------------------------------------------------------------
+
+def test_two_seeds_end_to_end(tmp_path, smoke_sft_run, monkeypatch, capsys):
+    """``--smoke --seeds 2 --arms sft-multi,sft-single``: 4 runs, seed 0's multi-task run reused from the session's
+    smoke run; each seed scored in its own world, per-seed rows, pooled differences, curves and the wall time."""
+    from qrw.reproduce import main
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the training subprocesses: one thread each on a shared machine
+    out, results = tmp_path / "grid", tmp_path / "RESULTS.md"
+    shutil.copytree(smoke_sft_run, out / "seed-0" / "sft-multi")
+    assert main(["--smoke", "--seeds", "2", "--arms", "sft-multi,sft-single", "--out", str(out),
+                 "--results", str(results), "--device", "cpu"]) == 0
+    capsys.readouterr()
+    text = results.read_text()
+    data = json.loads((out / "results.json").read_text())
+    assert data["seeds"] == [0, 1] and data["arms"] == ["sft-multi", "sft-single"]
+    assert text.startswith("# qrw reproduction results (smoke settings)")
+    assert "`python -m qrw.reproduce --seeds 2 --arms sft-multi,sft-single --smoke`" in text
+    assert "Wall time of this call: " in text and "(1 of 4 runs reused" in text
+    for s in (0, 1):
+        for name in ("sft-multi", "sft-single"):
+            assert (out / f"seed-{s}" / name / "metrics.json").exists()
+        # each seed's run is scored in its own world: the rows its training script wrote agree
+        own = json.loads((out / f"seed-{s}" / "sft-single" / "metrics.json").read_text())["rows"]
+        for m in ("accuracy", "relevance", "recall", "ucvr"):
+            assert data["rows_by_seed"][str(s)]["single-task SFT"]["all"][m] == pytest.approx(
+                own["single-task SFT"]["all"][m], abs=1e-6)
+        assert f"| single-task SFT | {s} | " in text and f"| multi-task SFT | {s} | " in text
+    sizes = {s: json.loads((out / f"seed-{s}" / "sft-single" / "config.json").read_text())["world"]["seed"]
+             for s in (0, 1)}
+    assert sizes == {0: 0, 1: 1}
+    comparison = data["comparisons"]["sft-multi minus sft-single"]
+    for m in ("accuracy", "relevance", "recall", "ucvr"):
+        assert comparison[m]["seeds"] == [0, 1] and len(comparison[m]["per_seed"]) == 2
+        assert comparison[m]["diff"] == pytest.approx(np.mean(comparison[m]["per_seed"]), abs=1e-6)
+        assert comparison[m]["low"] <= comparison[m]["diff"] <= comparison[m]["high"]
+        assert f"| multi-task SFT minus single-task SFT | {m} | " in text
+    assert "## Paired differences, pooled over seeds" in text and "1. *Multi-task SFT" in text
+    assert "2. Pretraining on logs helps (the log-only subset is reported, not judged). Not checked here" in text
+    assert "### single-task SFT" in text and "| sft step | rewrite train | rewrite val | rewrite gap |" in text
+    assert "- seed 1: rewrite: " in text and "- seed 0: relevance: one evaluation" in text  # the reused run
+    assert "(r) |" in text  # the runs table marks the reused run
+
+    from qrw.config import UserError
+    with pytest.raises(UserError, match="--seeds must be >= 1"):
+        main(["--smoke", "--seeds", "0", "--out", str(out)])
