@@ -21,6 +21,13 @@ One GRPO step, written out in :func:`main` (DeepSeekMath, arXiv 2402.03300, sect
 4. pi_old from the sampler, pi_ref once, then mu passes of the clipped
    surrogate (+ beta * KL to the frozen SFT model)                      (qrw.update.update_policy)
 5. log, sample rewrites, checkpoint                                     (qrw.runs)
+
+Under ``torchrun --nproc_per_node N`` (:mod:`qrw.distributed`) the P queries of a
+step are split across the N ranks; each rank samples, rewards and computes the
+advantages of its own groups (a group never spans ranks), with its own random
+stream (seed, step, rank): the samples therefore differ from a single process's.
+The update counts its normalisers over all ranks and sums the gradients; rank 0
+gathers the step for the log and alone writes the run directory.
 """
 
 from __future__ import annotations
@@ -34,12 +41,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from qrw import distributed
 from qrw.checkpoint import CKPT_NAME
 from qrw.config import (NonFiniteLossError, Parser, add_config_args, arg, check, config_from_args, config_from_dict,
                         resolve_device, run_main)
 from qrw.lm.precision import DTYPES, resolve_dtype, set_precision
 from qrw.grpo import dynamic_sampling_mask, group_advantages, kl_k3, masked_mean
+from qrw.lm.generate import Rollout
 from qrw.rewards import COMPONENTS, RewardConfig, RewardFunction, normalize_then_sum
 from qrw.rewriter import Rewriter
 from qrw.rollout import (SampledGroups, frozen_reference, groups_batch, rollout_logprobs, sample_groups,
@@ -107,11 +117,36 @@ def step_record(step: int, lr: float, scores: dict, advantages: torch.Tensor, ha
     return record | update
 
 
+def gather_step(queries: list, scores: dict, advantages: torch.Tensor, has_signal: torch.Tensor, keep: torch.Tensor,
+                groups: SampledGroups) -> tuple:
+    """The whole step for rank 0's log under torchrun: every rank's share, concatenated in rank order.
+
+    Shares are contiguous (:func:`qrw.distributed.shard`), so the rows keep a single
+    process's layout (``p * G + g``); completions are right-padded (mask 0) to the
+    longest. A single process gets its arguments back.
+    """
+    if distributed.world_size() == 1:
+        return queries, scores, advantages, has_signal, keep, groups
+    r = groups.rollout
+    parts = distributed.all_gather_object((queries, scores, advantages.cpu(), has_signal.cpu(), keep.cpu(),
+                                           groups.prompts, r.tokens.cpu(), r.mask.cpu(), r.logprobs.cpu(),
+                                           groups.rewrites, groups.well_formed))
+    queries, scores, advantages, has_signal, keep, prompts, tokens, mask, logprobs, rewrites, well_formed = zip(*parts)
+    length = max(t.shape[1] for t in tokens)
+    pad = lambda ts: torch.cat([F.pad(t, (0, length - t.shape[1])) for t in ts])  # (N_rank, L_rank) each -> (N, L)
+    prompts = sum(prompts, [])
+    rollout = Rollout(pad(tokens), pad(mask), pad(logprobs),
+                      torch.arange(len(prompts)).repeat_interleave(groups.group_size))
+    return (sum(queries, []), {k: np.concatenate([s[k] for s in scores]) for k in scores[0]}, torch.cat(advantages),
+            torch.cat(has_signal), torch.cat(keep),
+            SampledGroups(prompts, rollout, sum(rewrites, []), sum(well_formed, []), groups.group_size))
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     check(args.stop_after is None or args.stop_after >= 1, "--stop-after must be >= 1")
-    device = resolve_device(args.device)
-    progress = not args.quiet
+    device = distributed.setup(resolve_device(args.device))  # under torchrun: join the other ranks
+    progress = not args.quiet and distributed.is_main()
     t_start = time.perf_counter()
 
     # ---- configs, and the SFT run to start from ---------------------------------------
@@ -124,9 +159,11 @@ def main(argv=None) -> int:
         run = dataclasses.replace(run, init="runs/smoke-sft")
         if not (Path(run.init) / CKPT_NAME).exists():
             import train_sft
-            shutil.rmtree(run.init, ignore_errors=True)
+            if distributed.is_main():
+                shutil.rmtree(run.init, ignore_errors=True)
             train_sft.main(["--smoke", "--quiet", "--out", run.init, "--device", args.device])
-    run_dir = RunDir(out, resume=args.resume)
+            distributed.barrier()  # rank 0 evaluates the SFT run meanwhile
+    run_dir = RunDir(out, resume=args.resume, writer=distributed.is_main())
     if args.resume:
         saved = run_dir.saved_config
         run = config_from_dict(GRPORunConfig, {"dtype": "fp32"} | saved["run"])  # runs before --dtype: fp32
@@ -141,8 +178,9 @@ def main(argv=None) -> int:
     reference = frozen_reference(policy)
     torch.manual_seed(run.seed)
     run_dir.create()  # the directory, locked against a second writer, before the first file
-    if not args.resume:
+    if not args.resume and distributed.is_main():
         shutil.copyfile(init / "tokenizer.json", run_dir.tokenizer_path)
+    distributed.barrier()  # under torchrun the other ranks read rank 0's tokenizer.json
     state = run_dir.begin({"kind": "grpo", "run": dataclasses.asdict(run), "grpo": dataclasses.asdict(grpo),
                            "rewards": dataclasses.asdict(rewards_cfg), "world": dataclasses.asdict(world.config),
                            "model": dataclasses.asdict(policy.config)}, policy)
@@ -161,16 +199,20 @@ def main(argv=None) -> int:
 
     # ---- the GRPO loop ------------------------------------------------------------------
     pool = world.log_queries if run.queries == "logs" else world.queries["train"]
+    check(grpo.queries_per_step >= distributed.world_size(), f"--queries-per-step must be >= the number of "
+          f"processes ({distributed.world_size()}), got {grpo.queries_per_step}")
     G = grpo.group_size
     start = state["step"] if state else 0
     loop = StageLoop("grpo", start, grpo.steps, log_every=grpo.log_every, ckpt_every=grpo.ckpt_every,
                      stop_after=args.stop_after, progress=progress)
     for step in loop:
         t0 = time.perf_counter()
-        # 1. P training queries, G rewrites each from the current policy (rows p * G + g)
-        queries = step_queries(pool, step, grpo.queries_per_step, run.seed)
+        # 1. P training queries (under torchrun: this rank's share), G rewrites each from the current policy
+        #    (rows p * G + g)
+        queries = distributed.shard(step_queries(pool, step, grpo.queries_per_step, run.seed))
         groups = sample_groups(rewriter, [q.text for q in queries], G, temperature=grpo.temperature,
-                               top_k=grpo.top_k, top_p=grpo.top_p, generator=step_generator(run.seed, step, device))
+                               top_k=grpo.top_k, top_p=grpo.top_p,
+                               generator=step_generator(run.seed, step, device, rank=distributed.rank()))
         t1 = time.perf_counter()
         # 2. rewards: each component and their fusion
         scores = reward_fn([q for q in queries for _ in range(G)], groups.rewrites, groups.well_formed)
@@ -199,10 +241,13 @@ def main(argv=None) -> int:
         except NonFiniteLossError as e:
             raise NonFiniteLossError(f"grpo step {step + 1}: {e}; the last good checkpoint is kept") from None
         t3 = time.perf_counter()
-        # 5. log, show samples, checkpoint
+        # 5. log (under torchrun: the whole step, gathered from the ranks), show samples, checkpoint
+        kl = (distributed.mean_over_ranks(float(masked_mean(kl_k3(old_logp, ref_logp), batch.completion_mask)),
+                                          float(batch.completion_mask.sum())) if ref_logp is not None else None)
+        queries, scores, advantages, has_signal, keep, groups = gather_step(queries, scores, advantages, has_signal,
+                                                                            keep, groups)
         record = step_record(step, lr, scores, advantages, has_signal, keep, groups, update, tok.eos_id)
-        record["kl"] = (float(masked_mean(kl_k3(old_logp, ref_logp), batch.completion_mask))  # every sample
-                        if ref_logp is not None else None)
+        record["kl"] = kl  # every sample
         record |= {"seconds": t3 - t0, "seconds_rollout": t1 - t0, "seconds_reward": t2 - t1,
                    "seconds_update": t3 - t2}
         run_dir.log.write(record)
@@ -227,6 +272,8 @@ def main(argv=None) -> int:
     if grpo.steps == 0:
         run_dir.save("grpo", 0, torch.optim.AdamW(policy.parameters()))
     train_seconds = time.perf_counter() - t_start
+    if not distributed.is_main():  # rank 0 alone evaluates
+        return 0
 
     # ---- before / after on held-out test queries -------------------------------------------
     before_label, after_label = "SFT init", f"GRPO ({rewards_cfg.reward})"

@@ -27,6 +27,7 @@ from typing import Callable
 
 import torch
 
+from qrw import distributed
 from qrw.checkpoint import CKPT_NAME, CONFIG_NAME, TOKENIZER_NAME
 from qrw.config import (NonFiniteLossError, Parser, add_config_args, check, config_from_args, config_from_dict,
                         resolve_device, run_main)
@@ -40,7 +41,7 @@ from qrw.rewriter import Rewriter
 from qrw.runs import RunDir, StageLoop, lr_at, set_lr
 from qrw.scorecard import evaluate_run, format_summary
 from qrw.sft import (DEFAULT_PRETRAIN, DEFAULT_SFT, SFTRunConfig, TrainConfig, accumulate_gradients, default_configs,
-                     evaluate_loss, make_optimizer, pretrain_mixture, sft_mixture, validation_sets)
+                     evaluate_loss, make_optimizer, pretrain_mixture, sft_mixture, target_tokens, validation_sets)
 from qrw.shop.shop import Shop
 from qrw.shop.world import World, WorldConfig
 
@@ -92,6 +93,11 @@ def train_stage(model: torch.nn.Module, mixture: TaskMixture, cfg: TrainConfig, 
     Step order: learning rate -> micro-batches (forward, loss, backward) -> finite check ->
     clip -> optimizer step -> log -> validation -> checkpoint. Returns False when
     ``stop_after`` ended the stage early (after a checkpoint), True when it finished.
+
+    Under torchrun (:mod:`qrw.distributed`) each rank runs the micro-batches of its
+    share of the step's batch, normalised by the whole batch's target tokens; the
+    loss, statistics and gradients are summed over the ranks before the finite
+    check, and rank 0 alone logs, validates and checkpoints.
     """
     model.train()
     optimizer = make_optimizer(model, cfg, device)
@@ -104,12 +110,15 @@ def train_stage(model: torch.nn.Module, mixture: TaskMixture, cfg: TrainConfig, 
         lr = lr_at(step, peak=cfg.lr, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps,
                    min_ratio=cfg.min_lr_ratio)
         set_lr(optimizer, lr)
-        loss, sums = accumulate_gradients(model, mixture.batch(step), cfg.micro_batch_size, pad_id,
-                                          mixture.weights, device, cfg.pack_len)
+        items = mixture.batch(step)  # the whole step's batch (every rank draws the same one)
+        loss, sums = accumulate_gradients(model, distributed.shard(items), cfg.micro_batch_size, pad_id,
+                                          mixture.weights, device, cfg.pack_len, normalizer=target_tokens(items))
+        loss, sums = distributed.all_reduce_sum(loss), distributed.all_reduce_sum(sums)  # over the ranks
         if not math.isfinite(loss):
             optimizer.zero_grad(set_to_none=True)
             raise NonFiniteLossError(f"{stage}: non-finite loss {loss} at step {step + 1}; "
                                      "the last good checkpoint is kept (lower the learning rate?)")
+        distributed.all_reduce_gradients(model.parameters())  # sum over the ranks: the whole batch's gradient
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
                                                    cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
         optimizer.step()
@@ -128,7 +137,8 @@ def train_stage(model: torch.nn.Module, mixture: TaskMixture, cfg: TrainConfig, 
         if loop.print_due(done):
             loop.log_line(done, {k: v for k, v in record.items() if k == "loss" or k.endswith("_loss")} | {"lr": lr},
                           record["seconds"])
-        if evaluate is not None and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps):
+        if evaluate is not None and distributed.is_main() and (  # validation: rank 0 alone
+                (cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps):
             metrics = evaluate()
             run.log.write({"stage": stage, "step": done, **metrics})
             if progress:
@@ -141,12 +151,12 @@ def train_stage(model: torch.nn.Module, mixture: TaskMixture, cfg: TrainConfig, 
 def main(argv=None) -> int:
     args = parse_args(argv)
     check(args.stop_after is None or args.stop_after >= 1, "--stop-after must be >= 1")
-    device = resolve_device(args.device)
-    progress = not args.quiet
+    device = distributed.setup(resolve_device(args.device))  # under torchrun: join the other ranks
+    progress = not args.quiet and distributed.is_main()
     t_start = time.perf_counter()
 
     # ---- configs: fresh, or the saved ones on --resume --------------------------------
-    run_dir = RunDir(args.out, resume=args.resume)
+    run_dir = RunDir(args.out, resume=args.resume, writer=distributed.is_main())
     out = run_dir.out
     configs = saved_configs(run_dir.saved_config) if args.resume else build_configs(args)
     configs["run"] = dataclasses.replace(configs["run"], dtype=resolve_dtype(configs["run"].dtype, device))
@@ -160,11 +170,14 @@ def main(argv=None) -> int:
     for stage in ("pretrain", "sft"):
         check(configs[stage].pack_len <= context,
               f"--{stage}-pack-len must be <= the model's context window ({context}), got {configs[stage].pack_len}")
+        check(configs[stage].batch_size >= distributed.world_size(), f"--{stage}-batch-size must be >= the number "
+              f"of processes ({distributed.world_size()}), got {configs[stage].batch_size}")
     torch.manual_seed(run.seed)
 
     # ---- world and tokenizer ----------------------------------------------------------
     world = World(configs["world"])
-    if args.resume:
+    if args.resume or not distributed.is_main():  # under torchrun the other ranks read rank 0's tokenizer
+        distributed.barrier()
         tok = Tokenizer.load(run_dir.tokenizer_path)
     else:
         run_dir.create()  # the directory, locked against a second writer, before the first file
@@ -173,6 +186,7 @@ def main(argv=None) -> int:
         else:
             tok = Tokenizer.train(world.corpus_texts(), run.vocab_size)
         tok.save(run_dir.tokenizer_path)
+        distributed.barrier()
 
     # ---- model --------------------------------------------------------------------------
     model_cfg = hf_cfg or ModelConfig.preset(run.preset, tok.vocab_size)
@@ -225,6 +239,8 @@ def main(argv=None) -> int:
     elif sft.steps == 0:
         run_dir.save("sft", 0, torch.optim.AdamW(model.parameters()))
     train_seconds = time.perf_counter() - t_start
+    if not distributed.is_main():  # rank 0 alone evaluates
+        return 0
 
     # ---- evaluation on held-out test queries ---------------------------------------------
     multitask = "relevance" in run.task_list

@@ -37,9 +37,13 @@ def step_queries(pool: list, step: int, count: int, seed: int) -> list:
     return [pool[i] for i in stream_indices(len(pool), step * count, count, seed, task_index=QUERY_STREAM)]
 
 
-def step_generator(seed: int, step: int, device: torch.device | str) -> torch.Generator:
-    """The random generator of step ``step``'s sampling: a resumed run draws the same rewrites."""
-    return torch.Generator(device=device).manual_seed(mix_seed(seed, step))
+def step_generator(seed: int, step: int, device: torch.device | str, rank: int = 0) -> torch.Generator:
+    """The random generator of step ``step``'s sampling: a resumed run draws the same rewrites.
+
+    Under torchrun rank r > 0 draws from its own stream, seeded by (seed, step, r); rank 0 from a single process's.
+    """
+    stream = mix_seed(seed, step) if rank == 0 else mix_seed(mix_seed(seed, step), rank)
+    return torch.Generator(device=device).manual_seed(stream)
 
 
 @dataclass

@@ -86,11 +86,17 @@ class RunDir:
 
     Either way the weights end bitwise equal to an uninterrupted run's. A
     checkpoint's temporary file left by a kill mid-write is deleted.
+
+    **Under torchrun** rank 0 is the writer; the other ranks pass
+    ``writer=False``: they read the run (``config.json``, ``ckpt.pt``) but take no
+    lock and write nothing (``log.write``, :meth:`save` and :meth:`write_results`
+    do nothing there).
     """
 
-    def __init__(self, out: str | os.PathLike, *, resume: bool):
+    def __init__(self, out: str | os.PathLike, *, resume: bool, writer: bool = True):
         self.out = Path(out)
         self.resume = resume
+        self.writer = writer
         self.saved_config: dict | None = None
         self.log: MetricsLog | None = None
         self.model: torch.nn.Module | None = None
@@ -120,7 +126,7 @@ class RunDir:
         Raises :class:`UserError` when another process holds the lock, or when a
         fresh run would overwrite a run that has a checkpoint.
         """
-        if self._unlock is not None:
+        if self._unlock is not None or not self.writer:
             return
         try:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -154,15 +160,18 @@ class RunDir:
         again from step 0 (saying so) with an emptied ``metrics.jsonl``.
         """
         self.create()
-        if not self.resume:
+        if not self.resume and self.writer:
             write_json(self.out / CONFIG_NAME, config)
         self.tokenizer_sha256 = file_sha256(self.tokenizer_path)
         self.model = model
         state = None
         if self.resume and (self.out / CKPT_NAME).exists():
             state = restore_model(self.out, model, self.tokenizer_sha256)
-        elif self.resume:
+        elif self.resume and self.writer:
             print(f"no checkpoint in {self.out} yet: starting the run from step 0")
+        if not self.writer:
+            self.log = NoLog()
+            return state
         self.log = MetricsLog(self.out / "metrics.jsonl", truncate=state is None)
         if state is not None:
             self.log.truncate_after(state["stage"], state["step"])
@@ -170,14 +179,25 @@ class RunDir:
 
     def write_results(self, results: dict[str, Any]) -> None:
         """The final test evaluation, ``metrics.json``."""
+        if not self.writer:
+            return
         write_json(self.out / RESULTS_NAME, results)
 
     def save(self, stage: str, step: int, optimizer: torch.optim.Optimizer) -> None:
         """Checkpoint the model and optimizer after ``step`` completed steps of ``stage`` (atomic write)."""
+        if not self.writer:
+            return
         save_checkpoint(self.out / CKPT_NAME, {"model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
                                                "stage": stage, "step": step,
                                                "model_config": dataclasses.asdict(self.model.config),
                                                "tokenizer_sha256": self.tokenizer_sha256})
+
+
+class NoLog:
+    """The metrics log of a rank that writes nothing (torchrun ranks other than 0)."""
+
+    def write(self, record: dict[str, Any]) -> None:
+        pass
 
 
 class StageLoop:

@@ -155,17 +155,24 @@ def multitask_loss(logits: torch.Tensor, batch: Batch, normalizer: float) -> tup
     return loss, stats
 
 
+def target_tokens(items: list) -> float:
+    """The number of target tokens of ``(task, example)`` items: the loss normaliser of a step."""
+    return float(sum(sum(mask[1:]) for _, (_, mask) in items))
+
+
 def accumulate_gradients(model: torch.nn.Module, items: list, micro_batch_size: int, pad_id: int,
                          weights: dict[str, float], device: torch.device,
-                         pack_len: int = 0) -> tuple[float, dict[str, float]]:
+                         pack_len: int = 0, normalizer: float | None = None) -> tuple[float, dict[str, float]]:
     """Forward/backward every micro-batch of one step's ``(task, example)`` items.
 
     The normaliser is the number of target tokens of the *whole step*, so the
     accumulated ``.grad`` equals the gradient of the full-batch loss, whatever
     ``micro_batch_size`` and ``pack_len`` are (packing changes only the layout:
     ``qrw.data.collate``). Returns the step's loss and summed per-task statistics.
+    Under torchrun ``items`` is this rank's share and ``normalizer`` the whole
+    step's :func:`target_tokens` (default: those of ``items``).
     """
-    normalizer = float(sum(sum(mask[1:]) for _, (_, mask) in items))
+    normalizer = target_tokens(items) if normalizer is None else normalizer
     loss_total = 0.0
     sums: dict[str, float] = {}
     for chunk in split_micro_batches(items, micro_batch_size):

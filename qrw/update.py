@@ -13,6 +13,13 @@ rewards -> advantages -> update -> log -> checkpoint). The update is here:
 
 The math itself (advantages, ratio, clipped surrogate, k3 KL, aggregation) is
 in :mod:`qrw.grpo`; sampling and scoring a rollout in :mod:`qrw.rollout`.
+
+Under torchrun (:mod:`qrw.distributed`) each rank holds the groups of its share of
+the step's queries. The update is then the single-process update of all ranks'
+rows concatenated in rank order: the minibatches are cut from that global row
+order (each rank forwards the rows it holds), every normaliser and the dynamic
+sampling scale are counted over all ranks, and the gradients are summed over the
+ranks before clipping, so every rank takes the same optimizer step.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from qrw import distributed
 from qrw.config import NonFiniteLossError, arg, check, invariant
 from qrw.grpo import LOSS_TYPES, check_loss_args, loss_normalizer, policy_loss, token_logprobs
 from qrw.rollout import RolloutBatch, completion_logits, rollout_logprobs
@@ -147,7 +155,7 @@ def _accumulate_minibatch(policy: nn.Module, optimizer: torch.optim.Optimizer, b
     so the accumulated gradient is that of the whole minibatch (property 20 of
     docs/GRPO_TESTS.md). Token-weighted statistics are added into ``totals``.
     """
-    normalizer = loss_normalizer(batch.completion_mask[rows], loss_type, max_len) * normalizer_scale
+    normalizer = normalizer_over_ranks(batch.completion_mask[rows], loss_type, max_len) * normalizer_scale
     minibatch_loss = 0.0
     for micro_start in range(0, rows.numel(), microbatch_size):
         micro_rows = rows[micro_start:micro_start + microbatch_size]  # (m,)
@@ -223,25 +231,43 @@ def grpo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: Roll
     token_keys = ["clip_frac_low", "clip_frac_high", "ratio_mean", "approx_kl", "entropy"] + ["kl"] * (ref_logp is not None)
     totals = dict.fromkeys(token_keys, 0.0) | {"tokens": 0.0}
     losses, grad_norms = [], []
+    counts = distributed.all_gather_object(num_rows)  # rows held by each rank ([num_rows] in one process)
+    offset, total_rows = sum(counts[:distributed.rank()]), sum(counts)  # this rank: rows offset .. offset + N - 1
     for pass_index in range(mu):
-        order = torch.randperm(num_rows, generator=generator) if generator is not None else torch.arange(num_rows)
+        order = torch.randperm(total_rows, generator=generator) if generator is not None else torch.arange(total_rows)
         order = order.to(batch.input_ids.device)  # (N,)
-        for start in range(0, num_rows, minibatch_size):
+        for start in range(0, total_rows, minibatch_size):
             rows = order[start:start + minibatch_size]  # (b,) the minibatch's rows
+            if distributed.world_size() > 1:  # the minibatch's rows that this rank holds, as its own row indices
+                rows = rows[(rows >= offset) & (rows < offset + num_rows)] - offset  # (b_rank,)
             where = f"pass {pass_index + 1}/{mu}, minibatch starting at row {start}"
             optimizer.zero_grad(set_to_none=True)
-            losses.append(_accumulate_minibatch(
+            losses.append(distributed.all_reduce_sum(_accumulate_minibatch(
                 policy, optimizer, batch, rows, advantages, old_logp, ref_logp, totals, token_keys,
                 microbatch_size=microbatch_size, beta=beta, clip_low=clip_low, clip_high=clip_high,
                 loss_type=loss_type, max_len=max_len, temperature=temperature, where=where,
-                normalizer_scale=normalizer_scale))
+                normalizer_scale=normalizer_scale)))
+            distributed.all_reduce_gradients(parameters)  # sum over the ranks: the whole minibatch's gradient
             grad_norms.append(_clip_and_step(parameters, optimizer, max_grad_norm, where))
 
+    totals = distributed.all_reduce_sum(totals)  # token-weighted sums over the ranks
     result = {key: totals[key] / max(totals["tokens"], 1.0) for key in token_keys}
     result["loss"] = sum(losses) / len(losses)
     result["grad_norm"] = sum(grad_norms) / len(grad_norms)
     result["optimizer_steps"] = float(len(losses))
     return result
+
+
+def normalizer_over_ranks(mask: Tensor, loss_type: str, max_len: int) -> float:
+    """:func:`qrw.grpo.loss_normalizer` of the rows that all ranks hold together (this process's in one process).
+
+    Every normaliser is a count of sequences or tokens, so the ranks' counts add
+    up; a rank holding no rows adds 0 (``loss_normalizer`` would clamp it to 1).
+    """
+    if distributed.world_size() == 1:
+        return loss_normalizer(mask, loss_type, max_len)
+    count = loss_normalizer(mask, loss_type, max_len) if mask.shape[0] > 0 else 0.0
+    return max(distributed.all_reduce_sum(count), 1.0)
 
 
 def _clip_and_step(parameters: list[Tensor], optimizer: torch.optim.Optimizer, max_grad_norm: float | None,
@@ -289,19 +315,20 @@ def update_policy(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: Ro
     never by the rollout's longest completion.
 
     Args:
-        batch: the whole rollout, N = P * G rows; advantages: (P, G); keep: (P,) bool.
+        batch: the whole rollout, N = P * G rows (under torchrun: this rank's groups); advantages: (P, G);
+            keep: (P,) bool.
         old_logp: (N, L) the sampler's log-probs (pi_old: equal to a re-scoring forward).
         ref_logp: (N, L) the frozen SFT model's log-probs, used when ``cfg.beta > 0``.
     """
-    if not bool(keep.any()):
+    if distributed.all_reduce_sum(int(keep.sum())) == 0:  # no group kept (on any rank)
         return None
     G = advantages.shape[1]
     rows = keep.repeat_interleave(G).nonzero().squeeze(1).to(batch.input_ids.device)  # (N_kept,) row indices
     kept = batch.select(rows)
-    scale = (loss_normalizer(batch.completion_mask, cfg.loss_type, cfg.max_new_tokens)
-             / loss_normalizer(kept.completion_mask, cfg.loss_type, cfg.max_new_tokens))  # whole / kept
+    scale = (normalizer_over_ranks(batch.completion_mask, cfg.loss_type, cfg.max_new_tokens)
+             / normalizer_over_ranks(kept.completion_mask, cfg.loss_type, cfg.max_new_tokens))  # whole / kept
     return grpo_update(policy, optimizer, kept, advantages.reshape(-1)[rows.cpu()].to(rows.device), mu=cfg.mu,
-                       minibatch_size=cfg.minibatch_size or kept.num_sequences,
+                       minibatch_size=cfg.minibatch_size or distributed.all_reduce_sum(kept.num_sequences),
                        microbatch_size=cfg.microbatch_size, beta=cfg.beta, clip_low=cfg.clip_low,
                        clip_high=cfg.clip_high, loss_type=cfg.loss_type, temperature=cfg.temperature,
                        max_grad_norm=cfg.max_grad_norm, old_logp=old_logp[rows],
