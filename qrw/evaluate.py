@@ -36,9 +36,9 @@ import numpy as np
 from qrw.config import Parser, UserError, check, config_from_dict, resolve_device, run_main
 from qrw.scorecard import (GATE_TARGET, OOD_QUERIES, evaluate_gate, evaluate_run, format_summary, run_name,
                            tagger_source)
-from qrw.shop.ood import MAX_OOD_QUERIES
 from qrw.shop.abtest import AB_METRICS, MAX_AB_USERS, ab_test
 from qrw.shop.metrics import page_grades
+from qrw.shop.ood import MAX_OOD_QUERIES
 from qrw.shop.shop import BASELINES, Shop
 from qrw.shop.world import World, WorldConfig
 
