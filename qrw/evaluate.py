@@ -6,6 +6,13 @@ relevance@k, recall@k, UCVR, length, diversity), beside no rewrite, the
 dictionary baseline and the gold rewrite with --baselines (and then the paired
 difference model - dictionary), and the relevance tagger's accuracy and
 macro-F1 against the judge when the run trained one: :mod:`qrw.scorecard`.
+With ``--gate THRESHOLD`` or ``--gate auto`` (chosen on val: the smallest
+threshold that serves a rewrite to at most ``--gate-target`` of the
+out-of-domain val queries), the serving gate beside it: the metrics with a
+rewrite served only when the model's tagger gives it P(equivalent) above the
+threshold, their paired difference with the gate off, and the share of
+out-of-domain queries (products the catalog does not sell) served a rewrite,
+gate off and on.
 
 Online, simulated (``python -m qrw.evaluate --ab CONTROL TREATMENT --users N``),
 the paper's A/B test in miniature: shoppers bring test queries, are randomised
@@ -27,9 +34,11 @@ from pathlib import Path
 import numpy as np
 
 from qrw.config import Parser, UserError, check, config_from_dict, resolve_device, run_main
-from qrw.scorecard import evaluate_run, format_summary, run_name, tagger_source
+from qrw.scorecard import (GATE_TARGET, OOD_QUERIES, evaluate_gate, evaluate_run, format_summary, run_name,
+                           tagger_source)
 from qrw.shop.abtest import AB_METRICS, MAX_AB_USERS, ab_test
 from qrw.shop.metrics import page_grades
+from qrw.shop.ood import MAX_OOD_QUERIES
 from qrw.shop.shop import BASELINES, Shop
 from qrw.shop.world import World, WorldConfig
 
@@ -92,6 +101,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                epilog="examples:\n"
                       "  python -m qrw.evaluate --ckpt runs/sft --baselines          # offline table\n"
                       "  python -m qrw.evaluate --ckpt runs/sft --baselines --json   # the same, as JSON\n"
+                      "  python -m qrw.evaluate --ckpt runs/sft --gate auto          # with the serving gate\n"
                       "  python -m qrw.evaluate --ab none runs/grpo --users 20000    # A/B: no rewrite vs GRPO\n"
                       "  python -m qrw.evaluate --ab none gold --ckpt runs/sft       # baselines in runs/sft's world")
     p.add_argument("--ckpt", default=None, metavar="DIR",
@@ -106,6 +116,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="--ab: seed of the shoppers' queries, sides and sessions")
     p.add_argument("--split", default="test", choices=["test", "val"], help="queries to evaluate on")
     p.add_argument("--k", type=int, default=10, help="results page size (relevance@k, recall@k)")
+    p.add_argument("--gate", default=None, metavar="THRESHOLD|auto",
+                   help="offline: also evaluate the serving gate (a rewrite is served only when the tagger's "
+                        "P(equivalent) exceeds THRESHOLD in [0, 1]; auto: chosen on val, see --gate-target)")
+    p.add_argument("--gate-target", type=float, default=GATE_TARGET,
+                   help="--gate auto: the share of out-of-domain val queries the threshold may serve a rewrite "
+                        f"(default {GATE_TARGET})")
+    p.add_argument("--ood-queries", type=int, default=OOD_QUERIES,
+                   help=f"--gate: out-of-domain queries per split (default {OOD_QUERIES})")
     p.add_argument("--json", action="store_true",
                    help="print deterministic JSON (sorted keys, floats rounded to 6 decimals) instead of tables")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
@@ -129,17 +147,39 @@ def _world_diff(a: dict, b: dict) -> str:
     return ", ".join(f"{k} {a.get(k)} vs {b.get(k)}" for k in keys)
 
 
+def parse_gate(text: str | None, split: str) -> float | str | None:
+    """``--gate``: None (off), ``"auto"``, or a threshold in [0, 1] (one-line UserError otherwise)."""
+    if text is None or text == "auto":
+        check(text is None or split == "test", "--gate auto chooses the threshold on val: use it with --split test")
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(f"--gate must be a threshold in [0, 1] or 'auto' (got {text!r})") from None
+    check(0.0 <= value <= 1.0, f"--gate must be a threshold in [0, 1] or 'auto' (got {text})")
+    return value
+
+
 def offline_main(args: argparse.Namespace) -> int:
-    """``--ckpt DIR``: the run's greedy rewrites on the split, with --baselines beside them."""
+    """``--ckpt DIR``: the run's greedy rewrites on the split, with --baselines and --gate beside them."""
     from qrw.runs import load_run
 
+    gate = parse_gate(args.gate, args.split)
+    check(0.0 <= args.gate_target < 1.0, f"--gate-target must be in [0, 1) (got {args.gate_target})")
+    check(2 <= args.ood_queries <= MAX_OOD_QUERIES,
+          f"--ood-queries must be between 2 and {MAX_OOD_QUERIES} (got {args.ood_queries})")
     device = resolve_device(args.device)
     loaded = load_run(args.ckpt, device)
     name = run_name(loaded.config)
     source = tagger_source(loaded.config)
+    check(gate is None or source is not None,
+          f"--gate needs the relevance tagger, and {args.ckpt} was trained without the relevance task")
     ctx = Shop(loaded.world, k=args.k)
-    results = evaluate_run(ctx, loaded.rewriter(device), name=name, split=args.split, baselines=args.baselines,
+    rewriter = loaded.rewriter(device)
+    results = evaluate_run(ctx, rewriter, name=name, split=args.split, baselines=args.baselines,
                            tagging=source is not None)
+    if gate is not None:
+        evaluate_gate(ctx, rewriter, results, threshold=gate, target=args.gate_target, n_ood=args.ood_queries)
     results.pop("rewrites")
     results.pop("well_formed")
     results.update(kind=loaded.config.get("kind"), k=args.k, tagger=source)
@@ -224,6 +264,7 @@ def main(argv=None) -> int:
     check(1 <= args.k <= 100, f"--k must be between 1 and 100 (got {args.k})")
     if args.ab is not None:
         check(not args.baselines, "--baselines applies to the offline evaluation (--ckpt without --ab)")
+        check(args.gate is None, "--gate applies to the offline evaluation (--ckpt without --ab)")
         return ab_main(args)
     check(args.ckpt is not None, "give --ckpt DIR (offline evaluation) or --ab CONTROL TREATMENT (A/B test)")
     check(args.users is None, "--users applies to the A/B test (--ab CONTROL TREATMENT)")

@@ -18,6 +18,14 @@ macro-F1 against the judge on the split's (query, rewrite, label) pairs
 :func:`compare_rewrites` is the paired before/after comparison that
 ``train_grpo.py`` prints; the ``format_*`` functions render all of these as text.
 
+The serving gate (the relevance task at serving time, :meth:`qrw.rewriter.Rewriter.serve`):
+:func:`choose_gate_threshold` picks its threshold on validation data and
+:func:`evaluate_gate` adds to :func:`evaluate_run`'s results the split's
+metrics with the gate on (a rewrite the tagger does not vouch for is not
+served: the query is searched alone), their paired difference with the gate
+off, and the share of out-of-domain queries (:mod:`qrw.shop.ood`) that still
+get a rewrite served, off and on.
+
 The command ``python -m qrw.evaluate`` prints them (and runs the simulated
 online A/B test of :mod:`qrw.shop.abtest`). Departure from the paper: the
 metrics are computed against the world's oracle judge instead of human raters.
@@ -25,9 +33,12 @@ metrics are computed against the world's oracle judge instead of human raters.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from qrw.config import check
+from qrw.rewriter import apply_gate
 from qrw.shop.abtest import paired_diff_ci
 from qrw.shop.metrics import METRICS, rewrite_metrics
 from qrw.shop.shop import Shop
@@ -132,6 +143,142 @@ def evaluate_run(ctx: Shop, rewriter, *, name: str, split: str = "test", baselin
     return results
 
 
+# ---- the serving gate ---------------------------------------------------------------------------
+
+GATE_TARGET = 0.05  # default: share of out-of-domain validation queries the chosen threshold may serve a rewrite
+OOD_QUERIES = 300   # default: out-of-domain queries per split (val to choose the threshold, test to measure it)
+# Paired on-minus-off differences of the gate, per query over every query: the page metrics, and whether an
+# irrelevant (judge grade 0) rewrite was served. Accuracy is not paired: with the gate on it is the accuracy of
+# the served rewrites only (a gated query has no rewrite, as "no rewrite" has none), a different population.
+GATE_DIFFS = ("relevance", "recall", "ucvr", "irrelevant_served")
+
+
+def choose_gate_threshold(ood_scores, target: float = GATE_TARGET) -> float:
+    """The smallest threshold that serves a rewrite to at most ``target`` of the out-of-domain queries.
+
+    Criterion: a rewrite is served when its score is ``> t``, so the share of
+    queries served, out-of-domain and in-domain alike, can only fall as ``t``
+    rises. Among the thresholds that keep the out-of-domain (validation) share
+    at or below ``target``, the smallest serves the most in-domain rewrites
+    (bound the false alarms, keep the most of the rest). It is the
+    ``(m + 1)``-th largest out-of-domain score, ``m = floor(target * n)``:
+    exactly the scores above it are served, at most ``m`` of them (fewer with
+    ties), and any lower threshold serves that score too. In-domain scores do
+    not move this choice; report their served share beside it.
+
+    >>> choose_gate_threshold([0.1, 0.9, 0.3, 0.8, 0.2], target=0.2)  # m = 1: only 0.9 stays above
+    0.8
+    """
+    scores = np.sort(np.asarray(ood_scores, dtype=np.float64))[::-1]  # (n,) largest first
+    check(scores.ndim == 1 and len(scores) >= 1, "choose_gate_threshold needs at least one out-of-domain score")
+    check(bool(np.all(np.isfinite(scores))), "gate scores must be finite")
+    check(0.0 <= target < 1.0, f"the out-of-domain target share must be in [0, 1) (got {target})")
+    m = math.floor(target * len(scores) + 1e-9)  # the served count allowed (1e-9: 0.05 * 300 is 15.000000000000002)
+    return float(scores[m])
+
+
+def _served_share(served: list) -> float:
+    return float(np.mean([r is not None for r in served])) if served else float("nan")
+
+
+def evaluate_gate(ctx: Shop, rewriter, results: dict, *, threshold: float | str, target: float = GATE_TARGET,
+                  n_ood: int = OOD_QUERIES, n_samples: int = 5) -> dict:
+    """The serving gate on :func:`evaluate_run`'s ``results`` (with its ``rewrites``), added to them in place.
+
+    ``threshold``: a number in [0, 1], or ``"auto"``: chosen on validation data
+    by :func:`choose_gate_threshold` from the out-of-domain val queries, with
+    the served share of the in-domain val rewrites reported beside it (``auto``
+    needs ``results`` on the test split: it does not measure on what it chose on).
+
+    Adds ``rows["<model> + gate"]`` (the split scored with gated rewrites: the
+    page metrics over every query, accuracy over the served rewrites) and
+    ``results["gate"]``: ``threshold``, ``score``, ``chosen`` (the val figures
+    when ``auto``), ``in_domain`` (served share per segment, the paired
+    on-minus-off differences of :data:`GATE_DIFFS` with 95% intervals, the
+    share of irrelevant rewrites served off and on) and ``ood`` (the split's
+    out-of-domain queries: served share off and on, a few samples).
+    Returns ``results["gate"]``.
+    """
+    split, name = results["split"], results["model"]
+    queries = ctx.world.queries[split]
+    chosen = None
+    if threshold == "auto":
+        check(split == "test", "--gate auto chooses the threshold on val: evaluate it on the test split")
+        val_texts = [q.text for q in ctx.world.queries["val"]]
+        val_ood = ctx.ood_queries("val", n_ood)
+        ood_scores = rewriter.gate_scores(val_ood, rewriter.rewrite(val_ood))
+        threshold = choose_gate_threshold(ood_scores, target)
+        in_scores = rewriter.gate_scores(val_texts, rewriter.rewrite(val_texts))
+        chosen = {"split": "val", "target": target, "n_ood": len(val_ood), "n_in_domain": len(val_texts),
+                  "ood_served": float(np.mean(np.asarray(ood_scores) > threshold)),
+                  "in_domain_served": float(np.mean(np.asarray(in_scores) > threshold)),
+                  "criterion": "smallest threshold serving at most the target share of out-of-domain val queries"}
+    check(isinstance(threshold, (int, float)) and 0.0 <= threshold <= 1.0,
+          f"the gate threshold must be a number in [0, 1] or 'auto' (got {threshold!r})")
+    threshold = float(threshold)
+
+    rewrites = results["rewrites"]
+    scores = rewriter.gate_scores([q.text for q in queries], rewrites)
+    served = apply_gate(rewrites, scores, threshold)
+    results["rows"][f"{name} + gate"] = ctx.score(queries, served)
+    off = rewrite_metrics(ctx.world, ctx.engine, ctx.users, queries, rewrites, k=ctx.k)
+    on = rewrite_metrics(ctx.world, ctx.engine, ctx.users, queries, served, k=ctx.k)
+    is_served = np.array([r is not None for r in served])
+    off["irrelevant_served"] = (off["grade"] == 0).astype(np.float64)  # every rewrite served with the gate off
+    on["irrelevant_served"] = ((off["grade"] == 0) & is_served).astype(np.float64)
+    of_segment = np.array([q.segment for q in queries])
+    in_domain = {
+        "n": len(queries),
+        "served": {seg: float(is_served[of_segment == seg].mean()) for seg in ctx.world.SEGMENTS
+                   if (of_segment == seg).any()} | {"all": float(is_served.mean())},
+        "irrelevant_served": {"off": float(off["irrelevant_served"].mean()),
+                              "on": float(on["irrelevant_served"].mean())},
+        "diff": {m: paired_diff_ci(off[m], on[m])._asdict() for m in GATE_DIFFS},
+    }
+
+    ood = ctx.ood_queries(split, n_ood)
+    ood_rewrites = rewriter.rewrite(ood)
+    ood_scores = rewriter.gate_scores(ood, ood_rewrites)
+    ood_served = apply_gate(ood_rewrites, ood_scores, threshold)
+    results["gate"] = {
+        "threshold": threshold, "score": "P(label 2 | query, rewrite) of the model's own tagger", "chosen": chosen,
+        "in_domain": in_domain,
+        "ood": {"split": split, "n": len(ood), "served_off": _served_share(ood_rewrites),
+                "served_on": _served_share(ood_served),
+                "samples": [{"query": q, "rewrite": r, "score": s, "served": g is not None}
+                            for q, r, s, g in list(zip(ood, ood_rewrites, ood_scores, ood_served))[:n_samples]]},
+    }
+    return results["gate"]
+
+
+def format_gate(gate: dict, split: str = "test") -> str:
+    """The human-readable report of :func:`evaluate_gate`."""
+    out = [f"serving gate: a rewrite is served iff {gate['score']} > {gate['threshold']:.4f}; "
+           f"otherwise the query is searched alone"]
+    if gate.get("chosen"):
+        c = gate["chosen"]
+        out.append(f"  threshold chosen on {c['split']}: {c['criterion']} ({c['target']:.0%}); there "
+                   f"{c['ood_served']:.1%} of {c['n_ood']} out-of-domain and {c['in_domain_served']:.1%} of "
+                   f"{c['n_in_domain']} in-domain rewrites are served")
+    o, d = gate["ood"], gate["in_domain"]
+    out.append(f"out-of-domain {o['split']} queries ({o['n']}): rewrite served, gate off {o['served_off']:.1%} | "
+               f"gate on {o['served_on']:.1%}")
+    segments = ", ".join(f"{s} {v:.1%}" for s, v in d["served"].items() if s != "all")
+    irrelevant = d["irrelevant_served"]
+    out.append(f"in-domain {split} queries ({d['n']}): rewrite served, gate off 100.0% | gate on "
+               f"{d['served']['all']:.1%} ({segments}); irrelevant rewrite served {irrelevant['off']:.1%} -> "
+               f"{irrelevant['on']:.1%}")
+    out.append("gate on minus off, paired over the same in-domain queries (95% CI; * excludes 0):")
+    out.append("  " + "  ".join(
+        f"{m} {v['lift']:+.4f} [{v['low']:+.4f}, {v['high']:+.4f}]{'*' if v['low'] > 0 or v['high'] < 0 else ''}"
+        for m, v in d["diff"].items()))
+    if o.get("samples"):
+        out.append("out-of-domain samples (query -> rewrite | score, served):")
+        out += [f"  {s['query']!r} -> {s['rewrite']!r} | {s['score']:.3f} {'served' if s['served'] else 'gated'}"
+                for s in o["samples"]]
+    return "\n".join(out)
+
+
 # ---- what a run directory holds ----------------------------------------------------------------
 
 def _section(config: dict, name: str) -> dict:
@@ -206,6 +353,8 @@ def format_summary(results: dict, title: str = "") -> str:
     if results.get("samples"):
         out.append("samples (query -> rewrite | gold):")
         out += [f"  {s['query']!r} -> {s['rewrite']!r} | {s['gold']!r}" for s in results["samples"][:5]]
+    if results.get("gate"):
+        out.append(format_gate(results["gate"], results["split"]))
     return "\n".join(out)
 
 

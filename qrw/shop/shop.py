@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from qrw.config import UserError
+from qrw.config import UserError, invariant
 from qrw.shop.baselines import DictionaryRewriter, gold_rewrites
 from qrw.shop.metrics import rewrite_metrics, summarize
+from qrw.shop.ood import ood_queries
 from qrw.shop.search import SearchEngine
 from qrw.shop.users import UserSimulator
 from qrw.shop.world import World
@@ -45,16 +46,31 @@ class Shop:
             return gold_rewrites(queries)
         raise UserError(f"unknown baseline {name!r}; expected one of {', '.join(BASELINES)}")
 
+    def ood_queries(self, split: str, n: int) -> list[str]:
+        """``n`` out-of-domain queries of ``split`` (:mod:`qrw.shop.ood`, seeded by the world's seed).
+
+        Checked: the judge reads no intent in any of them (every catalog query parses to its own).
+        """
+        texts = ood_queries(self.world.config.seed, n, split)
+        for text in texts:
+            invariant(self.world.judge.parse(text) is None, f"out-of-domain query {text!r} names a catalog product")
+        return texts
+
     def score(self, queries, rewrites: list[str | None]) -> dict[str, dict[str, float]]:
-        """Per-segment and overall means of the page metrics, plus rewrite length and diversity."""
+        """Per-segment and overall means of the page metrics, plus rewrite length and diversity.
+
+        Length (words) and diversity (share of distinct rewrites) are over the rewrites given, not the
+        None ones (no rewrite: a gated query); NaN for a segment without any.
+        """
         per_example = rewrite_metrics(self.world, self.engine, self.users, queries, rewrites, k=self.k)
         summary = summarize(per_example, [q.segment for q in queries])
         if any(r is not None for r in rewrites):
             segments = np.array([q.segment for q in queries])
+            given = np.array([r is not None for r in rewrites])
             lengths = np.array([len(r.split()) if r else 0 for r in rewrites], dtype=float)
             for seg, row in summary.items():
-                idx = np.arange(len(queries)) if seg == "all" else np.flatnonzero(segments == seg)
+                idx = np.flatnonzero(given if seg == "all" else given & (segments == seg))
                 chosen = [rewrites[i] for i in idx]
                 row["length"] = float(lengths[idx].mean()) if len(idx) else float("nan")
-                row["diversity"] = len(set(chosen)) / max(len(chosen), 1)
+                row["diversity"] = len(set(chosen)) / len(chosen) if chosen else float("nan")
         return summary

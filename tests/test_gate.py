@@ -1,0 +1,280 @@
+"""The serving gate: out-of-domain queries (qrw.shop.ood), the gate (qrw.rewriter), its threshold and its
+evaluation (qrw.scorecard), and ``python -m qrw.evaluate --gate``.
+
+The gate's logic is checked with stub rewriters whose relevance probabilities are
+hand-made, so which rewrite is served is known exactly; the command runs on the
+suite's shared smoke run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from qrw.config import run_main
+from qrw.evaluate import main
+from qrw.rewriter import EMPTY_REWRITE_TAG, Rewriter, apply_gate
+from qrw.scorecard import choose_gate_threshold, evaluate_gate, evaluate_run
+from qrw.shop import ood as ood_module
+from qrw.shop.metrics import rewrite_metrics
+from qrw.shop.ood import OOD_NOUNS, OOD_SPLITS, ood_nouns, ood_queries
+from qrw.shop.shop import Shop
+from qrw.shop.world import World, WorldConfig
+
+
+@pytest.fixture(scope="module")
+def world() -> World:
+    return World(WorldConfig(seed=2, n_products=300, n_train_queries=200, n_val_queries=40, n_test_queries=60,
+                             n_log_sessions=300, mining_sessions_per_query=0))
+
+
+# ---- the out-of-domain queries -------------------------------------------------------------------
+
+def test_ood_queries_are_deterministic_distinct_and_split_by_noun():
+    assert ood_queries(0, 200, "val") == ood_queries(0, 200, "val")
+    assert ood_queries(0, 50, "val") == ood_queries(0, 200, "val")[:50]  # a prefix: n does not reshuffle
+    assert ood_queries(1, 50, "val") != ood_queries(0, 50, "val")
+    every_noun = [n for nouns in OOD_NOUNS.values() for n in nouns]
+    halves = {split: set(ood_nouns(0, split)) for split in OOD_SPLITS}
+    assert sorted(n for nouns in halves.values() for n in nouns) == sorted(every_noun)  # a partition
+    assert len(halves["train"]) == len(every_noun) // 2
+    for split in OOD_SPLITS:
+        texts = ood_queries(0, 1000, split)
+        assert len(set(texts)) == 1000
+        others = set(every_noun) - halves[split]
+        for text in texts:  # the noun is the split's; no other split's noun appears
+            assert any(noun in text for noun in halves[split]), text
+            assert not any(f" {noun} " in f" {text} " for noun in others), text
+
+
+def test_ood_queries_name_nothing_the_catalog_sells(world):
+    judge = world.judge
+    for nouns in OOD_NOUNS.values():
+        for noun in nouns:
+            assert judge.terms(noun) == [], noun  # even after the judge's one-typo correction
+    catalog = {q.text for split in world.queries.values() for q in split} | {q.text for q in world.log_queries}
+    shared_words = set()
+    for seed in (0, 1, 2):
+        for split in OOD_SPLITS:
+            for text in ood_queries(seed, 1000, split):
+                assert judge.parse(text) is None, text
+                assert text not in catalog, text
+                shared_words |= {w for w in text.split() if w in judge.known_words}
+    # not separable by vocabulary alone: colours, materials, sizes, fillers are catalog words
+    assert {"black", "white", "leather", "wireless", "small", "cheap"} <= shared_words
+
+
+def test_shop_checks_its_ood_queries(world, monkeypatch):
+    shop = Shop(world)
+    assert shop.ood_queries("test", 30) == ood_queries(world.config.seed, 30, "test")
+    catalog_query = world.queries["test"][0].text
+    monkeypatch.setattr("qrw.shop.shop.ood_queries", lambda seed, n, split: [catalog_query])
+    with pytest.raises(ValueError, match="names a catalog product"):
+        shop.ood_queries("test", 1)
+
+
+def test_ood_query_count_is_checked():
+    with pytest.raises(ValueError, match="n must be between 1"):
+        ood_queries(0, 0, "val")
+    with pytest.raises(ValueError, match="split must be one of"):
+        ood_nouns(0, "dev")
+    assert ood_module.MAX_OOD_QUERIES >= 1000
+
+
+# ---- the gate ----------------------------------------------------------------------------------
+
+def test_apply_gate_serves_exactly_the_scores_above_the_threshold():
+    rewrites = ["a", "b", "c", "d"]
+    assert apply_gate(rewrites, [0.9, 0.5, 0.49, 1.0], 0.5) == ["a", None, None, "d"]  # strict: 0.5 is not served
+    assert apply_gate(rewrites, [0.9, 0.5, 0.49, 1.0], None) == rewrites  # gate off
+    assert apply_gate(rewrites, [0.9, 0.5, 0.49, 1.0], 1.0) == [None] * 4
+    assert apply_gate(rewrites, [0.9, 0.5, 0.49, 1e-9], 0.0) == rewrites
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        apply_gate(rewrites, [0.1] * 4, 1.5)
+    with pytest.raises(ValueError, match="4 rewrites but 3"):
+        apply_gate(rewrites, [0.1] * 3, 0.5)
+
+
+def stub_rewriter(rewrites: dict[str, str], probs: dict[tuple[str, str], list[float]], seen: list | None = None):
+    """A Rewriter whose greedy rewrites and tagger probabilities are the given tables (no model)."""
+    rw = object.__new__(Rewriter)
+
+    def rewrite(queries, return_well_formed=False):
+        texts = [rewrites[q] for q in queries]
+        return (texts, [True] * len(texts)) if return_well_formed else texts
+    rw.rewrite = rewrite
+
+    def relevance_probs(queries, texts):
+        if seen is not None:
+            seen.extend(zip(queries, texts))
+        return torch.tensor([probs[(q, r)] for q, r in zip(queries, texts)], dtype=torch.float64)
+    rw.relevance_probs = relevance_probs
+    return rw
+
+
+def test_serve_gates_on_the_probability_of_label_2():
+    seen = []
+    rw = stub_rewriter({"blk kicks": "sneakers black", "dinosaur": "tripod aluminium", "telly": "", "fridge": "kettle"},
+                       {("blk kicks", "sneakers black"): [0.05, 0.15, 0.80],
+                        ("dinosaur", "tripod aluminium"): [0.10, 0.55, 0.35],  # expected grade 1.25, P2 0.35
+                        ("telly", EMPTY_REWRITE_TAG): [0.20, 0.20, 0.60],
+                        ("fridge", "kettle"): [0.70, 0.00, 0.30]}, seen)
+    served, rewrites, scores = rw.serve(["blk kicks", "dinosaur", "telly", "fridge"], threshold=0.5)
+    assert rewrites == ["sneakers black", "tripod aluminium", "", "kettle"]
+    assert scores == pytest.approx([0.80, 0.35, 0.60, 0.30])
+    assert served == ["sneakers black", None, "", None]
+    assert ("telly", EMPTY_REWRITE_TAG) in seen  # an empty rewrite is tagged as "-"
+    assert rw.serve(["dinosaur"], threshold=None)[0] == ["tripod aluminium"]  # gate off: no tagger pass
+    assert len(seen) == 4
+
+
+# ---- the threshold -----------------------------------------------------------------------------
+
+def naive_threshold(scores, target):
+    """The smallest candidate t (0 or a score) with share(scores > t) <= target: the criterion, by brute force."""
+    scores = np.asarray(scores)
+    for t in sorted({0.0, *scores.tolist()}):
+        if np.mean(scores > t) <= target + 1e-12:
+            return t
+    raise AssertionError("unreachable: t = max(scores) serves nothing")
+
+
+def test_choose_gate_threshold_by_hand_and_against_brute_force():
+    scores = [0.1, 0.95, 0.3, 0.9, 0.2, 0.9, 0.4, 0.7, 0.5, 0.6]  # n = 10
+    assert choose_gate_threshold(scores, 0.10) == 0.9   # m = 1: only 0.95 is above
+    assert choose_gate_threshold(scores, 0.15) == 0.9   # m = 1 still
+    assert choose_gate_threshold(scores, 0.20) == 0.9   # m = 2 would cut a tie: 0.9 itself, serving 1 (<= 2)
+    assert choose_gate_threshold(scores, 0.30) == 0.7   # m = 3: 0.95, 0.9, 0.9 above 0.7
+    assert choose_gate_threshold(scores, 0.0) == 0.95   # nothing served
+    assert choose_gate_threshold([0.2] * 300, 0.05) == 0.2
+    assert choose_gate_threshold(np.arange(300) / 300, 0.05) == pytest.approx(284 / 300)  # m = 15, no float slip
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(1, 40))
+        s = np.round(rng.random(n), 1)  # ties on purpose
+        target = float(rng.choice([0.0, 0.05, 0.1, 0.25, 0.5, 0.9]))
+        t = choose_gate_threshold(s, target)
+        assert t == naive_threshold(s, target)
+        assert np.mean(s > t) <= target + 1e-12
+    with pytest.raises(ValueError, match="target share must be in"):
+        choose_gate_threshold(scores, 1.0)
+
+
+# ---- the evaluation ----------------------------------------------------------------------------
+
+def gate_stub(world, shop):
+    """Gold rewrites in-domain, a fixed catalog rewrite out of domain; P2 0.9 for every third query, else 0.1."""
+    rewrites, probs = {}, {}
+    texts = [q.text for s in ("val", "test") for q in world.queries[s]]
+    golds = {q.text: q.gold for s in ("val", "test") for q in world.queries[s]}
+    texts += shop.ood_queries("val", 20) + shop.ood_queries("test", 20)
+    for i, text in enumerate(texts):
+        rewrites[text] = golds.get(text, "tripod aluminium")
+        p2 = 0.9 if i % 3 == 0 else 0.1
+        probs[(text, rewrites[text])] = [1 - p2, 0.0, p2]
+    return stub_rewriter(rewrites, probs), probs
+
+
+def test_evaluate_gate_serves_what_the_stub_vouches_for_and_searches_the_rest_alone(world):
+    shop = Shop(world)
+    rw, probs = gate_stub(world, shop)
+    results = evaluate_run(shop, rw, name="stub", baselines=True, tagging=False)
+    gate = evaluate_gate(shop, rw, results, threshold=0.5, n_ood=20)
+    queries = world.queries["test"]
+    vouched = np.array([probs[(q.text, q.gold)][2] > 0.5 for q in queries])
+    assert gate["threshold"] == 0.5 and gate["chosen"] is None
+    assert gate["in_domain"]["served"]["all"] == pytest.approx(vouched.mean())
+    ood_test = shop.ood_queries("test", 20)
+    assert gate["ood"]["served_off"] == 1.0
+    assert gate["ood"]["served_on"] == pytest.approx(np.mean([probs[(q, "tripod aluminium")][2] > 0.5
+                                                              for q in ood_test]))
+    # gated queries go through the no-rewrite path: the same page, the same metrics as "no rewrite"
+    served = apply_gate([q.gold for q in queries], [probs[(q.text, q.gold)][2] for q in queries], 0.5)
+    texts = [q.text for q in queries]
+    gated_pages = shop.engine.pages(texts, served)
+    np.testing.assert_array_equal(gated_pages[~vouched], shop.engine.pages(texts, None)[~vouched])
+    np.testing.assert_array_equal(gated_pages[vouched], shop.engine.pages(texts, [q.gold for q in queries])[vouched])
+    on = rewrite_metrics(world, shop.engine, shop.users, queries, served)
+    none = rewrite_metrics(world, shop.engine, shop.users, queries, None)
+    gold = rewrite_metrics(world, shop.engine, shop.users, queries, [q.gold for q in queries])
+    for m in ("relevance", "recall", "ucvr"):
+        np.testing.assert_allclose(on[m][~vouched], none[m][~vouched])
+        assert gate["in_domain"]["diff"][m]["lift"] == pytest.approx(np.nanmean(on[m] - gold[m]))
+    row = results["rows"]["stub + gate"]["all"]
+    assert row["relevance"] == pytest.approx(on["relevance"].mean())
+    assert row["accuracy"] == 1.0  # gold rewrites: every served one is graded 2; gated ones have none
+    assert row["diversity"] == pytest.approx(len({q.gold for q, v in zip(queries, vouched) if v}) / vouched.sum())
+    assert gate["in_domain"]["irrelevant_served"] == {"off": 0.0, "on": 0.0}
+
+
+def test_auto_threshold_is_chosen_on_val_out_of_domain_queries(world):
+    shop = Shop(world)
+    rw, probs = gate_stub(world, shop)
+    results = evaluate_run(shop, rw, name="stub", baselines=False, tagging=False)
+    gate = evaluate_gate(shop, rw, results, threshold="auto", target=0.05, n_ood=20)
+    val_ood = [probs[(q, "tripod aluminium")][2] for q in shop.ood_queries("val", 20)]
+    assert gate["threshold"] == choose_gate_threshold(val_ood, 0.05) == 0.9  # m = 1, and at least two score 0.9
+    assert gate["chosen"]["ood_served"] == 0.0 and gate["chosen"]["n_ood"] == 20
+    assert gate["in_domain"]["served"]["all"] == 0.0  # nothing scores above 0.9
+    with pytest.raises(ValueError, match="evaluate it on the test split"):
+        evaluate_gate(shop, rw, evaluate_run(shop, rw, name="stub", split="val", baselines=False, tagging=False),
+                      threshold="auto", n_ood=20)
+
+
+# ---- the command -------------------------------------------------------------------------------
+
+def cli_error(capsys, *argv: str) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(lambda: main(list(argv)))
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_gate_flags_bad_input_is_one_line(smoke_sft_run, tmp_path, capsys):
+    run = str(smoke_sft_run)
+    for bad in ("1.5", "-0.1", "nan", "high"):
+        assert "--gate must be a threshold in [0, 1] or 'auto'" in cli_error(capsys, "--ckpt", run, "--gate", bad)
+    assert "use it with --split test" in cli_error(capsys, "--ckpt", run, "--gate", "auto", "--split", "val")
+    assert "--gate-target must be in [0, 1)" in cli_error(capsys, "--ckpt", run, "--gate", "auto",
+                                                          "--gate-target", "1")
+    assert "--ood-queries must be between 2" in cli_error(capsys, "--ckpt", run, "--gate", "0.5",
+                                                          "--ood-queries", "1")
+    assert "--gate applies to the offline evaluation" in cli_error(capsys, "--ab", "none", "gold", "--gate", "0.5")
+    single = tmp_path / "single-task"
+    shutil.copytree(smoke_sft_run, single)
+    config = json.loads((single / "config.json").read_text())
+    config["run"]["tasks"] = "rewrite"
+    (single / "config.json").write_text(json.dumps(config))
+    assert "trained without the relevance task" in cli_error(capsys, "--ckpt", str(single), "--gate", "0.5")
+
+
+def test_gate_command_reports_threshold_and_ood_share(smoke_sft_run, capsys):
+    assert main(["--ckpt", str(smoke_sft_run), "--gate", "auto", "--ood-queries", "20", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    gate = results["gate"]
+    assert 0.0 <= gate["threshold"] <= 1.0 and gate["chosen"]["split"] == "val"
+    assert gate["chosen"]["ood_served"] <= 0.05 and gate["ood"]["n"] == 20
+    assert gate["ood"]["served_off"] == 1.0 and gate["ood"]["served_on"] <= 1.0
+    assert set(gate["in_domain"]["diff"]) == {"relevance", "recall", "ucvr", "irrelevant_served"}
+    assert f"{results['model']} + gate" in results["rows"]
+    assert main(["--ckpt", str(smoke_sft_run), "--gate", "0.25", "--ood-queries", "20"]) == 0
+    text = capsys.readouterr().out
+    assert "serving gate: a rewrite is served iff" in text and "> 0.2500" in text
+    assert "out-of-domain test queries (20): rewrite served, gate off 100.0%" in text
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import qrw.rewriter
+    import qrw.shop.ood
+
+    for module in (qrw.shop.ood, qrw.rewriter):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
