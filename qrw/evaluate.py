@@ -14,6 +14,12 @@ threshold, their paired difference with the gate off, and the share of
 out-of-domain queries (products the catalog does not sell) served a rewrite,
 gate off and on.
 
+Offline, paired (``python -m qrw.evaluate --paired BEFORE AFTER``): two rewriters
+(run directories of one world, or baselines) on the same split's queries, per-query
+paired differences AFTER - BEFORE with 95% intervals (accuracy, relevance@k, recall@k,
+UCVR): :func:`qrw.scorecard.compare_rewrites`. E.g. a bf16 run against an fp32 run of
+the same commit.
+
 Online, simulated (``python -m qrw.evaluate --ab CONTROL TREATMENT --users N``),
 the paper's A/B test in miniature: shoppers bring test queries, are randomised
 to a side, see that side's page and buy or not; we report UCVR and relevance per
@@ -111,6 +117,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ab", nargs=2, default=None, metavar=("CONTROL", "TREATMENT"),
                    help=f"simulated A/B test; each side a run directory or a baseline ({', '.join(BASELINES)}; "
                         "a baseline name wins over a directory of that name: write ./gold for the directory)")
+    p.add_argument("--paired", nargs=2, default=None, metavar=("BEFORE", "AFTER"),
+                   help="offline paired differences AFTER - BEFORE on the split's queries; each a run directory "
+                        f"or a baseline ({', '.join(BASELINES)}), all of one world")
     p.add_argument("--users", type=int, default=None,
                    help="--ab: number of simulated shoppers, split 50/50 (default: 20000)")
     p.add_argument("--seed", type=int, default=0, help="--ab: seed of the shoppers' queries, sides and sessions")
@@ -224,6 +233,35 @@ def _build_world(shared: tuple[str, dict] | None) -> World:
     return World(config)
 
 
+def side_rewrites(spec: str, ctx: Shop, queries, device) -> list[str | None]:
+    """One side's greedy rewrites of ``queries``: a baseline by name, or a run directory's model."""
+    from qrw.runs import load_run
+
+    if spec in BASELINES:
+        return ctx.baseline_rewrites(spec, queries)
+    return load_run(spec, device).rewriter(device).rewrite([q.text for q in queries])
+
+
+def paired_main(args: argparse.Namespace) -> int:
+    """``--paired BEFORE AFTER``: per-query paired differences of two rewriters on the split's queries."""
+    from qrw.scorecard import compare_rewrites, format_comparison
+
+    shared = _shared_world(list(args.paired), args.ckpt)
+    device = resolve_device(args.device)
+    world = _build_world(shared)
+    ctx = Shop(world, k=args.k)
+    queries = world.queries[args.split]
+    before, after = (side_rewrites(spec, ctx, queries, device) for spec in args.paired)
+    comparison = compare_rewrites(ctx, queries, before, after)
+    if args.json:
+        print(to_json({"split": args.split, "n_queries": len(queries), "before": args.paired[0],
+                       "after": args.paired[1], "comparison": comparison}))
+        return 0
+    print(f"== paired differences on the {len(queries)} {args.split} queries: {args.paired[1]} - {args.paired[0]} ==")
+    print(format_comparison(comparison, args.paired[0][-12:], args.paired[1][-14:]))
+    return 0
+
+
 def ab_main(args: argparse.Namespace) -> int:
     """``--ab CONTROL TREATMENT``: both sides' pages for every query of the split, then ``ab_test``."""
     from qrw.runs import load_run
@@ -262,6 +300,10 @@ def ab_main(args: argparse.Namespace) -> int:
 def main(argv=None) -> int:
     args = parse_args(argv)
     check(1 <= args.k <= 100, f"--k must be between 1 and 100 (got {args.k})")
+    if args.paired is not None:
+        check(args.ab is None and args.gate is None and not args.baselines and args.users is None,
+              "--paired takes no --ab, --gate, --baselines or --users")
+        return paired_main(args)
     if args.ab is not None:
         check(not args.baselines, "--baselines applies to the offline evaluation (--ckpt without --ab)")
         check(args.gate is None, "--gate applies to the offline evaluation (--ckpt without --ab)")

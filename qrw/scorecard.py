@@ -365,7 +365,8 @@ def compare_rewrites(ctx: Shop, queries, before: list[str], after: list[str],
     """Paired before/after differences on the same queries: metric -> {before, after, diff, low, high}.
 
     Metrics: accuracy, relevance, recall, ucvr (per query, from :func:`qrw.shop.metrics.rewrite_metrics`)
-    and any ``extra`` ``name -> (before values, after values)`` (e.g. the fused reward).
+    and any ``extra`` ``name -> (before values, after values)`` (e.g. the fused reward). A metric
+    defined on fewer than 2 queries on both sides is left out (accuracy against "no rewrite").
     """
     a = rewrite_metrics(ctx.world, ctx.engine, ctx.users, queries, before, k=ctx.k)
     b = rewrite_metrics(ctx.world, ctx.engine, ctx.users, queries, after, k=ctx.k)
@@ -373,6 +374,9 @@ def compare_rewrites(ctx: Shop, queries, before: list[str], after: list[str],
     pairs.update(extra or {})
     out = {}
     for name, (x, y) in pairs.items():
+        x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+        if int((np.isfinite(x) & np.isfinite(y)).sum()) < 2:
+            continue
         ci = paired_diff_ci(x, y)
         out[name] = {"before": float(np.nanmean(x)), "after": float(np.nanmean(y)), "diff": ci.lift,
                      "low": ci.low, "high": ci.high}

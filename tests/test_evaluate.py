@@ -315,3 +315,23 @@ def test_claim_checks_read_the_intervals():
     claim2 = check_claims(cmp, rows, n_log_only=187)[1]
     assert "**reproduces**" in claim2 and "Likely reason" not in claim2
     assert "On the 187 test queries that use a log-only variant" in claim2 and "-0.0300 [-0.0400, -0.0200]" in claim2
+
+
+def test_paired_differences_of_two_rewriters(run_dir, capsys):
+    """--paired: the same run on both sides differs by exactly 0; "none" against the run gives
+    compare_rewrites on the same queries (accuracy left out: no rewrite has none)."""
+    from qrw.runs import load_run
+    from qrw.scorecard import compare_rewrites
+
+    same = json.loads(run_cli("--paired", str(run_dir), str(run_dir), "--json").stdout)
+    assert all(c["diff"] == 0 and c["low"] == 0 and c["high"] == 0 for c in same["comparison"].values())
+    got = json.loads(run_cli("--paired", "none", str(run_dir), "--json").stdout)["comparison"]
+    loaded = load_run(run_dir)
+    ctx = Shop(loaded.world)
+    queries = loaded.world.queries["test"]
+    expected = compare_rewrites(ctx, queries, ctx.baseline_rewrites("none", queries),
+                                loaded.rewriter().rewrite([q.text for q in queries]))
+    assert set(got) == set(expected) == {"relevance", "recall", "ucvr"}
+    for metric, values in expected.items():
+        assert got[metric] == pytest.approx(values, abs=1e-6)
+    assert "--paired takes no" in cli_error(capsys, "--paired", "none", str(run_dir), "--gate", "auto")
