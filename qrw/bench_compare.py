@@ -379,6 +379,19 @@ def trl_grpo_seconds(hf_model, sizes: Sizes, dtype, repeats: int, device, seed: 
     return statistics.median(timer.seconds[1:]), f"{optimizer.__name__}{' (fused)' if fused else ''}"
 
 
+def cpu_description() -> str:
+    """The CPU's model name and its bf16 matrix instructions (from /proc/cpuinfo; the platform's name elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "cpu")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    bf16 = [flag for flag in ("avx512_bf16", "amx_bf16") if flag in flags]
+    return f"{name}, {'+'.join(bf16) if bf16 else 'no bf16 matrix instructions'}"
+
+
 # ---- FLOPs and the command ---------------------------------------------------------------------------
 
 def workload_flops(model: Transformer, sizes: Sizes) -> dict[str, float]:
@@ -444,8 +457,8 @@ def run_compare(shape_name: str, dtypes: list[str], workloads: list[str], repeat
     if "grpo" in workloads:
         import trl
         versions += f", trl {trl.__version__}"
-    print(f"device {device} ({platform.processor() or platform.machine()}) | threads {torch.get_num_threads()} | "
-          f"{versions}")
+    hardware_name = cpu_description() if device.type == "cpu" else torch.cuda.get_device_name()
+    print(f"device {device} ({hardware_name}) | threads {torch.get_num_threads()} | {versions}")
     print(f"shape {shape_name}: {shape} | {base.num_params() / 1e6:.2f}M parameters")
     model_shape = (sizes.train_batch * sizes.train_len, shape["d_model"], shape["d_ff"])
     hardware = {}
@@ -464,7 +477,7 @@ def run_compare(shape_name: str, dtypes: list[str], workloads: list[str], repeat
     if not difference <= LOGIT_TOLERANCE:
         raise RuntimeError(f"HF and qrw logits differ by {difference} > {LOGIT_TOLERANCE}: the weight mapping is "
                            "broken or one model changed its math; nothing timed")
-    result = {"shape": shape_name, "config": shape, "device": str(device), "threads": torch.get_num_threads(),
+    result = {"shape": shape_name, "config": shape, "device": f"{device} ({hardware_name})", "threads": torch.get_num_threads(),
               "versions": versions, "repeats": repeats, "matmul_gflops": hardware, "flops": flops,
               "max_logit_difference": difference, "rows": [], "includes": {}}
 
