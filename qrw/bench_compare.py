@@ -18,9 +18,9 @@ must agree within 1e-4 before anything is timed. Then, for each dtype:
   ``sample_groups`` -> rewards -> ``group_advantages`` -> ``groups_batch`` (``pack_rollout``) -> reference
   log-probs -> ``update_policy`` (``grpo_update``: policy forward/backward, clip, AdamW). TRL runs
   ``GRPOTrainer.train()``; a callback times each step from ``on_step_begin`` to ``on_step_end`` (generate,
-  decode, reward, reference forward, policy forward/backward, clip, AdamW, scheduler). Neither computes
-  pi_old separately (on-policy: the sampler's log-probs, or TRL's detached current ones). The first step of
-  each is warm-up and not counted.
+  decode, reward, reference forward, policy forward/backward, clip, AdamW, scheduler), then runs and times
+  one qrw step, so the two alternate (:func:`time_grpo`). Neither computes pi_old separately (on-policy:
+  the sampler's log-probs, or TRL's detached current ones). The first step of each is warm-up.
 
 Prompts are random token ids. TRL wants text, so token i is the word ``t{i}`` of a word-level tokenizer
 (:func:`word_tokenizer`; the two top ids are pad and EOS), and qrw's ``sample_groups`` gets the same
@@ -28,12 +28,13 @@ prompts through :class:`IdRewriter`, which decodes completions to the same words
 
 bf16 is ``torch.autocast(device, torch.bfloat16)`` around every forward of every model of both libraries
 (:func:`autocast_forward`), with fp32 weights and optimizer state: whatever each library's code does under
-autocast is what gets timed. TRL's own ``bf16`` flag stays off (it autocasts only its scoring forwards,
+autocast is what gets timed. (Autocast's cache of bf16 weight copies lasts one forward, so both libraries
+cast the weights again at every decoding step.) TRL's own ``bf16`` flag stays off (it autocasts only its scoring forwards,
 not generation) and so does its default gradient checkpointing (it would recompute the forward).
 
-Each number is the median of ``repeats`` timed runs after warm-up. Generation and training runs of qrw
-and HF alternate, so load from a neighbour on a shared machine hits both alike; the GRPO steps run as two
-blocks (TRL's loop owns its steps). ratio = qrw's speed / theirs (> 1: qrw is faster).
+Each number is the median of ``repeats`` timed runs after warm-up. qrw's runs and HF's (TRL's) alternate,
+so load from a neighbour on a shared machine hits both alike. ratio = qrw's speed / theirs (> 1: qrw is
+faster).
 """
 
 from __future__ import annotations
@@ -303,8 +304,9 @@ def grpo_prompts(vocab_size: int, sizes: Sizes, steps: int, seed: int) -> list[s
     return [" ".join(f"t{t}" for t in row) for row in ids.tolist()]
 
 
-def qrw_grpo_seconds(model: Transformer, sizes: Sizes, dtype, repeats: int, device, seed: int) -> float:
-    """Median seconds of ``repeats`` GRPO steps of qrw (after one warm-up step), as ``train_grpo.py`` does them."""
+def qrw_grpo_step(model: Transformer, sizes: Sizes, prompts: list[str], device, seed: int):
+    """qrw's GRPO step as ``train_grpo.py`` takes it: returns ``step(index)`` (prompts of step ``index``)
+    and the two models (policy, frozen reference) whose forwards it runs."""
     P, G = sizes.grpo_prompts, sizes.grpo_group
     cfg = GRPOConfig(queries_per_step=P, group_size=G, max_new_tokens=sizes.grpo_new_tokens, beta=sizes.grpo_beta,
                      dynamic_sampling=False, mu=1, minibatch_size=0, microbatch_size=P * G, loss_type="grpo",
@@ -312,8 +314,7 @@ def qrw_grpo_seconds(model: Transformer, sizes: Sizes, dtype, repeats: int, devi
     policy, reference = model, frozen_reference(model)
     rewriter = IdRewriter(policy, cfg.max_new_tokens)
     optimizer = torch.optim.AdamW(policy.param_groups(cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.99))
-    prompts = grpo_prompts(model.config.vocab_size, sizes, repeats + 1, seed)
-    keep = torch.ones(P, dtype=torch.bool)
+    keep = torch.ones(P, dtype=torch.bool)  # no dynamic sampling: every group is updated
 
     def step(index: int) -> None:
         generator = torch.Generator(device=device).manual_seed(seed + index)
@@ -326,21 +327,28 @@ def qrw_grpo_seconds(model: Transformer, sizes: Sizes, dtype, repeats: int, devi
         update_policy(policy, optimizer, batch, advantages, keep, cfg, old_logp=groups.rollout.logprobs.to(device),
                       ref_logp=ref_logp)
 
-    with autocast_forward([policy, reference], dtype, device.type):
-        times = [_seconds(functools.partial(step, i), device) for i in range(repeats + 1)]
-    return statistics.median(times[1:])
+    return step, [policy, reference]
 
 
-def trl_grpo_seconds(hf_model, sizes: Sizes, dtype, repeats: int, device, seed: int) -> tuple[float, str]:
-    """Median seconds of TRL ``GRPOTrainer`` steps 2..repeats+1, and the optimizer TRL used."""
+def time_grpo(hf_model, model: Transformer, sizes: Sizes, dtype, repeats: int, device,
+              seed: int) -> tuple[float, float, str]:
+    """Median seconds of a qrw GRPO step and of a TRL ``GRPOTrainer`` step, and the optimizer TRL used.
+
+    TRL's loop owns its steps, so qrw's run inside it: TRL's step-end callback stops TRL's clock, then
+    takes and times one qrw step on the same prompts; the two alternate as in :func:`side_by_side`. The
+    first step of each is warm-up.
+    """
     import transformers
     from datasets import Dataset
     from trl import GRPOConfig as TRLGRPOConfig
     from trl import GRPOTrainer
 
-    class StepTimer(transformers.TrainerCallback):
+    prompts = grpo_prompts(hf_model.config.vocab_size, sizes, repeats + 1, seed)
+    qrw_step, qrw_models = qrw_grpo_step(model, sizes, prompts, device, seed)
+
+    class Alternate(transformers.TrainerCallback):
         def __init__(self):
-            self.seconds, self.start = [], 0.0
+            self.trl, self.qrw, self.start = [], [], 0.0
 
         def on_step_begin(self, args, state, control, **kwargs):
             if device.type == "cuda":
@@ -350,11 +358,12 @@ def trl_grpo_seconds(hf_model, sizes: Sizes, dtype, repeats: int, device, seed: 
         def on_step_end(self, args, state, control, **kwargs):
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            self.seconds.append(time.perf_counter() - self.start)
+            self.trl.append(time.perf_counter() - self.start)
+            self.qrw.append(_seconds(functools.partial(qrw_step, len(self.qrw)), device))
 
     V = hf_model.config.vocab_size
     threads = torch.get_num_threads()
-    timer = StepTimer()
+    timer = Alternate()
     with tempfile.TemporaryDirectory() as workdir, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         transformers.logging.set_verbosity_error()
@@ -367,16 +376,17 @@ def trl_grpo_seconds(hf_model, sizes: Sizes, dtype, repeats: int, device, seed: 
             max_steps=repeats + 1, bf16=False, gradient_checkpointing=False, use_cpu=device.type == "cpu",
             report_to="none", save_strategy="no", logging_steps=10_000, disable_tqdm=True, seed=seed,
             shuffle_dataset=False, dataloader_num_workers=0, model_init_kwargs={"dtype": "float32"})
-        dataset = Dataset.from_dict({"prompt": grpo_prompts(V, sizes, repeats + 1, seed)})
         trainer = GRPOTrainer(model=f"{workdir}/model", reward_funcs=text_length_reward, args=args,
-                              train_dataset=dataset, processing_class=word_tokenizer(V), callbacks=[timer])
+                              train_dataset=Dataset.from_dict({"prompt": prompts}),
+                              processing_class=word_tokenizer(V), callbacks=[timer])
         trainer.remove_callback(transformers.PrinterCallback)  # no log lines in the tables
         torch.set_num_threads(threads)  # in case the trainer's setup changed it
-        with autocast_forward([trainer.model, trainer.ref_model], dtype, device.type):
+        with autocast_forward([trainer.model, trainer.ref_model] + qrw_models, dtype, device.type):
             trainer.train()
         optimizer = type(trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer)
         fused = any(group.get("fused") for group in trainer.optimizer.param_groups)
-    return statistics.median(timer.seconds[1:]), f"{optimizer.__name__}{' (fused)' if fused else ''}"
+    return (statistics.median(timer.qrw[1:]), statistics.median(timer.trl[1:]),
+            f"{optimizer.__name__}{' (fused)' if fused else ''}")
 
 
 def cpu_description() -> str:
@@ -525,9 +535,8 @@ def run_compare(shape_name: str, dtypes: list[str], workloads: list[str], repeat
     if "grpo" in workloads:
         rows = []
         for name in dtypes:
-            _, model = fresh()
-            ours = qrw_grpo_seconds(model, sizes, DTYPES[name], repeats, device, seed)
-            theirs, optimizer = trl_grpo_seconds(copy.deepcopy(hf_base), sizes, DTYPES[name], repeats, device, seed)
+            hf, model = fresh()
+            ours, theirs, optimizer = time_grpo(hf, model, sizes, DTYPES[name], repeats, device, seed)
             rows.append(_row("grpo_step", name, "s", ours, theirs, flops["grpo_per_step"]))
         result["includes"]["grpo"] = {
             "both": f"{sizes.grpo_prompts} prompts x G={sizes.grpo_group} x {sizes.grpo_new_tokens} new tokens "
