@@ -17,6 +17,14 @@ Decoding is greedy with an EOS that a random model almost never emits, so both
 engines run the full ``--new-tokens`` steps; generated tokens/s counts
 ``batch * steps`` completion tokens (prompt tokens are not counted).
 
+``python -m qrw.bench profile`` runs every stage (stage 0, stage 1, GRPO's rollout, reference
+scoring and update) on a trained run in fp32 and bf16 and prints, per stage, the share of time
+in matrix multiplies and the FLOP rate against the machine's: see :mod:`qrw.bench_profile`.
+
+``python -m qrw.bench compare`` holds qrw against HF transformers and TRL side by side
+(generation, training step, GRPO step; fp32 and bf16): see :mod:`qrw.bench_compare`. It needs the
+optional extra ``pip install -e .[bench]`` and says so in one line without it.
+
 On a machine shared with other jobs, pass ``--threads 1``: OpenMP threads that
 compete with other processes for the cores make small-batch timings erratic
 (seen on 2 cores: batch 1 cached decoding 10x slower with 2 threads than with 1).
@@ -33,10 +41,16 @@ from qrw.lm.generate import naive_generate, sample
 from qrw.lm.model import PRESETS, ModelConfig, Transformer
 
 
-def matmul_gflops(n: int = 1024, repeats: int = 10, device: str = "cpu") -> float:
-    """Measured float32 GFLOP/s of an (n, n) @ (n, n) matmul (2 n^3 FLOPs each), best of ``repeats``."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+def matmul_gflops(n: int = 1024, repeats: int = 10, device: str = "cpu", dtype: torch.dtype = torch.float32,
+                  shape: tuple[int, int, int] | None = None) -> float:
+    """Measured GFLOP/s of an (n, n) @ (n, n) matmul in ``dtype`` (2 n^3 FLOPs each), best of ``repeats``.
+
+    ``shape`` = (m, k, n') times an (m, k) @ (k, n') matmul instead (2 m k n' FLOPs): a model's own shapes
+    can run far from the square rate.
+    """
+    m, k, n = shape if shape is not None else (n, n, n)
+    a = torch.randn(m, k, device=device).to(dtype)
+    b = torch.randn(k, n, device=device).to(dtype)
     best = float("inf")
     for _ in range(repeats + 1):  # the first run warms up
         _sync(device)
@@ -44,7 +58,7 @@ def matmul_gflops(n: int = 1024, repeats: int = 10, device: str = "cpu") -> floa
         a @ b
         _sync(device)
         best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best / 1e9
+    return 2 * m * k * n / best / 1e9
 
 
 def _sync(device) -> None:
@@ -199,9 +213,54 @@ def main() -> None:
     t.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: 0 = torch's choice)")
     t.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    c = sub.add_parser("compare", help="qrw vs HF transformers and TRL side by side: generation, training step, "
+                                       "GRPO step (needs pip install -e .[bench])")
+    c.add_argument("--shape", default="d256", choices=["d256", "tiny"],
+                   help="model shape: d256 = issue 12's Llama (d 256, 4 layers, 4 heads, d_ff 688, vocab 4096); "
+                        "tiny for tests (default: d256)")
+    c.add_argument("--dtypes", default="fp32,bf16", help="comma-separated: fp32, bf16 (bf16 = autocast around every "
+                                                        "forward, fp32 weights; default: fp32,bf16)")
+    c.add_argument("--workloads", default="generate,train,grpo",
+                   help="comma-separated: generate, train, grpo (default: all three)")
+    c.add_argument("--repeats", type=int, default=7, help="timed runs per number; the median is reported (default: 7)")
+    c.add_argument("--quick", action="store_true", help="2 timed runs per number (a check that it runs)")
+    c.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="also print the top N operators of one generation call and one training step of each "
+                        "library (torch.profiler, self CPU time; default: 0 = off)")
+    c.add_argument("--json", default=None, metavar="PATH", help="write the numbers to PATH")
+    c.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="torch device (default: cpu)")
+    c.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    c.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    pr = sub.add_parser("profile", help="every stage in fp32 and bf16: seconds a step, share of time in matrix "
+                                        "multiplies, FLOP rate against the machine's")
+    pr.add_argument("--init", default="runs/sft", help="a finished SFT run to profile the stages on (default: runs/sft)")
+    pr.add_argument("--dtypes", default="fp32,bf16", help="comma-separated: fp32, bf16 (default: fp32,bf16)")
+    pr.add_argument("--steps", type=int, default=5, help="timed steps per stage; the median is reported (default: 5)")
+    pr.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: 0 = torch's choice)")
+    pr.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     args = parser.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    if args.command == "compare":
+        from qrw.bench_compare import DTYPES, WORKLOADS, run_compare
+
+        dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+        workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+        check(dtypes and set(dtypes) <= set(DTYPES), f"--dtypes must list some of {', '.join(DTYPES)}, got {args.dtypes!r}")
+        check(workloads and set(workloads) <= set(WORKLOADS),
+              f"--workloads must list some of {', '.join(WORKLOADS)}, got {args.workloads!r}")
+        check(args.repeats > 0 and args.profile >= 0, "--repeats must be > 0 and --profile >= 0")
+        run_compare(args.shape, dtypes, workloads, 2 if args.quick else args.repeats, torch.device(args.device),
+                    args.seed, args.json, args.profile, matmul_gflops)
+        return
+    if args.command == "profile":
+        from qrw.bench_profile import bench_profile
+
+        dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+        check(dtypes and set(dtypes) <= {"fp32", "bf16"}, f"--dtypes must list fp32 and/or bf16, got {args.dtypes!r}")
+        check(args.steps > 0, "--steps must be > 0")
+        bench_profile(args.init, dtypes, args.steps, args.seed)
+        return
     if args.command == "train":
         check(args.repeats > 0, "--repeats must be > 0")
         check(0 < args.pack_len <= ModelConfig.preset(args.preset, 2048).max_seq_len,

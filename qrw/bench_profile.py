@@ -35,17 +35,6 @@ MATMUL_OPS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::_scaled_dot_product
               "aten::_scaled_dot_product_flash_attention_for_cpu_backward")
 
 
-def matmul_rate(dtype: torch.dtype, n: int = 1024, repeats: int = 10) -> float:
-    """Measured GFLOP/s of an (n, n) @ (n, n) product in ``dtype`` on the CPU (2 n^3 FLOPs), best of ``repeats``."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    best = float("inf")
-    for _ in range(repeats + 1):  # the first run warms up
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best / 1e9
-
-
 def profile_step(step, steps: int) -> dict:
     """Run ``step()`` once to warm up, ``steps`` times timed, once under the profiler and once counting FLOPs."""
     step()
@@ -118,7 +107,9 @@ def stage_steps(init: str, seed: int = 0) -> tuple[torch.nn.Module, dict]:
 
 def bench_profile(init: str, dtypes: list[str], steps: int, seed: int = 0) -> list[dict]:
     """Profile every stage in every precision; print the table; return its rows."""
-    rates = {"fp32": matmul_rate(torch.float32), "bf16": matmul_rate(torch.bfloat16)}
+    from qrw.bench import matmul_gflops
+
+    rates = {"fp32": matmul_gflops(dtype=torch.float32), "bf16": matmul_gflops(dtype=torch.bfloat16)}
     print(f"threads {torch.get_num_threads()} | machine matmul (1024^3): fp32 {rates['fp32']:.0f} GFLOP/s, "
           f"bf16 {rates['bf16']:.0f} GFLOP/s | run {init} | median of {steps} steps")
     print(f"{'stage':<24} | {'dtype':<5} | {'s/step':>7} | {'matmul share':>12} | {'GFLOP/step':>10} | "
