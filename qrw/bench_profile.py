@@ -12,8 +12,8 @@ real rewrite lengths) and prints per stage:
   rate as a share of the machine's measured matrix-multiply rate in the same
   precision (an (n, n) @ (n, n) product, best of 10).
 
-Stages: stage 0 and stage 1 optimizer steps on the default world's batches (exactly
-as ``train_sft.py`` builds them, packed); GRPO's rollout (P x G samples, the KV-cache
+Stages: stage 0 and stage 1 optimizer steps on the run's own batches (exactly
+as ``train_sft.py`` builds them, packed in rows of 64 tokens); GRPO's rollout (P x G samples, the KV-cache
 engine); the reference's scoring forward over the rollout; GRPO's update on the
 groups with a reward signal (random advantages here: the cost does not depend on
 their values). A stage far below the machine's rate is limited by everything that is
@@ -57,17 +57,23 @@ def profile_step(step, steps: int) -> dict:
 
 def stage_steps(init: str, seed: int = 0) -> tuple[torch.nn.Module, dict]:
     """The run's model and ``name -> step()``: one step of each stage on that model (trained in place)."""
-    from qrw.bench import training_batches
+    from qrw.config import config_from_dict
     from qrw.data import collate
     from qrw.rewriter import Rewriter
     from qrw.rollout import groups_batch, rollout_logprobs, sample_groups, step_generator, step_queries
     from qrw.runs import load_run
-    from qrw.sft import multitask_loss
+    from qrw.sft import SFTRunConfig, TrainConfig, multitask_loss, pretrain_mixture, sft_mixture
     from qrw.update import GRPOConfig, update_policy
 
     loaded = load_run(init)
     model, tok, world = loaded.model, loaded.tok, loaded.world
-    _, batches, weights = training_batches(seed, False, 4)
+    config = loaded.config
+    run = config_from_dict(SFTRunConfig, {"dtype": "fp32"} | config["run"])
+    max_len = model.config.max_seq_len
+    stage0 = pretrain_mixture(world, tok, run, config_from_dict(TrainConfig, config["pretrain"]), max_len)
+    stage1 = sft_mixture(world, tok, run, config_from_dict(TrainConfig, config["sft"]), max_len)
+    batches = {"pretrain": stage0.batch(1), "sft": stage1.batch(1)}  # the run's own second step of each stage
+    weights = {**stage0.weights, **stage1.weights}
     optimizer = torch.optim.AdamW(model.param_groups(0.1), lr=1e-6, fused=True)
     grpo = GRPOConfig()
     rewriter = Rewriter(model, tok, "cpu", max_new_tokens=grpo.max_new_tokens)
@@ -77,7 +83,7 @@ def stage_steps(init: str, seed: int = 0) -> tuple[torch.nn.Module, dict]:
     def sft_step(stage):
         def step():
             model.train()
-            data = collate(batches[stage][1], tok.pad_id, weights, 64)
+            data = collate(batches[stage], tok.pad_id, weights, 64)
             logits = model(data.input_ids, document_ids=data.document_ids, select=data.target_mask.bool())
             loss, _ = multitask_loss(logits, data, float(data.target_mask.sum()))
             loss.backward()

@@ -128,3 +128,14 @@ def test_bf16_sampler_logprobs_equal_a_rescoring_forward():
     rescored = rollout_logprobs(model, batch, temperature=0.8)  # (N, L)
     mask = out.mask > 0
     torch.testing.assert_close(out.logprobs[mask], rescored[mask], rtol=0, atol=1e-3)
+
+
+def test_bench_profile_runs_every_stage(smoke_sft_run, capsys):
+    """python -m qrw.bench profile on a finished run: one row per stage, shares in [0, 1], FLOPs counted."""
+    from qrw.bench_profile import bench_profile
+
+    rows = bench_profile(str(smoke_sft_run), ["fp32"], steps=1)
+    assert [r["stage"] for r in rows] == ["stage 0 step", "stage 1 step", "GRPO rollout", "GRPO reference scoring",
+                                          "GRPO update"]
+    assert all(0 < r["matmul_share"] <= 1 and r["flops"] > 0 and r["seconds"] > 0 for r in rows)
+    assert "of machine" in capsys.readouterr().out
