@@ -259,7 +259,7 @@ def main() -> None:
         dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
         check(dtypes and set(dtypes) <= {"fp32", "bf16"}, f"--dtypes must list fp32 and/or bf16, got {args.dtypes!r}")
         check(args.steps > 0, "--steps must be > 0")
-        bench_profile(args.init, dtypes, args.steps, args.seed)
+        bench_profile(args.init, dtypes, args.steps, args.seed, matmul_gflops)
         return
     if args.command == "train":
         check(args.repeats > 0, "--repeats must be > 0")

@@ -111,10 +111,12 @@ def stage_steps(init: str, seed: int = 0) -> tuple[torch.nn.Module, dict]:
             "GRPO reference scoring": reference, "GRPO update": update}
 
 
-def bench_profile(init: str, dtypes: list[str], steps: int, seed: int = 0) -> list[dict]:
-    """Profile every stage in every precision; print the table; return its rows."""
-    from qrw.bench import matmul_gflops
+def bench_profile(init: str, dtypes: list[str], steps: int, seed: int = 0, matmul_gflops=None) -> list[dict]:
+    """Profile every stage in every precision; print the table; return its rows.
 
+    ``matmul_gflops(dtype=...)``: the machine's matrix-multiply rate (``qrw.bench.matmul_gflops``, passed in
+    by the command so that this module does not import the one that imports it).
+    """
     rates = {"fp32": matmul_gflops(dtype=torch.float32), "bf16": matmul_gflops(dtype=torch.bfloat16)}
     print(f"threads {torch.get_num_threads()} | machine matmul (1024^3): fp32 {rates['fp32']:.0f} GFLOP/s, "
           f"bf16 {rates['bf16']:.0f} GFLOP/s | run {init} | median of {steps} steps")

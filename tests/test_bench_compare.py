@@ -42,7 +42,8 @@ def test_autocast_forward_runs_both_models_in_bf16_and_restores_them():
     hf = hf_llama(SHAPES["tiny"], seed=0).eval()
     model = qrw_from_hf(hf, SHAPES["tiny"]).eval()
     seen = []
-    model.lm_head.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    # a block's projection: bf16 under autocast (qrw keeps its LM head in float32 on purpose: qrw.lm.precision)
+    model.layers[0].mlp.down_proj.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
     ids = torch.randint(0, 200, (2, 5))
     with torch.no_grad(), autocast_forward([model, hf], torch.bfloat16, "cpu"):
         assert hf(ids).logits.dtype == torch.bfloat16

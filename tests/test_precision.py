@@ -132,10 +132,24 @@ def test_bf16_sampler_logprobs_equal_a_rescoring_forward():
 
 def test_bench_profile_runs_every_stage(smoke_sft_run, capsys):
     """python -m qrw.bench profile on a finished run: one row per stage, shares in [0, 1], FLOPs counted."""
+    from qrw.bench import matmul_gflops
     from qrw.bench_profile import bench_profile
 
-    rows = bench_profile(str(smoke_sft_run), ["fp32"], steps=1)
+    rows = bench_profile(str(smoke_sft_run), ["fp32"], steps=1, matmul_gflops=matmul_gflops)
     assert [r["stage"] for r in rows] == ["stage 0 step", "stage 1 step", "GRPO rollout", "GRPO reference scoring",
                                           "GRPO update"]
     assert all(0 < r["matmul_share"] <= 1 and r["flops"] > 0 and r["seconds"] > 0 for r in rows)
     assert "of machine" in capsys.readouterr().out
+
+
+def test_an_fp32_model_follows_the_callers_autocast():
+    """compute_dtype None must not switch off an autocast context the caller opened (it did once)."""
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig.preset("tiny", 64)).eval()
+    seen = []
+    model.layers[0].mlp.down_proj.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    ids = torch.randint(0, 64, (2, 6))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(ids)
+    model(ids)
+    assert seen == [torch.bfloat16, torch.float32] and logits.dtype == torch.float32

@@ -301,9 +301,11 @@ class Transformer(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 positions: torch.Tensor | None = None, cache=None,
                 select: torch.Tensor | None = None, document_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Next-token logits; see :meth:`_forward` for the arguments. Under autocast when ``compute_dtype`` is set."""
-        with torch.autocast(input_ids.device.type, dtype=self.compute_dtype or torch.bfloat16,
-                            enabled=self.compute_dtype is not None):
+        """Next-token logits; see :meth:`_forward` for the arguments. Under autocast when ``compute_dtype`` is set
+        (otherwise a caller's own autocast context, if any, applies as usual)."""
+        if self.compute_dtype is None:
+            return self._forward(input_ids, attention_mask, positions, cache, select, document_ids)
+        with torch.autocast(input_ids.device.type, dtype=self.compute_dtype):
             return self._forward(input_ids, attention_mask, positions, cache, select, document_ids)
 
     def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
