@@ -69,8 +69,8 @@ class GRPORunConfig:
     seed: int = arg(0, "seed of the query order and the sampling")
     queries: str = arg("logs", "GRPO's training queries: the search logs' queries (unlabelled: the rewards need "
                        "no gold rewrite) or the SFT training queries", choices=["logs", "train"])
-    dtype: str = arg("auto", "compute precision of the policy and the reference: 'bf16' (autocast, float32 "
-                     "weights, logits and log-probs), 'fp32', or 'auto' (bf16 where the hardware runs it fast)",
+    dtype: str = arg("fp32", "compute precision of the policy and the reference: 'fp32', 'bf16' (autocast, "
+                     "float32 weights, logits and log-probs), or 'auto' (bf16 where the hardware runs it fast)",
                      choices=list(DTYPES))
 
     def __post_init__(self) -> None:
