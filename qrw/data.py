@@ -7,7 +7,8 @@ Three tasks, each rendered by one function of :mod:`qrw.lm.tokenizer` into
   so the model sees user vocabulary next to catalog vocabulary;
 - ``rewrite``   (stage 1): train query -> gold rewrite;
 - ``relevance`` (stage 1): (query, rewrite) -> relevance label 0/1/2, with the
-  perturbed rewrites of the world, balanced across labels.
+  perturbed rewrites of the world, or what production would label (hard cases,
+  mined pairs: :func:`qrw.shop.relevance.training_pairs`), balanced across labels.
 
 Batches are a deterministic function of ``(seed, step)``: each task is an endless
 stream of epochs, each epoch a fresh permutation seeded by ``(seed, task, epoch)``,
@@ -24,6 +25,7 @@ import torch
 
 from qrw.config import check
 from qrw.lm.tokenizer import Tokenizer, render_pretrain, render_relevance, render_rewrite
+from qrw.shop.relevance import training_pairs as relevance_pairs
 
 Example = tuple[list[int], list[int]]  # (ids, loss_mask)
 
@@ -46,19 +48,30 @@ def rewrite_pair_dataset(pairs: list[tuple[str, str]], tok: Tokenizer, max_len: 
 
 
 def relevance_dataset(world, split: str, tok: Tokenizer, max_len: int, seed: int = 0,
-                      per_label: int = 1, balance: str = "under") -> list[Example]:
+                      per_label: int = 1, balance: str = "under", data: str = "perturbed",
+                      wrong_values: int = 2) -> list[Example]:
     """Relevance-task examples, balanced across the three labels, in a seeded random order.
 
+    ``data``: where the pairs come from (:func:`qrw.shop.relevance.training_pairs`):
+    ``"perturbed"`` (perturbations of each query's gold rewrite, any split), or, for
+    the training split only, ``"hard"`` (those plus hard cases: every attribute
+    contradicted with ``wrong_values`` wrong values, near-misses, every phrase
+    order, re-typed queries) or ``"production"`` (those plus the mined rewrite
+    pairs and perturbations of them). Every label is the judge's grade.
     ``per_label``: distinct perturbed rewrites per label and query (more gives the
     tagger more varied pairs for the same queries; see ``World.relevance_examples``).
     ``balance``: ``"under"`` keeps as many pairs per label as the rarest label has
     (a random subset of the others); ``"over"`` keeps every pair and repeats the
     rarer labels' pairs (whole copies, then a random subset) up to the commonest
-    label's count, so no perturbed pair is thrown away.
+    label's count, so no labelled pair is thrown away.
     """
     check(balance in ("under", "over"), f"balance must be 'under' or 'over' (got {balance!r})")
+    check(data == "perturbed" or split == "train",
+          f"relevance data {data!r} exists for the training split only (got {split!r})")
+    pairs = (world.relevance_examples(split, per_label=per_label) if data == "perturbed" else
+             relevance_pairs(world, data, per_label, wrong_values))
     by_label: dict[int, list[tuple[str, str, int]]] = {0: [], 1: [], 2: []}
-    for q, r, label in world.relevance_examples(split, per_label=per_label):
+    for q, r, label in pairs:
         by_label[label].append((q, r, label))
     rng = random.Random(seed)
     chosen = []

@@ -42,6 +42,7 @@ from qrw.data import (TASKS, Batch, TaskMixture, collate, mixture_counts, pretra
 from qrw.lm.model import PRESETS
 from qrw.lm.precision import DTYPES
 from qrw.lm.tokenizer import Tokenizer
+from qrw.shop.relevance import RELEVANCE_DATA
 from qrw.shop.world import World, WorldConfig
 
 
@@ -64,6 +65,13 @@ class SFTRunConfig:
     relevance_per_label: int = arg(4, "distinct perturbed rewrites per label and training query (relevance task)")
     relevance_balance: str = arg("over", "balance the relevance labels by dropping pairs of the commoner labels "
                                  "('under') or repeating pairs of the rarer ones ('over')", choices=["under", "over"])
+    relevance_data: str = arg("perturbed", "stage-1 relevance pairs: 'perturbed' (perturbations of each training "
+                              "query's gold rewrite), 'hard' (plus hard cases: every attribute contradicted, "
+                              "near-misses, every phrase order, re-typed queries) or 'production' (plus the mined "
+                              "pairs and perturbations of them); labels are the judge's (qrw.shop.relevance)",
+                              choices=list(RELEVANCE_DATA))
+    relevance_wrong_values: int = arg(2, "hard cases: wrong values per contradicted attribute (and other brands per "
+                                      "swapped brand) ('hard' and 'production' relevance data)")
     val_examples: int = arg(256, "validation examples per task for the periodic validation loss")
     dtype: str = arg("fp32", "compute precision: 'fp32', 'bf16' (autocast, float32 weights and optimizer state; "
                      "1.5x faster here but measured worse after GRPO, README), or 'auto' (bf16 where the hardware "
@@ -77,6 +85,9 @@ class SFTRunConfig:
         check(self.rewrite_weight > 0 and self.relevance_weight > 0, "task loss weights must be > 0")
         check(self.val_examples >= 1, "--val-examples must be >= 1")
         check(self.relevance_per_label >= 1, "--relevance-per-label must be >= 1")
+        check(self.relevance_wrong_values >= 1, "--relevance-wrong-values must be >= 1")
+        check(self.relevance_data in RELEVANCE_DATA,
+              f"--relevance-data must be one of {', '.join(RELEVANCE_DATA)} (got {self.relevance_data!r})")
 
     @property
     def task_list(self) -> tuple[str, ...]:
@@ -242,6 +253,8 @@ def sft_mixture(world: World, tok: Tokenizer, run: SFTRunConfig, sft: TrainConfi
     Rewrite pairs per ``run.rewrite_data``: every training query with its gold
     rewrite, or the world's mined pairs (first queries are training queries
     and no val/test query text is on either side: :mod:`qrw.shop.mining`).
+    Relevance pairs per ``run.relevance_data`` (:func:`qrw.shop.relevance.training_pairs`),
+    balanced per ``run.relevance_balance``.
     """
     if run.rewrite_data == "mined":
         check(len(world.mined_pairs) > 0, "--rewrite-data mined: this world mined no rewrite pairs "
@@ -252,7 +265,8 @@ def sft_mixture(world: World, tok: Tokenizer, run: SFTRunConfig, sft: TrainConfi
     datasets = {"rewrite": rewrite}
     if "relevance" in run.task_list:
         datasets["relevance"] = relevance_dataset(world, "train", tok, max_len, seed=run.seed,
-                                                  per_label=run.relevance_per_label, balance=run.relevance_balance)
+                                                  per_label=run.relevance_per_label, balance=run.relevance_balance,
+                                                  data=run.relevance_data, wrong_values=run.relevance_wrong_values)
     return TaskMixture(datasets, counts=mixture_counts(sft.batch_size, run.task_list, run.rewrite_fraction),
                        weights={"rewrite": run.rewrite_weight, "relevance": run.relevance_weight}, seed=run.seed)
 

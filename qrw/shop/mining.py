@@ -200,10 +200,12 @@ def _retype(world, intent: Intent, first_text: str, held_out_texts: set[str], dr
     return None
 
 
-def simulate_sessions(world, rng: np.random.Generator) -> list[Session]:
+def simulate_sessions(world, rng: np.random.Generator, queries: list[Query] | None = None) -> list[Session]:
     """Shopping sessions with reformulations, started from every training query (see the module docstring).
 
-    ``world`` is a :class:`~qrw.shop.world.World`. Deterministic given ``rng``'s seed.
+    ``world`` is a :class:`~qrw.shop.world.World`; ``queries``: start from these
+    instead (evaluation only: :func:`qrw.shop.relevance.held_out_mined_pairs`).
+    Deterministic given ``rng``'s seed.
     """
     draws_rng, shop_rng = rng.spawn(2)
     draws = Draws(draws_rng)
@@ -211,7 +213,8 @@ def simulate_sessions(world, rng: np.random.Generator) -> list[Session]:
     engine = SearchEngine(world.titles, world.popularity)
     users = UserSimulator(world)
     held_out_texts = {q.text for split in ("val", "test") for q in world.queries[split]}
-    starts = [q for q in world.queries["train"] for _ in range(world.config.mining_sessions_per_query)]
+    queries = world.queries["train"] if queries is None else queries
+    starts = [q for q in queries for _ in range(world.config.mining_sessions_per_query)]
     first_pages, _ = engine.search([q.text for q in starts], PAGE_SIZE)  # (S, k)
     first_purchase = _shop(judge, users, first_pages, [q.intent for q in starts], shop_rng)  # (S,)
     retyped: list[tuple[int, str, str, Intent]] = []  # (session, reformulation, kind, intent now held)
@@ -274,7 +277,8 @@ def mine_pairs(judge: Judge, sessions: list[Session], min_support: int) -> list[
     return pairs
 
 
-def mine_rewrite_pairs(world, rng: np.random.Generator) -> list[MinedPair]:
-    """The world's mined rewrite pairs: :func:`simulate_sessions`, then :func:`mine_pairs`."""
+def mine_rewrite_pairs(world, rng: np.random.Generator, queries: list[Query] | None = None) -> list[MinedPair]:
+    """The world's mined rewrite pairs: :func:`simulate_sessions` (from the training queries, or ``queries``),
+    then :func:`mine_pairs`."""
     min_support = max(2, math.ceil(SHARED_SUPPORT * world.config.mining_sessions_per_query))
-    return mine_pairs(world.judge, simulate_sessions(world, rng), min_support)
+    return mine_pairs(world.judge, simulate_sessions(world, rng, queries), min_support)
