@@ -13,11 +13,13 @@ Arms (:data:`GRID`; one line each to add another), all on each seed's held-out t
     multi-task SFT, no pretraining            train_sft.py --no-pretrain
     single-task SFT, gold pairs               train_sft.py --tasks rewrite --rewrite-data gold    (upper bound)
     GRPO fusion / relevance / conversion      train_grpo.py --reward R        (from the multi-task SFT run)
+    GRPO fusion, no rules                     train_grpo.py --rules none      (what the rule rewards do)
     GRPO fusion, oracle relevance             train_grpo.py --relevance-judge oracle              (upper bound)
 
-The two upper bounds pin the flag explicitly: they differ from their default arm once the
-scripts' defaults are mined rewrite pairs and a learned relevance reward (until then they
-repeat single-task SFT and GRPO fusion).
+The scripts' defaults are the production regime: SFT learns mined rewrite pairs (with their
+drift) and relevance labels of what production would label; GRPO's relevance reward is the
+frozen SFT model's tagger plus rule rewards, no oracle in the loop. The upper bounds swap in
+what production does not have: gold rewrites, the evaluation's own judge as the reward.
 
 Seeds: ``--seeds N`` trains every arm with seeds S .. S+N-1 (S = ``--seed``), each run
 a subprocess writing ``OUT/seed-S/NAME`` (its output in ``OUT/seed-S/NAME.log``), one
@@ -59,7 +61,7 @@ from qrw.config import Parser, UserError, check, run_main
 from qrw.curves import format_curves, loss_curves, read_records, verdict as curve_verdict
 from qrw.evaluate import to_json
 from qrw.runs import load_run
-from qrw.scorecard import evaluate_run, tagger_source
+from qrw.scorecard import HACKING, evaluate_gate, evaluate_run, rewrite_kinds, tagger_source
 from qrw.shop.abtest import ab_test
 from qrw.shop.metrics import METRICS, page_grades, rewrite_metrics
 from qrw.shop.pooled import pooled_paired_diff
@@ -86,6 +88,7 @@ GRID = {
     "grpo-fusion": Arm("GRPO fusion", "train_grpo.py", ("--reward", "fusion"), "sft-multi"),
     "grpo-relevance": Arm("GRPO relevance", "train_grpo.py", ("--reward", "relevance"), "sft-multi"),
     "grpo-conversion": Arm("GRPO conversion", "train_grpo.py", ("--reward", "conversion"), "sft-multi"),
+    "grpo-norules": Arm("GRPO fusion, no rules", "train_grpo.py", ("--reward", "fusion", "--rules", "none"), "sft-multi"),
     "grpo-oracle": Arm("GRPO fusion, oracle relevance", "train_grpo.py",
                        ("--reward", "fusion", "--relevance-judge", "oracle"), "sft-multi"),
 }
@@ -93,7 +96,7 @@ LABELS = {"none": "no rewrite", **{name: arm.label for name, arm in GRID.items()
 # (before, after) pairs compared on the same queries: the claims' and the upper bounds' (after minus before)
 CLAIM_PAIRS = [("sft-single", "sft-multi"), ("sft-nopretrain", "sft-multi"), ("sft-multi", "grpo-fusion"),
                ("sft-multi", "grpo-relevance"), ("sft-multi", "grpo-conversion"), ("grpo-fusion", "grpo-conversion")]
-BOUND_PAIRS = [("sft-single-gold", "sft-single"), ("grpo-oracle", "grpo-fusion")]
+BOUND_PAIRS = [("sft-single-gold", "sft-single"), ("grpo-norules", "grpo-fusion"), ("grpo-oracle", "grpo-fusion")]
 QUICK = {"train_sft.py": ["--pretrain-steps", "150", "--sft-steps", "500"], "train_grpo.py": ["--steps", "40"]}
 SMOKE = {"train_sft.py": ["--smoke", "--sft-eval-every", "4"], "train_grpo.py": ["--smoke"]}  # tests: seconds a run
 AB_USERS = 100_000
@@ -111,6 +114,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--results", default=None, help="where to write the report (default docs/RESULTS[-quick].md)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--force", action="store_true", help="retrain runs that already finished")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="train this many runs at once, the CPU threads split between them (default 1; on a CPU, "
+                        "2 one-thread runs can finish a grid sooner than one two-thread run at a time)")
     return p.parse_args(argv)
 
 
@@ -139,10 +145,11 @@ def mode_flags(script: str, args: argparse.Namespace) -> list[str]:
     return SMOKE[script] if args.smoke else QUICK[script] if args.quick else []
 
 
-def train(name: str, seed: int, out: Path, args: argparse.Namespace) -> tuple[float, bool]:
+def train(name: str, seed: int, out: Path, args: argparse.Namespace, threads: int = 0) -> tuple[float, bool]:
     """Train one arm with one seed in a subprocess, into ``out/name`` (output to ``out/name.log``).
 
-    ``out`` is the seed's directory (``OUT/seed-S``). Returns (its training wall time,
+    ``out`` is the seed's directory (``OUT/seed-S``); ``threads`` > 0 sets the
+    subprocess's CPU threads (``OMP_NUM_THREADS``). Returns (its training wall time,
     whether a finished run was reused).
     """
     arm = GRID[name]
@@ -160,11 +167,45 @@ def train(name: str, seed: int, out: Path, args: argparse.Namespace) -> tuple[fl
     t0 = time.perf_counter()
     root = Path(__file__).resolve().parents[1]
     out.mkdir(parents=True, exist_ok=True)
+    env = os.environ | ({"OMP_NUM_THREADS": str(threads)} if threads > 0 else {})
     with open(out / f"{name}.log", "w") as log:
-        result = subprocess.run(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT)
+        result = subprocess.run(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT, env=env)
     if result.returncode != 0:
         raise UserError(f"{name} (seed {seed}) failed (exit {result.returncode}); see {out / f'{name}.log'}")
     return time.perf_counter() - t0, False
+
+
+def train_all(names: list[str], seeds: list[int], out: Path, args: argparse.Namespace) -> dict:
+    """Train every (seed, arm), ``args.jobs`` at a time; (seed, arm) -> :func:`train`'s result.
+
+    With one job the runs go one after another, seed by seed, in :data:`GRID` order.
+    With more, the queue is arm-major (every seed's first arm, then every seed's
+    second, ...), so an arm's init is queued before it; a run waits for its init's
+    run before starting (never a deadlock: the queue is served in order, so the
+    init is running or done by then). Each run gets ``cpu_count // jobs`` threads.
+    """
+    if args.jobs == 1:
+        return {(seed, name): train(name, seed, out / f"seed-{seed}", args) for seed in seeds for name in names}
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    futures: dict = {}
+
+    def job(seed: int, name: str) -> tuple[float, bool]:
+        init = GRID[name].init
+        if init is not None:
+            futures[(seed, init)].result()  # raises if the init failed
+        return train(name, seed, out / f"seed-{seed}", args, threads=threads)
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for name in names:
+            for seed in seeds:
+                futures[(seed, name)] = pool.submit(job, seed, name)
+        try:
+            return {(seed, name): futures[(seed, name)].result() for seed in seeds for name in names}
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # let the running runs finish; start no more
+            raise
 
 
 def command_of(name: str, args: argparse.Namespace) -> str:
@@ -185,6 +226,8 @@ def grid_command(args: argparse.Namespace) -> str:
         parts.append(f"--seed {args.seed}")
     if args.arms is not None:
         parts.append(f"--arms {args.arms}")
+    if args.jobs != 1:
+        parts.append(f"--jobs {args.jobs}")
     parts += ["--quick"] if args.quick else []
     parts += ["--smoke"] if args.smoke else []
     return " ".join(parts)
@@ -410,6 +453,9 @@ class SeedEvaluation:
     per_query: dict  # arm -> metric -> (Q,) per-query values (qrw.shop.metrics.rewrite_metrics)
     tagging: dict  # rewriter label -> the tagger's macro-F1 (runs that trained one)
     log_only: np.ndarray  # (Q,) bool: the query uses a log-only variant
+    kinds: dict  # arm -> rewrite kind (and HACKING sum) -> count over the test queries
+    tag_detail: dict  # rewriter label -> qrw.scorecard.tagging_metrics (runs that trained a tagger)
+    gate: dict | None  # the serving gate on GATE_ARM (qrw.scorecard.evaluate_gate), when that arm was trained
 
 
 @dataclass
@@ -424,8 +470,16 @@ class GridEvaluation:
     n_log_only: int  # test queries that use a log-only variant, all seeds together
 
 
+GATE_ARMS = ("grpo-fusion", "sft-multi")  # the serving gate is measured on the first of these that was trained
+
+
 def evaluate_seed(out: Path, names: list[str], seed: int) -> SeedEvaluation:
-    """Load the arms' runs from the seed's directory ``out`` and score them (the baselines with the first)."""
+    """Load the arms' runs from the seed's directory ``out`` and score them (the baselines with the first).
+
+    Besides the rows: what kinds of rewrites each arm writes (the reward-hacking
+    counts), the tagger's accuracy per kind of pair, and the serving gate (threshold
+    chosen on the seed's val queries) on the first of :data:`GATE_ARMS` trained.
+    """
     runs = {name: load_run(out / name) for name in names}
     world = runs[names[0]].world
     for name in names[1:]:
@@ -433,17 +487,25 @@ def evaluate_seed(out: Path, names: list[str], seed: int) -> SeedEvaluation:
               f"{out / name} and {out / names[0]} come from different worlds; retrain with --force")
     ctx = Shop(world)
     queries = world.queries["test"]
-    rows, rewrites, per_query, tagging = {}, {}, {}, {}
+    rows, rewrites, per_query, tagging, kinds, tag_detail, gate = {}, {}, {}, {}, {}, {}, None
+    gate_arm = next((a for a in GATE_ARMS if a in names), None)
     for i, name in enumerate(names):
-        res = evaluate_run(ctx, runs[name].rewriter(), name=LABELS[name], baselines=(i == 0),
+        rewriter = runs[name].rewriter()
+        res = evaluate_run(ctx, rewriter, name=LABELS[name], baselines=(i == 0),
                            tagging=tagger_source(runs[name].config) == "sft")
+        if name == gate_arm:
+            gate = evaluate_gate(ctx, rewriter, res, threshold="auto")
+            del res["rows"][f"{LABELS[name]} + gate"]
         rows.update(res["rows"])
         rewrites[name] = res["rewrites"]
         per_query[name] = rewrite_metrics(world, ctx.engine, ctx.users, queries, res["rewrites"], k=ctx.k)
+        kinds[name] = rewrite_kinds(world, queries, res["rewrites"])
         if "tagging" in res:
             tagging[LABELS[name]] = res["tagging"]["tag_macro_f1"]
+            tag_detail[LABELS[name]] = res["tagging"]
     log_only = np.array([world.uses_log_only(q) for q in queries], dtype=bool)
-    return SeedEvaluation(seed, world, ctx, queries, rows, rewrites, per_query, tagging, log_only)
+    return SeedEvaluation(seed, world, ctx, queries, rows, rewrites, per_query, tagging, log_only, kinds, tag_detail,
+                          gate)
 
 
 def _mean(values) -> float:
@@ -547,6 +609,110 @@ def comparison_table(grid: GridEvaluation) -> list[str]:
     return lines
 
 
+def _excludes_zero(c: dict, sign: int) -> bool:
+    return c["low"] > 0 if sign > 0 else c["high"] < 0
+
+
+def regime_lines(grid: GridEvaluation) -> list[str]:
+    """The production regime against its upper bounds: what mined pairs cost, whether the learned reward works.
+
+    Each reading is judged on the pooled intervals; a pair whose arms were not trained is left out.
+    """
+    cmp, lines = grid.cmp, []
+    mean_kinds = {name: {h: _mean([s.kinds[name][h] for s in grid.seeds]) for h in HACKING} for name in grid.names}
+    if ("sft-single-gold", "sft-single") in cmp:
+        c = cmp[("sft-single-gold", "sft-single")]
+        drift = _excludes_zero(c["accuracy"], -1) and _excludes_zero(c["relevance"], -1)
+        lines.append(f"- *Mined pairs drift, and the drift costs.* Single-task SFT on mined pairs minus the same on gold "
+                     f"pairs: accuracy {ci_text(c['accuracy'])}, relevance@10 {ci_text(c['relevance'])}, recall@10 "
+                     f"{ci_text(c['recall'])}, UCVR {ci_text(c['ucvr'])}. Lower accuracy and relevance@10, both "
+                     f"intervals excluding 0: **{'yes' if drift else 'no'}**.")
+    if ("sft-multi", "grpo-fusion") in cmp:
+        c = cmp[("sft-multi", "grpo-fusion")]
+        up = _excludes_zero(c["accuracy"], 1) and _excludes_zero(c["relevance"], 1)
+        risen = [h for h in HACKING if mean_kinds["grpo-fusion"][h] > mean_kinds["sft-multi"][h]]
+        counts = "; ".join(f"{h} {mean_kinds['sft-multi'][h]:.1f} -> {mean_kinds['grpo-fusion'][h]:.1f}" for h in HACKING)
+        lines.append(f"- *GRPO with the learned relevance reward (the SFT model's frozen tagger + rules; no oracle) "
+                     f"against its SFT init.* accuracy {ci_text(c['accuracy'])}, relevance@10 {ci_text(c['relevance'])}, "
+                     f"recall@10 {ci_text(c['recall'])}, UCVR {ci_text(c['ucvr'])}; hacking counts per seed, init -> "
+                     f"GRPO: {counts}. Accuracy and relevance@10 up with intervals excluding 0: **{'yes' if up else 'no'}**; "
+                     f"no hacking count above the init's: **{'yes' if not risen else 'no (' + ', '.join(risen) + ')'}**.")
+    if ("grpo-norules", "grpo-fusion") in cmp:
+        c = cmp[("grpo-norules", "grpo-fusion")]
+        counts = "; ".join(f"{h} {mean_kinds['grpo-norules'][h]:.1f} -> {mean_kinds['grpo-fusion'][h]:.1f}"
+                           for h in HACKING)
+        lines.append(f"- *What the rules do.* GRPO fusion with the rules minus without: accuracy {ci_text(c['accuracy'])}, "
+                     f"relevance@10 {ci_text(c['relevance'])}, UCVR {ci_text(c['ucvr'])}; hacking counts per seed, "
+                     f"without -> with: {counts}.")
+    if ("grpo-oracle", "grpo-fusion") in cmp:
+        c = cmp[("grpo-oracle", "grpo-fusion")]
+        lines.append(f"- *The oracle reward as an upper bound.* GRPO fusion with the learned reward minus with the "
+                     f"oracle judge's: accuracy {ci_text(c['accuracy'])}, relevance@10 {ci_text(c['relevance'])}, "
+                     f"UCVR {ci_text(c['ucvr'])}: what a perfect relevance model would add.")
+    return lines
+
+
+def hacking_table(grid: GridEvaluation) -> list[str]:
+    """Per arm: the rewrites of the reward-hacking kinds (:data:`qrw.scorecard.HACKING`), each seed's count."""
+    n = len(grid.seeds[0].queries)
+    lines = [f"| rewriter | {' | '.join(HACKING)} |", "|---|" + "---:|" * len(HACKING)]
+    for name in grid.names:
+        cells = [" / ".join(str(s.kinds[name][h]) for s in grid.seeds) for h in HACKING]
+        lines.append(f"| {LABELS[name]} | " + " | ".join(cells) + " |")
+    return [f"Counts among each seed's {n} test rewrites, seed by seed (`a / b / c`): a learned relevance reward "
+            "lets these through where it misjudges them (README, \"GRPO\").", ""] + lines
+
+
+def tagger_kind_table(grid: GridEvaluation) -> list[str]:
+    """The trained taggers' accuracy against the judge per kind of held-out pair, mean over seeds (n per seed)."""
+    labels = list(grid.seeds[0].tag_detail)
+    if not labels:
+        return []
+    rows: dict[str, dict[str, list]] = {}
+    for s in grid.seeds:
+        for label in labels:
+            t = s.tag_detail[label]
+            for kind, v in t["tag_by_kind"].items():
+                rows.setdefault(f"perturbed: {kind}", {}).setdefault(label, []).append((v["accuracy"], v["n"]))
+            rows.setdefault("perturbed: all", {}).setdefault(label, []).append((t["tag_accuracy"], t["tag_pairs"]))
+            mined = t.get("tag_mined") or {}
+            for kind, v in mined.get("by_kind", {}).items():
+                rows.setdefault(f"mined: {kind}", {}).setdefault(label, []).append((v["accuracy"], v["n"]))
+            if mined.get("n"):
+                rows.setdefault("mined: all", {}).setdefault(label, []).append((mined["accuracy"], mined["n"]))
+    lines = ["| held-out pairs | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+    for kind, by_label in rows.items():
+        cells = []
+        for label in labels:
+            got = by_label.get(label, [])
+            cells.append("-" if not got else f"{_mean([a for a, _ in got]):.3f} (n {round(_mean([n for _, n in got]))})")
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    return ["Accuracy against the judge (mean over seeds; n = pairs per seed) on each seed's test queries: the "
+            "perturbed rewrites of the world (`World.relevance_examples`) and mined pairs started from the test "
+            "queries (`held_out_mined_pairs`), none of them trained on.", ""] + lines
+
+
+def gate_lines(grid: GridEvaluation) -> list[str]:
+    """The serving gate, per seed: threshold, out-of-domain and in-domain shares served, the paired cost."""
+    gated = [(s.seed, s.gate) for s in grid.seeds if s.gate is not None]
+    if not gated:
+        return []
+    arm = next(a for a in GATE_ARMS if a in grid.names)
+    lines = [f"The gate on {LABELS[arm]}: a rewrite is served only when the run's tagger gives it P(equivalent) above "
+             "a threshold chosen on each seed's validation queries (the smallest that serves at most 5% of "
+             "out-of-domain val queries); out-of-domain queries name products this catalog does not sell "
+             "(`qrw.shop.ood`).", "",
+             "| seed | threshold | OOD served (val) | OOD served (test), off -> on | in-domain served (test) | "
+             "relevance@10 on - off | recall@10 on - off | UCVR on - off |", "|---:|---:|---:|---|---:|---|---|---|"]
+    for seed, g in gated:
+        d, o = g["in_domain"], g["ood"]
+        diffs = " | ".join(ci_text({"diff": d["diff"][m]["lift"], "low": d["diff"][m]["low"],
+                                    "high": d["diff"][m]["high"]}) for m in ("relevance", "recall", "ucvr"))
+        lines.append(f"| {seed} | {g['threshold']:.3f} | {g['chosen']['ood_served']:.1%} | "
+                     f"{o['served_off']:.1%} -> {o['served_on']:.1%} | {d['served']['all']:.1%} | {diffs} |")
+    return lines
+
+
 def curve_lines(out: Path, grid: GridEvaluation) -> list[str]:
     """Per SFT arm: training vs validation loss of the first seed (table) and every seed's verdicts."""
     lines = []
@@ -586,6 +752,18 @@ def report(args: argparse.Namespace, grid: GridEvaluation, trained: dict[tuple[i
     lines += ["", "## The paper's claims, checked here", "",
               "Each claim is judged on the pooled intervals above.", ""]
     lines += [c + "\n" for c in check_claims(grid.cmp, grid.rows, grid.n_log_only)]
+    regime = regime_lines(grid)
+    if regime:
+        lines += ["## The production regime against its upper bounds", "",
+                  "The defaults learn from what production has (mined pairs, a learned relevance model); the upper "
+                  "bounds swap in gold rewrites or the evaluation's own judge.", ""] + regime + [""]
+    lines += ["## Reward hacking: what the rewrites are", ""] + hacking_table(grid) + [""]
+    tagger = tagger_kind_table(grid)
+    if tagger:
+        lines += ["## The relevance tagger, per kind of rewrite", ""] + tagger + [""]
+    gate = gate_lines(grid)
+    if gate:
+        lines += ["## The serving gate", ""] + gate + [""]
     first = grid.seeds[0]
     ab_pairs = [(a, b) for a, b in (("none", "sft-multi"), ("sft-multi", "grpo-fusion"), ("sft-multi", "grpo-conversion"))
                 if {a, b} - {"none"} <= set(grid.names)]
@@ -616,6 +794,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     check(args.seed >= 0, f"--seed must be >= 0 (got {args.seed})")
     check(args.seeds >= 1, f"--seeds must be >= 1 (got {args.seeds})")
+    check(args.jobs >= 1, f"--jobs must be >= 1 (got {args.jobs})")
     check(not (args.quick and args.smoke), "--quick and --smoke exclude each other")
     names = selected_arms(args.arms)
     suffix = "-smoke" if args.smoke else "-quick" if args.quick else ""
@@ -625,7 +804,7 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     print(f"training {len(names)} arms x {len(seeds)} seeds into {out}/seed-S/ "
           f"({'smoke' if args.smoke else 'quick' if args.quick else 'full'} settings): {', '.join(names)}")
-    trained = {(seed, name): train(name, seed, out / f"seed-{seed}", args) for seed in seeds for name in names}
+    trained = train_all(names, seeds, out, args)
     t_eval = time.perf_counter()
 
     print("evaluating on each seed's test queries")
@@ -641,6 +820,9 @@ def main(argv=None) -> int:
     (out / "results.json").write_text(to_json({
         "command": grid_command(args), "seeds": seeds, "arms": names, "timing_seconds": timing,
         "rows": grid.rows, "rows_by_seed": {str(s.seed): s.rows for s in grid.seeds},
+        "rewrite_kinds_by_seed": {str(s.seed): s.kinds for s in grid.seeds},
+        "tagging_by_seed": {str(s.seed): s.tag_detail for s in grid.seeds},
+        "gate_by_seed": {str(s.seed): s.gate for s in grid.seeds},
         "comparisons": {" minus ".join(reversed(key[:2])) + (" (log-only)" if len(key) > 2 else ""): c
                         for key, c in grid.cmp.items()}}) + "\n")
     print("\n".join(lines))

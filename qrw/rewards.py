@@ -61,17 +61,18 @@ class RewardConfig:
 
     reward: str = arg("fusion", "objective: fusion (relevance + conversion + format) or one of "
                       "relevance, conversion, recall (each with the format rule)", choices=list(REWARD_CHOICES))
-    relevance_judge: str = arg("oracle", "relevance reward from the oracle judge or the frozen SFT model's tagger",
-                               choices=["oracle", "tagger"])
+    relevance_judge: str = arg("tagger", "relevance reward from the frozen SFT model's tagger (a learned relevance "
+                               "model, as in production) or the oracle judge (the evaluation's own: an upper bound)",
+                               choices=["tagger", "oracle"])
     w_relevance: float = arg(1.0, "fusion weight of the relevance reward")
     w_conversion: float = arg(1.0, "fusion weight of the conversion reward")
     w_recall: float = arg(0.0, "fusion weight of the recall reward (fusion only)")
     w_format: float = arg(0.5, "weight of the rule-based format reward")
     conversion_scale: float = arg(0.5, "UCVR is divided by this to give the conversion reward (~[0, 1])")
     max_words: int = arg(16, "format rule: at most this many words in a rewrite")
-    rules: str = arg("", "comma-separated rule checks rewarded as the 'rules' component (none by default): "
-                     "category (names a catalog category), anchors (keeps the catalog words a mined dictionary "
-                     "reads in the query), brand (adds no brand the query lacks)")
+    rules: str = arg("category,anchors,brand", "comma-separated rule checks rewarded as the 'rules' component, "
+                     "or 'none': category (names a catalog category), anchors (keeps the catalog words a mined "
+                     "dictionary reads in the query), brand (adds no brand the query lacks)")
     w_rules: float = arg(0.5, "weight of the 'rules' component (when --rules names any)")
     aggregation: str = arg("normalize-then-sum", "how GRPO turns several rewards into advantages: "
                            "'normalize-then-sum' z-scores each reward within its group, then weights and sums (GDPO; "
@@ -102,7 +103,8 @@ class RewardConfig:
     @property
     def rule_list(self) -> tuple[str, ...]:
         """The rule checks named by ``rules``, e.g. ``("category", "anchors")``."""
-        return tuple(r.strip() for r in self.rules.split(",") if r.strip())
+        names = tuple(r.strip() for r in self.rules.split(",") if r.strip())
+        return () if names == ("none",) else names
 
 
 def fuse_rewards(components: dict[str, Tensor], weights: dict[str, float]) -> Tensor:

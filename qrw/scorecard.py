@@ -41,6 +41,7 @@ from qrw.config import check
 from qrw.rewriter import apply_gate
 from qrw.shop.abtest import paired_diff_ci
 from qrw.shop.metrics import METRICS, rewrite_metrics
+from qrw.shop.relevance import held_out_mined_pairs
 from qrw.shop.shop import Shop
 
 
@@ -84,7 +85,8 @@ def tagging_metrics(rewriter, world, split: str = "test") -> dict[str, float]:
     """The relevance tagger against the judge on the split's relevance pairs.
 
     Accuracy, macro-F1, per-class F1, the 3x3 confusion matrix (rows: judge, columns:
-    tagger) and the accuracy per kind of perturbed rewrite (``World.perturbation_kind``).
+    tagger), the accuracy per kind of perturbed rewrite (``World.perturbation_kind``)
+    and, under ``tag_mined``, :func:`mined_tagging_metrics`.
     """
     pairs = world.relevance_examples(split)
     labels = np.array([label for _, _, label in pairs])
@@ -99,7 +101,29 @@ def tagging_metrics(rewriter, world, split: str = "test") -> dict[str, float]:
         if rows.any():
             by_kind[kind] = {"n": int(rows.sum()), "accuracy": float((labels[rows] == predicted[rows]).mean())}
     return {"tag_accuracy": float((labels == predicted).mean()), "tag_macro_f1": macro, "tag_f1": f1s,
-            "tag_pairs": int(len(labels)), "tag_confusion": confusion.tolist(), "tag_by_kind": by_kind}
+            "tag_pairs": int(len(labels)), "tag_confusion": confusion.tolist(), "tag_by_kind": by_kind,
+            "tag_mined": mined_tagging_metrics(rewriter, world, split)}
+
+
+def mined_tagging_metrics(rewriter, world, split: str = "test") -> dict:
+    """The tagger against the judge on held-out mined pairs: the split's queries, mined as production would.
+
+    The pairs come from :func:`qrw.shop.relevance.held_out_mined_pairs` (sessions
+    started from the split's queries, never trained on). Accuracy overall and
+    per kind of mined pair (rephrased, broadened, brand switched, ...): the
+    rewrites a relevance reward meets in production, beside the perturbed ones.
+    """
+    pairs = held_out_mined_pairs(world, split)
+    if not pairs:
+        return {"n": 0}
+    labels = np.array([p.grade for p in pairs])
+    predicted = np.array(rewriter.tag([p.query for p in pairs], [p.rewrite for p in pairs]))
+    kinds = np.array([p.kind for p in pairs])
+    by_kind = {str(kind): {"n": int((kinds == kind).sum()),
+                           "accuracy": float((labels[kinds == kind] == predicted[kinds == kind]).mean())}
+               for kind in dict.fromkeys(kinds.tolist())}
+    return {"n": len(pairs), "accuracy": float((labels == predicted).mean()),
+            "confusion": confusion_matrix(labels, predicted).tolist(), "by_kind": by_kind}
 
 
 # ---- offline evaluation --------------------------------------------------------------------------
@@ -350,6 +374,10 @@ def format_summary(results: dict, title: str = "") -> str:
         if t.get("tag_by_kind"):
             out.append("  accuracy by kind of rewrite: " + ", ".join(
                 f"{kind} {v['accuracy']:.2f} ({v['n']})" for kind, v in t["tag_by_kind"].items()))
+        m = t.get("tag_mined") or {}
+        if m.get("n"):
+            out.append(f"  held-out mined pairs ({m['n']}): accuracy {m['accuracy']:.3f}; by kind: " + ", ".join(
+                f"{kind} {v['accuracy']:.2f} ({v['n']})" for kind, v in m["by_kind"].items()))
     if results.get("samples"):
         out.append("samples (query -> rewrite | gold):")
         out += [f"  {s['query']!r} -> {s['rewrite']!r} | {s['gold']!r}" for s in results["samples"][:5]]

@@ -59,16 +59,18 @@ class SFTRunConfig:
     rewrite_fraction: float = arg(0.3, "share of each stage-1 batch given to the rewrite task (the rest: relevance)")
     rewrite_weight: float = arg(1.0, "stage-1 loss weight of rewrite tokens")
     relevance_weight: float = arg(3.0, "stage-1 loss weight of relevance-label tokens")
-    rewrite_data: str = arg("gold", "stage-1 rewrite targets: 'gold' (each training query's intent in catalog "
-                            "words) or 'mined' (pairs mined from simulated sessions, with their drift: "
-                            "World.mined_pairs); validation stays on gold", choices=["gold", "mined"])
+    rewrite_data: str = arg("mined", "stage-1 rewrite targets: 'mined' (pairs mined from simulated sessions, "
+                            "with their drift, as production mines them: World.mined_pairs) or 'gold' (each "
+                            "training query's intent in catalog words: an upper bound); validation stays on gold",
+                            choices=["mined", "gold"])
     relevance_per_label: int = arg(4, "distinct perturbed rewrites per label and training query (relevance task)")
     relevance_balance: str = arg("over", "balance the relevance labels by dropping pairs of the commoner labels "
                                  "('under') or repeating pairs of the rarer ones ('over')", choices=["under", "over"])
-    relevance_data: str = arg("perturbed", "stage-1 relevance pairs: 'perturbed' (perturbations of each training "
-                              "query's gold rewrite), 'hard' (plus hard cases: every attribute contradicted, "
-                              "near-misses, every phrase order, re-typed queries) or 'production' (plus the mined "
-                              "pairs and perturbations of them); labels are the judge's (qrw.shop.relevance)",
+    relevance_data: str = arg("production", "stage-1 relevance pairs: 'production' (perturbations of each "
+                              "training query's gold rewrite, hard cases, the mined pairs and perturbations of "
+                              "them), 'hard' (without the mined pairs: every attribute contradicted, near-misses, "
+                              "every phrase order, re-typed queries) or 'perturbed' (the gold rewrites' "
+                              "perturbations only); labels are the judge's (qrw.shop.relevance)",
                               choices=list(RELEVANCE_DATA))
     relevance_wrong_values: int = arg(2, "hard cases: wrong values per contradicted attribute (and other brands per "
                                       "swapped brand) ('hard' and 'production' relevance data)")

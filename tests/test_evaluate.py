@@ -28,6 +28,7 @@ from qrw.shop.judge import COMPLEMENT, EXACT, SUBSTITUTE
 from qrw.shop.metrics import METRICS, page_grades
 from qrw.shop.shop import Shop
 from qrw.shop.users import UserSimulator
+from qrw.shop.relevance import held_out_mined_pairs
 from qrw.shop.world import World, WorldConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,9 +70,14 @@ def test_tagging_metrics_of_a_perfect_and_a_constant_tagger():
     world = World(WorldConfig(seed=3, n_products=150, n_train_queries=20, n_val_queries=10, n_test_queries=20,
                               n_log_sessions=0))
     truth = {(q, r): label for q, r, label in world.relevance_examples("test")}
-    perfect = SimpleNamespace(tag=lambda qs, rs: [truth[(q, r)] for q, r in zip(qs, rs)])
+    mined = held_out_mined_pairs(world, "test")
+    assert mined and not {(p.query, p.rewrite) for p in mined} & {(p.query, p.rewrite) for p in world.mined_pairs}
+    judge = truth | {(p.query, p.rewrite): p.grade for p in mined}
+    perfect = SimpleNamespace(tag=lambda qs, rs: [judge[(q, r)] for q, r in zip(qs, rs)])
     m = tagging_metrics(perfect, world, "test")
     assert m["tag_accuracy"] == 1.0 and m["tag_macro_f1"] == 1.0 and m["tag_pairs"] == len(truth)
+    assert m["tag_mined"]["n"] == len(mined) and m["tag_mined"]["accuracy"] == 1.0
+    assert sum(v["n"] for v in m["tag_mined"]["by_kind"].values()) == len(mined)
     always_equivalent = SimpleNamespace(tag=lambda qs, rs: [2] * len(qs))
     m = tagging_metrics(always_equivalent, world, "test")
     share = sum(label == 2 for label in truth.values()) / len(truth)  # precision of class 2; its recall is 1
@@ -81,6 +87,11 @@ def test_tagging_metrics_of_a_perfect_and_a_constant_tagger():
     by_kind = m["tag_by_kind"]
     assert sum(v["n"] for v in by_kind.values()) == len(truth)
     assert {k: v["accuracy"] for k, v in by_kind.items()} == {k: float(k in ("gold", "reordered")) for k in by_kind}
+    # held-out mined pairs: right exactly on the pairs the judge grades 2, kind by kind
+    mined_m = m["tag_mined"]
+    assert mined_m["accuracy"] == pytest.approx(np.mean([p.grade == 2 for p in mined]))
+    for kind, v in mined_m["by_kind"].items():
+        assert v["accuracy"] == pytest.approx(np.mean([p.grade == 2 for p in mined if p.kind == kind]))
 
 
 # ---- A/B statistics ----------------------------------------------------------------------------

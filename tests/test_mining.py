@@ -130,8 +130,8 @@ def test_stage_one_trains_on_mined_pairs_and_validates_on_gold(world):
     from qrw.sft import SFTRunConfig, TrainConfig, sft_mixture, validation_sets
 
     tok = Tokenizer.train(world.corpus_texts(), 400)
-    mined, gold = SFTRunConfig(rewrite_data="mined", vocab_size=400), SFTRunConfig(vocab_size=400)
-    assert SFTRunConfig().rewrite_data == "gold"  # the default stays gold in this version
+    mined, gold = SFTRunConfig(vocab_size=400), SFTRunConfig(rewrite_data="gold", vocab_size=400)
+    assert SFTRunConfig().rewrite_data == "mined"  # the default: mined pairs, as production has them
     pairs = [(p.query, p.rewrite) for p in world.mined_pairs]
     assert sft_mixture(world, tok, mined, TrainConfig(), 64).datasets["rewrite"] == rewrite_pair_dataset(pairs, tok, 64)
     assert sft_mixture(world, tok, gold, TrainConfig(), 64).datasets["rewrite"] == \

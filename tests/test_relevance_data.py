@@ -170,7 +170,7 @@ def test_relevance_dataset_balances_the_production_pairs(world):
     with pytest.raises(UserError):
         relevance_dataset(world, "val", tok, 64, data="production")  # evaluation stays on perturbed pairs
     run = SFTRunConfig(vocab_size=400, relevance_data="hard", relevance_per_label=2)
-    assert SFTRunConfig().relevance_data == "perturbed"  # the default run is unchanged
+    assert SFTRunConfig().relevance_data == "production"  # the default: what production would label
     assert sft_mixture(world, tok, run, TrainConfig(), 64).datasets["relevance"] == \
         relevance_dataset(world, "train", tok, 64, per_label=2, balance="over", data="hard")
     with pytest.raises(UserError):

@@ -122,7 +122,7 @@ def test_pooled_comparison_pairs_within_each_seed():
         metrics = {name: {m: np.asarray(v, dtype=float) for m in ("accuracy", "relevance", "recall", "ucvr")}
                    for name, v in (("sft-single", before), ("sft-multi", after))}
         return SeedEvaluation(number, None, None, [None] * len(before), {}, {}, metrics, {},
-                              np.array(log_only, dtype=bool))
+                              np.array(log_only, dtype=bool), {}, {}, None)
 
     seeds = [seed(0, [0, 0, 1, 1], [1, 0, 1, 1], [1, 1, 0, 0]),  # difference 1/4; log-only queries: 1/2
              seed(5, [0, 0], [1, 1], [1, 0])]  # difference 1; one log-only query: left out of that subset
@@ -190,7 +190,97 @@ def test_two_seeds_end_to_end(tmp_path, smoke_sft_run, monkeypatch, capsys):
     assert "### single-task SFT" in text and "| sft step | rewrite train | rewrite val | rewrite gap |" in text
     assert "- seed 1: rewrite: " in text and "- seed 0: relevance: one evaluation" in text  # the reused run
     assert "(r) |" in text  # the runs table marks the reused run
+    # reward hacking counts: every test rewrite has exactly one kind; the HACKING sums are sums of kinds
+    from qrw.runs import load_run
+    from qrw.scorecard import HACKING
+    for s in (0, 1):
+        kinds = data["rewrite_kinds_by_seed"][str(s)]["sft-multi"]
+        n_test = len(load_run(out / f"seed-{s}" / "sft-multi").world.queries["test"])
+        assert sum(v for k, v in kinds.items() if k not in HACKING) == n_test
+        for name, members in HACKING.items():
+            assert kinds[name] == sum(kinds[k] for k in members)
+    cells = " / ".join(str(data["rewrite_kinds_by_seed"][str(s)]["sft-single"]["no category"]) for s in (0, 1))
+    assert "## Reward hacking: what the rewrites are" in text and f"| single-task SFT | " in text and cells in text
+    # the tagger per kind (multi-task run only: single-task SFT trains none), perturbed and held-out mined pairs
+    assert "## The relevance tagger, per kind of rewrite" in text and "| perturbed: gold | " in text
+    tag = data["tagging_by_seed"]["1"]
+    assert set(tag) == {"multi-task SFT"} and tag["multi-task SFT"]["tag_mined"]["n"] > 0
+    assert "| mined: all | " in text
+    # the serving gate on the multi-task run (no GRPO arm here), its threshold chosen on val
+    assert "## The serving gate" in text
+    for s in (0, 1):
+        g = data["gate_by_seed"][str(s)]
+        assert 0.0 <= g["threshold"] <= 1.0 and g["chosen"]["split"] == "val" and g["ood"]["served_off"] == 1.0
+        assert f"| {s} | {g['threshold']:.3f} | " in text
 
     from qrw.config import UserError
     with pytest.raises(UserError, match="--seeds must be >= 1"):
         main(["--smoke", "--seeds", "0", "--out", str(out)])
+
+
+def test_parallel_jobs_start_each_run_after_its_init(monkeypatch, tmp_path):
+    """``--jobs 2``: every (seed, arm) trained once, a GRPO arm only after its SFT init finished, each run
+    with half the CPU threads; a failed init stops the runs that start from it."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    import qrw.reproduce as rep
+
+    events, lock = [], threading.Lock()
+
+    def fake_train(name, seed, out, args, threads=0):
+        with lock:
+            events.append(("start", seed, name, threads))
+        time.sleep(0.02 if rep.GRID[name].script == "train_sft.py" else 0.0)
+        if name == "sft-multi" and seed == args.fail_seed:
+            raise rep.UserError(f"{name} (seed {seed}) failed")
+        with lock:
+            events.append(("end", seed, name, threads))
+        return 1.0, False
+
+    monkeypatch.setattr(rep, "train", fake_train)
+    monkeypatch.setattr(rep.os, "cpu_count", lambda: 4)
+    names, seeds = rep.selected_arms("grpo-fusion,grpo-oracle,sft-single"), [0, 1, 2]
+    args = SimpleNamespace(jobs=2, fail_seed=None)
+    got = rep.train_all(names, seeds, tmp_path, args)
+    assert set(got) == {(s, n) for s in seeds for n in names}
+    starts = [e for e in events if e[0] == "start"]
+    assert len(starts) == len(got) and {e[3] for e in starts} == {2}  # 4 cores / 2 jobs
+    for _, seed, name, _ in starts:
+        init = rep.GRID[name].init
+        if init is not None:
+            assert events.index(("end", seed, init, 2)) < events.index(("start", seed, name, 2))
+    events.clear()
+    with pytest.raises(rep.UserError, match=r"sft-multi \(seed 1\) failed"):
+        rep.train_all(names, seeds, tmp_path, SimpleNamespace(jobs=2, fail_seed=1))
+    assert not any(e[0] == "start" and e[1] == 1 and e[2].startswith("grpo") for e in events)
+    events.clear()
+    assert set(rep.train_all(names, [0], tmp_path, SimpleNamespace(jobs=1, fail_seed=None))) == {(0, n) for n in names}
+    assert [e[2] for e in events if e[0] == "start"] == names and {e[3] for e in events} == {0}  # in order, torch's threads
+
+
+def test_regime_readings_follow_the_intervals_and_the_hacking_counts():
+    from types import SimpleNamespace
+
+    import qrw.reproduce as rep
+    from qrw.scorecard import HACKING
+
+    def cmp_entry(diff, low, high):
+        return {m: {"diff": diff, "low": low, "high": high} for m in ("accuracy", "relevance", "recall", "ucvr")}
+
+    def grid(grpo_vs_init, gold_vs_mined, hacking_grpo):
+        kinds = {n: {h: 10 for h in HACKING} for n in rep.GRID}
+        kinds["grpo-fusion"] = dict(hacking_grpo)
+        seeds = [SimpleNamespace(kinds=kinds), SimpleNamespace(kinds={**kinds, "grpo-fusion": {h: 10 for h in HACKING}})]
+        return SimpleNamespace(seeds=seeds, names=list(rep.GRID),
+                               cmp={("sft-multi", "grpo-fusion"): grpo_vs_init, ("sft-single-gold", "sft-single"): gold_vs_mined})
+
+    up, down, unsure = cmp_entry(0.02, 0.01, 0.03), cmp_entry(-0.02, -0.03, -0.01), cmp_entry(0.01, -0.01, 0.03)
+    lines = rep.regime_lines(grid(up, down, {h: 10 for h in HACKING}))
+    assert len(lines) == 2 and "both intervals excluding 0: **yes**" in lines[0]
+    assert "excluding 0: **yes**; no hacking count above the init's: **yes**" in lines[1]
+    lines = rep.regime_lines(grid(unsure, unsure, {**{h: 10 for h in HACKING}, "no category": 14}))
+    assert "both intervals excluding 0: **no**" in lines[0]
+    assert "excluding 0: **no**" in lines[1] and "**no (no category)**" in lines[1]
+    assert "no category 10.0 -> 12.0" in lines[1]  # the mean over the two seeds: (14 + 10) / 2

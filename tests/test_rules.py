@@ -37,7 +37,9 @@ def test_no_anchors_and_rule_mean():
 
 
 def test_config():
-    assert "rules" not in RewardConfig().weights()
+    assert RewardConfig().rule_list == ("category", "anchors", "brand")  # the default hybrid reward has every rule
+    assert "rules" not in RewardConfig(rules="none").weights() and RewardConfig(rules="none").rule_list == ()
+    assert "rules" not in RewardConfig(rules="").weights()
     cfg = RewardConfig(rules="category, anchors", w_rules=0.25)
     assert cfg.rule_list == ("category", "anchors") and cfg.weights()["rules"] == 0.25
     with pytest.raises(UserError, match="unknown rule"):
@@ -50,7 +52,7 @@ def test_reward_function_uses_the_dictionary_as_anchors():
     shop = Shop(world)
     queries = world.queries["test"][:10]
     gold = [" ".join(q.intent.category.split()) for q in queries]  # bare categories: drop the brand and attributes
-    fn = RewardFunction(shop, RewardConfig(rules="category,anchors,brand"))
+    fn = RewardFunction(shop, RewardConfig(rules="category,anchors,brand", relevance_judge="oracle"))
     scores = fn(queries, gold)
     anchors = shop.dictionary.rewrite([q.text for q in queries])
     expected = rule_rewards(gold, [a or "" for a in anchors], ("category", "anchors", "brand"),
@@ -59,4 +61,5 @@ def test_reward_function_uses_the_dictionary_as_anchors():
     assert all(scores["rules"] >= 2 / 3)  # every bare category passes the category and brand checks
     np.testing.assert_allclose(scores["fused"], scores["relevance"] + scores["conversion"] + 0.5 * scores["format"]
                                + 0.5 * scores["rules"])
-    assert not RewardFunction(shop, RewardConfig())(queries, gold)["rules"].any()  # off: zeros, not in the fusion
+    off = RewardFunction(shop, RewardConfig(rules="none", relevance_judge="oracle"))(queries, gold)
+    assert not off["rules"].any()  # off: zeros, not in the fusion
