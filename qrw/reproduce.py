@@ -178,11 +178,11 @@ def train(name: str, seed: int, out: Path, args: argparse.Namespace, threads: in
 def train_all(names: list[str], seeds: list[int], out: Path, args: argparse.Namespace) -> dict:
     """Train every (seed, arm), ``args.jobs`` at a time; (seed, arm) -> :func:`train`'s result.
 
-    With one job the runs go one after another, seed by seed, in :data:`GRID` order.
-    With more, the queue is arm-major (every seed's first arm, then every seed's
-    second, ...), so an arm's init is queued before it; a run waits for its init's
-    run before starting (never a deadlock: the queue is served in order, so the
-    init is running or done by then). Each run gets ``cpu_count // jobs`` threads.
+    The runs go seed by seed, each seed's in :data:`GRID` order (so the first seed's
+    arms are all done first, and an arm's init is queued before it). With more than
+    one job, a run waits for its init's run before starting (never a deadlock: the
+    queue is served in order, so the init is running or done by then), and each run
+    gets ``cpu_count // jobs`` threads.
     """
     if args.jobs == 1:
         return {(seed, name): train(name, seed, out / f"seed-{seed}", args) for seed in seeds for name in names}
@@ -198,8 +198,8 @@ def train_all(names: list[str], seeds: list[int], out: Path, args: argparse.Name
         return train(name, seed, out / f"seed-{seed}", args, threads=threads)
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for name in names:
-            for seed in seeds:
+        for seed in seeds:
+            for name in names:
                 futures[(seed, name)] = pool.submit(job, seed, name)
         try:
             return {(seed, name): futures[(seed, name)].result() for seed in seeds for name in names}

@@ -17,16 +17,20 @@ query channels, one tagger forward):
   repeated 3 or more times (degenerate repetition), and is not a verbatim copy of
   a query that contains words the catalog does not know (such a copy cannot add
   a useful retrieval channel).
-- ``rules`` (rule-based, off by default: ``--rules``), the share of the chosen
+- ``rules`` (rule-based, every rule by default; ``--rules`` chooses), the share of the chosen
   checks a rewrite passes, each built from what a production search team has
   without a relevance oracle (the catalog's taxonomy and a synonym dictionary
   mined from training pairs, :class:`qrw.shop.baselines.DictionaryRewriter`):
   ``category``: the rewrite names a catalog category; ``anchors``: the share of
   the catalog words the dictionary reads in the query that the rewrite keeps;
   ``brand``: the rewrite names no brand that the dictionary did not read in the
-  query. They target what a *learned* relevance judge misses (README, "GRPO":
-  the tagger reward drifts towards dropped attributes and rewrites with no
-  category); with the oracle judge they are redundant.
+  query; ``vocabulary``: the share of the rewrite's words that the search index
+  knows (words of the catalog's titles). They target what a *learned* relevance
+  judge misses (README, "GRPO": the tagger reward drifts towards dropped
+  attributes and rewrites with no category, and without ``vocabulary`` the policy
+  learned to pad rewrites with words no title has, ``quality xiaomi power bank
+  with xiaomi's's's's's deals``, which the tagger rated equivalent); with the
+  oracle judge they are redundant.
 
 Fusion (``rFusion``): ``r = sum_c w_c * r_c`` over the components, taken
 *before* group normalisation (property 7 of docs/GRPO_TESTS.md). Which components a run uses
@@ -51,7 +55,7 @@ from qrw.grpo import group_advantages
 from qrw.shop.metrics import rewrite_metrics
 
 COMPONENTS = ("relevance", "conversion", "recall", "format", "rules")
-RULES = ("category", "anchors", "brand")
+RULES = ("category", "anchors", "brand", "vocabulary")
 REWARD_CHOICES = ("fusion", "relevance", "conversion", "recall")
 
 
@@ -70,9 +74,10 @@ class RewardConfig:
     w_format: float = arg(0.5, "weight of the rule-based format reward")
     conversion_scale: float = arg(0.5, "UCVR is divided by this to give the conversion reward (~[0, 1])")
     max_words: int = arg(16, "format rule: at most this many words in a rewrite")
-    rules: str = arg("category,anchors,brand", "comma-separated rule checks rewarded as the 'rules' component, "
-                     "or 'none': category (names a catalog category), anchors (keeps the catalog words a mined "
-                     "dictionary reads in the query), brand (adds no brand the query lacks)")
+    rules: str = arg("category,anchors,brand,vocabulary", "comma-separated rule checks rewarded as the 'rules' "
+                     "component, or 'none': category (names a catalog category), anchors (keeps the catalog words a "
+                     "mined dictionary reads in the query), brand (adds no brand the query lacks), vocabulary (the "
+                     "share of its words the search index knows)")
     w_rules: float = arg(0.5, "weight of the 'rules' component (when --rules names any)")
     aggregation: str = arg("normalize-then-sum", "how GRPO turns several rewards into advantages: "
                            "'normalize-then-sum' z-scores each reward within its group, then weights and sums (GDPO; "
@@ -194,17 +199,23 @@ def format_reward(queries: list[str], rewrites: list[str], well_formed: list[boo
 
 
 def rule_rewards(rewrites: list[str], anchors: list[str], rules: tuple[str, ...], categories: tuple[str, ...],
-                 brands: set[str]) -> np.ndarray:
+                 brands: set[str], vocabulary: set[str] | None = None) -> np.ndarray:
     """The share of the ``rules`` checks each rewrite passes (see the module docstring), in [0, 1].
 
     ``anchors[i]``: the catalog words the dictionary reads in query i (its dictionary
     rewrite; may be empty). ``categories``: the catalog's category names (some are
-    phrases); ``brands``: its brand words. With no anchors, ``anchors`` scores 1.
+    phrases); ``brands``: its brand words; ``vocabulary``: the search index's words
+    (needed by the ``vocabulary`` rule). With no anchors, ``anchors`` scores 1; an
+    empty rewrite scores 0 on ``vocabulary``.
 
     >>> rule_rewards(["nike sneakers", "sneakers", "adidas sneakers", "black"], ["nike sneakers black"] * 4,
     ...              ("category", "anchors", "brand"), ("sneakers",), {"nike", "adidas"}).round(3).tolist()
     [0.889, 0.778, 0.444, 0.444]
+    >>> rule_rewards(["nike sneakers", "best nike sneakers's's deals"], ["", ""], ("vocabulary",), (), set(),
+    ...              {"nike", "sneakers"}).round(3).tolist()
+    [1.0, 0.25]
     """
+    check("vocabulary" not in rules or vocabulary is not None, "the vocabulary rule needs the index's vocabulary")
     out = np.zeros(len(rewrites))
     for i, (rewrite, anchor) in enumerate(zip(rewrites, anchors)):
         padded, words, anchor_words = f" {rewrite} ", set(rewrite.split()), set(anchor.split())
@@ -215,6 +226,9 @@ def rule_rewards(rewrites: list[str], anchors: list[str], rules: tuple[str, ...]
             checks.append(len(anchor_words & words) / len(anchor_words) if anchor_words else 1.0)
         if "brand" in rules:
             checks.append(float(not ((words & brands) - anchor_words)))
+        if "vocabulary" in rules:
+            tokens = rewrite.split()
+            checks.append(sum(w in vocabulary for w in tokens) / len(tokens) if tokens else 0.0)
         out[i] = sum(checks) / len(checks) if checks else 0.0
     return out
 
@@ -268,7 +282,7 @@ class RewardFunction:
             self._anchors.update(zip(new, self.ctx.dictionary.rewrite(new)))
         lexicon = self.ctx.world.lexicon
         return rule_rewards(rewrites, [self._anchors[q.text] or "" for q in queries], self.cfg.rule_list,
-                            lexicon.category_names, set(lexicon.brands))
+                            lexicon.category_names, set(lexicon.brands), self.known_words)
 
     def as_tensor(self, scores: dict[str, np.ndarray], num_samples: int, name: str = "fused") -> torch.Tensor:
         """Reward ``name`` (default: the fused one) as a (P, G) float tensor (rows prompt-major, as sampled)."""

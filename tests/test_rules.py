@@ -37,7 +37,7 @@ def test_no_anchors_and_rule_mean():
 
 
 def test_config():
-    assert RewardConfig().rule_list == ("category", "anchors", "brand")  # the default hybrid reward has every rule
+    assert RewardConfig().rule_list == ("category", "anchors", "brand", "vocabulary")  # the default hybrid reward has every rule
     assert "rules" not in RewardConfig(rules="none").weights() and RewardConfig(rules="none").rule_list == ()
     assert "rules" not in RewardConfig(rules="").weights()
     cfg = RewardConfig(rules="category, anchors", w_rules=0.25)
@@ -63,3 +63,12 @@ def test_reward_function_uses_the_dictionary_as_anchors():
                                + 0.5 * scores["rules"])
     off = RewardFunction(shop, RewardConfig(rules="none", relevance_judge="oracle"))(queries, gold)
     assert not off["rules"].any()  # off: zeros, not in the fusion
+
+
+def test_vocabulary_rule_scores_the_share_of_index_words():
+    vocab = {"xiaomi", "power", "bank"}
+    got = rule_rewards(["xiaomi power bank", "quality xiaomi power bank with xiaomi's's's's's deals", "", "deals"],
+                       [""] * 4, ("vocabulary",), CATEGORIES, BRANDS, vocab)
+    assert got.tolist() == pytest.approx([1.0, 3 / 7, 0.0, 0.0])
+    with pytest.raises(UserError, match="vocabulary"):
+        rule_rewards(["xiaomi"], [""], ("vocabulary",), CATEGORIES, BRANDS)
