@@ -15,10 +15,12 @@ from qrw.lm.tokenizer import Tokenizer
 from qrw.shop import relevance
 from qrw.shop.judge import canonical_phrases
 from qrw.shop.lexicon import Draws, Intent
+from qrw.shop.ood import ood_nouns, ood_queries
 from qrw.shop.world import World, WorldConfig
 from qrw.sft import SFTRunConfig, TrainConfig, sft_mixture
 
 SMALL = dict(seed=3, n_products=300, n_train_queries=600, n_val_queries=50, n_test_queries=80, n_log_sessions=100)
+OOD_TRAIN = set(ood_queries(SMALL["seed"], relevance.OOD_TRAINING_QUERIES, "train"))
 KETTLE = ("breville", "russell hobbs", "smeg", "cuisinart", "philips")  # the kettle's brands in the tables
 
 
@@ -97,7 +99,21 @@ def test_every_label_is_the_judges_grade(world, pairs):
         assert {label for _, _, label in examples} == {0, 1, 2}
         for query, rewrite, label in examples:
             intent = world.judge.parse(query)  # every query text (training, re-typed) parses to its intent
-            assert intent is not None and world.judge.grade_rewrite(intent, rewrite) == label, (data, query, rewrite)
+            if intent is None:  # ... but the out-of-domain ones, which name nothing the shop sells
+                assert data == "production" and query in OOD_TRAIN and label == 0, (data, query, rewrite)
+                continue
+            assert world.judge.grade_rewrite(intent, rewrite) == label, (data, query, rewrite)
+
+
+def test_production_pairs_hold_out_of_domain_queries_of_the_train_split_only(world, pairs):
+    ood_pairs = [(q, r, label) for q, r, label in pairs["production"] if q in OOD_TRAIN]
+    assert {q for q, _, _ in ood_pairs} == OOD_TRAIN and {label for *_, label in ood_pairs} == {0}
+    assert 1.9 * len(OOD_TRAIN) <= len(ood_pairs) <= 2 * len(OOD_TRAIN)  # 2 rewrites each, a pair kept once
+    assert not any(q in OOD_TRAIN for data in ("perturbed", "hard") for q, _, _ in pairs[data])
+    held_out_nouns = set(ood_nouns(world.config.seed, "val")) | set(ood_nouns(world.config.seed, "test"))
+    for query, rewrite, _ in ood_pairs:
+        assert not any(noun in query for noun in held_out_nouns if f" {noun} " in f" {query} ")
+        assert world.judge.parse(rewrite) is not None  # a catalog rewrite, as a rewriter would give
 
 
 def test_perturbed_is_the_worlds_set_and_each_source_adds_to_the_last(world, pairs):

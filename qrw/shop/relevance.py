@@ -39,10 +39,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from qrw.config import check
+from qrw.config import check, invariant
 from qrw.shop import mining
 from qrw.shop.judge import Judge, canonical_phrases, render_canonical
 from qrw.shop.lexicon import Draws, Intent, Lexicon, Query
+from qrw.shop.ood import ood_queries
 
 PERTURBATION_KINDS = ("gold", "reordered", "brand dropped", "attribute dropped", "broadened", "narrowed",
                       "partial, mixed", "category swapped", "complement", "brand swapped",
@@ -183,6 +184,7 @@ def relevance_examples(judge: Judge, queries: list[Query], draws: Draws,
 # ----------------------------------------------------------------------------------------------
 
 RELEVANCE_DATA = ("perturbed", "hard", "production")
+OOD_TRAINING_QUERIES = 2000  # out-of-domain queries (the ood "train" split) among the production pairs, 2 rewrites each
 TRAINING_PAIRS_STREAM = 15   # seed stream of training_pairs' extra pairs (the world's own streams are 1-5)
 HELD_OUT_MINING_STREAM = 16  # seed stream of held_out_mined_pairs
 P_SHUFFLED = 0.5  # share of hard-case rewrites whose phrases are shuffled: order then says nothing about the label
@@ -274,9 +276,15 @@ def training_pairs(world, data: str = "production", per_label: int = 1,
       (graded against the first query's intent) and two perturbations of each
       mined rewrite's own intent, graded against the first query's intent (a
       mined "smartphone" for "phone 256 gig", narrowed to "smartphone 128gb",
-      is a contradiction).
+      is a contradiction); plus :data:`OOD_TRAINING_QUERIES` logged queries for
+      products the shop does not sell (:mod:`qrw.shop.ood`'s ``train`` split,
+      whose nouns the val/test splits never use), each with two catalog rewrites
+      a rewriter might give it (a random training intent in catalog words; the
+      query's own catalog words with a random category), label 0: nothing the
+      query asks for is sold.
 
-    Every label is ``world.judge.grade_rewrite`` for the query's intent; a
+    Every label is ``world.judge.grade_rewrite`` for the query's intent (0 for the
+    out-of-domain queries, which name no intent); a
     ``(query, rewrite)`` pair is kept once. No val/test query text is a query;
     user-typed rewrites (mined) are never one either (:mod:`qrw.shop.mining`);
     a rewrite in catalog words may equal one (a user may type "charger"), as in
@@ -291,7 +299,7 @@ def training_pairs(world, data: str = "production", per_label: int = 1,
     pairs = list(world.relevance_examples("train", per_label))
     judge, lexicon, queries = world.judge, world.lexicon, world.queries["train"]
     draws = Draws(np.random.default_rng([world.config.seed, TRAINING_PAIRS_STREAM, per_label, wrong_values]))
-    extra: list[tuple[str, Intent, str]] = []  # (query text, its intent, rewrite)
+    extra: list[tuple[str, Intent | None, str]] = []  # (query text, its intent or None: out-of-domain, rewrite)
     for query in queries:
         extra += [(query.text, query.intent, r) for r in hard_cases(lexicon, query.intent, draws, wrong_values)]
         rendered = world.render_training_query(query.intent, draws)
@@ -312,11 +320,19 @@ def training_pairs(world, data: str = "production", per_label: int = 1,
                 continue
             candidates = [r for rs in perturbations(lexicon, mined_intent, draws).values() for r in rs]
             extra += [(pair.query, pair.intent, candidates[i]) for i in draws.permutation(len(candidates))[:2]]
+    if data == "production":
+        known = {w for title in world.titles for w in title.split()}
+        for text in ood_queries(world.config.seed, OOD_TRAINING_QUERIES, "train"):
+            invariant(judge.parse(text) is None, f"out-of-domain query {text!r} names a catalog product")
+            other = queries[int(draws.rng.integers(len(queries)))].intent
+            own_words = [w for w in text.split() if w in known]
+            category = lexicon.category_names[int(draws.rng.integers(len(lexicon.category_names)))]
+            extra += [(text, None, render_canonical(lexicon, other)), (text, None, " ".join([category, *own_words]))]
     seen = {(q, r) for q, r, _ in pairs}
     for text, intent, rewrite in extra:
         if (text, rewrite) not in seen:
             seen.add((text, rewrite))
-            pairs.append((text, rewrite, judge.grade_rewrite(intent, rewrite)))
+            pairs.append((text, rewrite, 0 if intent is None else judge.grade_rewrite(intent, rewrite)))
     return pairs
 
 
