@@ -78,8 +78,9 @@ class GRPOConfig:
     warmup_steps: int = arg(5, "linear warmup steps")
     weight_decay: float = arg(0.0, "AdamW weight decay")
     max_grad_norm: float = arg(1.0, "max global gradient norm")
-    beta: float = arg(0.0, "KL coefficient (k3 estimator, to the frozen SFT reference; DeepSeekMath: 0.04; "
-                      "needs --no-dynamic-sampling)")
+    beta: float = arg(0.04, "KL coefficient (k3 estimator, to the frozen SFT reference; DeepSeekMath's 0.04: it "
+                      "keeps the policy where the learned relevance reward can be trusted; > 0 needs "
+                      "--no-dynamic-sampling)")
     clip_low: float = arg(0.2, "clip range below 1, 0 < clip_low < 1: ratio >= 1 - clip_low")
     clip_high: float | None = arg(None, "clip range above 1, > 0: ratio <= 1 + clip_high "
                                   "(None: clip_low; DAPO: 0.28)")
@@ -91,7 +92,7 @@ class GRPOConfig:
                   "update, ratio == 1 in value)")
     minibatch_size: int = arg(128, "completions per optimizer step within a pass (0: the whole rollout, one step)")
     microbatch_size: int = arg(128, "completions per forward/backward (gradient accumulation: memory, not math)")
-    dynamic_sampling: bool = arg(True, "skip groups whose rewards are all equal in the update (DAPO; the loss is "
+    dynamic_sampling: bool = arg(False, "skip groups whose rewards are all equal in the update (DAPO; the loss is "
                                  "still normalised by the whole rollout; needs --beta 0)")
     log_every: int = arg(5, "steps between log lines (every step goes to metrics.jsonl)")
     kl_every: int = arg(5, "with --beta 0: steps between measurements of the KL to the SFT reference over all "
