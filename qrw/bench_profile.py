@@ -98,14 +98,17 @@ def stage_steps(init: str, seed: int = 0) -> tuple[torch.nn.Module, dict]:
         state["batch"] = groups_batch(state["groups"], pad_id=tok.pad_id, eos_id=tok.eos_id, device=torch.device("cpu"))
 
     def reference():
-        rollout_logprobs(model, state["batch"], temperature=1.0)
+        with torch.no_grad():
+            state["ref"] = rollout_logprobs(model, state["batch"], temperature=1.0)
 
     def update():
         P, G = grpo.queries_per_step, grpo.group_size
         advantages = torch.randn(P, G, generator=torch.Generator().manual_seed(seed))
-        keep = torch.arange(P) % 4 == 0  # about the share of groups with a signal after SFT (README, GRPO)
+        keep = torch.ones(P, dtype=torch.bool)  # the defaults: no dynamic sampling, every group (README, GRPO)
+        if grpo.beta > 0 and "ref" not in state:
+            reference()
         update_policy(model, optimizer, state["batch"], advantages, keep, grpo,
-                      old_logp=state["groups"].rollout.logprobs, ref_logp=None)
+                      old_logp=state["groups"].rollout.logprobs, ref_logp=state["ref"] if grpo.beta > 0 else None)
 
     return model, {"stage 0 step": sft_step("pretrain"), "stage 1 step": sft_step("sft"), "GRPO rollout": rollout,
             "GRPO reference scoring": reference, "GRPO update": update}

@@ -188,7 +188,14 @@ def offline_main(args: argparse.Namespace) -> int:
     results = evaluate_run(ctx, rewriter, name=name, split=args.split, baselines=args.baselines,
                            tagging=source is not None)
     if gate is not None:
-        evaluate_gate(ctx, rewriter, results, threshold=gate, target=args.gate_target, n_ood=args.ood_queries)
+        judge = None
+        if loaded.config.get("kind") == "grpo":  # score with the frozen SFT init's tagger, the reward's relevance model
+            init = Path(loaded.config["run"]["init"])
+            check((init / "config.json").exists(), f"--gate on a GRPO run scores rewrites with its SFT init's tagger, "
+                                                   f"and its init {init} is not there")
+            judge = load_run(init, device).rewriter(device)
+        evaluate_gate(ctx, rewriter, results, threshold=gate, target=args.gate_target, n_ood=args.ood_queries,
+                      judge=judge)
     results.pop("rewrites")
     results.pop("well_formed")
     results.update(kind=loaded.config.get("kind"), k=args.k, tagger=source)

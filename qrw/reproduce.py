@@ -494,8 +494,10 @@ def evaluate_seed(out: Path, names: list[str], seed: int) -> SeedEvaluation:
         rewriter = runs[name].rewriter()
         res = evaluate_run(ctx, rewriter, name=LABELS[name], baselines=(i == 0),
                            tagging=tagger_source(runs[name].config) == "sft")
-        if name == gate_arm:
-            gate = evaluate_gate(ctx, rewriter, res, threshold="auto")
+        if name == gate_arm:  # a GRPO arm is gated by its frozen SFT init's tagger (qrw.scorecard.evaluate_gate)
+            init = GRID[name].init
+            gate = evaluate_gate(ctx, rewriter, res, threshold="auto",
+                                 judge=None if init is None else runs[init].rewriter())
             del res["rows"][f"{LABELS[name]} + gate"]
         rows.update(res["rows"])
         rewrites[name] = res["rewrites"]

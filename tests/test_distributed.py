@@ -145,7 +145,8 @@ def run_update(keep: list[bool], loss_type: str, minibatch_size: int, groups: sl
     old_logp = rollout_logprobs(policy, whole) + 0.2 * torch.randn(whole.completion_mask.shape, generator=g)  # (N, L)
     rows = torch.arange(groups.start * G, groups.stop * G)  # (n,) the share's rows
     optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-2)
-    cfg = GRPOConfig(mu=2, minibatch_size=minibatch_size, microbatch_size=2, loss_type=loss_type, max_new_tokens=6)
+    cfg = GRPOConfig(mu=2, minibatch_size=minibatch_size, microbatch_size=2, loss_type=loss_type, max_new_tokens=6,
+                     beta=0.0, dynamic_sampling=True)  # the kept-groups mask below is dynamic sampling's
     stats = update_policy(policy, optimizer, whole.select(rows), advantages[groups], torch.tensor(keep[groups]), cfg,
                           old_logp=old_logp[rows], ref_logp=None)
     return stats, {k: v.detach().clone() for k, v in policy.state_dict().items()}

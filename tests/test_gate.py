@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -278,3 +279,32 @@ def test_docstring_examples_run():
     for module in (qrw.shop.ood, qrw.rewriter):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def test_a_judge_other_than_the_rewriter_scores_the_gate(world):
+    """``judge=``: the rewrites are the rewriter's, the scores the judge's (a GRPO run's frozen SFT tagger)."""
+    shop = Shop(world)
+    rw, _ = gate_stub(world, shop)
+    for score, served in ((1.0, 1.0), (0.0, 0.0)):
+        judge = SimpleNamespace(gate_scores=lambda qs, rs, score=score: [score] * len(qs))
+        results = evaluate_run(shop, rw, name="stub", baselines=False, tagging=False)
+        gate = evaluate_gate(shop, rw, results, threshold=0.5, n_ood=20, judge=judge)
+        assert gate["in_domain"]["served"]["all"] == served and gate["ood"]["served_on"] == served
+        assert "frozen SFT init's tagger" in gate["score"]
+    assert "model's own tagger" in evaluate_gate(shop, rw, evaluate_run(shop, rw, name="stub", baselines=False,
+                                                                        tagging=False), threshold=0.5, n_ood=20)["score"]
+
+
+def test_gate_on_a_grpo_run_uses_its_sft_init(smoke_sft_run, tmp_path, capsys):
+    """A GRPO run is gated by the tagger of its --init (the reward's relevance model); a missing init is one line."""
+    import train_grpo
+
+    init, grpo = tmp_path / "sft", tmp_path / "grpo"
+    shutil.copytree(smoke_sft_run, init)
+    assert train_grpo.main(["--smoke", "--init", str(init), "--out", str(grpo), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["--ckpt", str(grpo), "--gate", "0.25", "--ood-queries", "20", "--json"]) == 0
+    assert "frozen SFT init's tagger" in json.loads(capsys.readouterr().out)["gate"]["score"]
+    shutil.rmtree(init)
+    assert "scores rewrites with its SFT init's tagger, and its init" in cli_error(
+        capsys, "--ckpt", str(grpo), "--gate", "0.25", "--ood-queries", "20")
