@@ -216,10 +216,13 @@ def test_resume_errors_name_what_is_missing(tmp_path):
 
 
 def test_a_second_writer_is_refused_while_the_first_runs(tmp_path):
-    """The issue's case: two runs on one --out started half a second apart; and a --resume while it runs."""
+    """The issue's case: two runs on one --out, the second started while the first holds the lock (taken when
+    the directory is created, which its PID in the lock file shows: a fixed delay between the starts raced on a
+    loaded machine); and a --resume while it runs."""
     out = tmp_path / "run"
     first = start("train_sft.py", *SFT_RUN, "--out", str(out))
-    time.sleep(0.5)  # the directory does not exist yet: the lock is taken when it is created
+    lock = out / ".lock"
+    wait_until(first, lambda: lock.exists() and lock.read_text().strip() == str(first.pid), "the first run's lock")
     second = start("train_sft.py", *SFT_RUN, "--out", str(out))
     refused = f"another process (pid {first.pid}) is writing the run in {out}; wait for it to finish, " \
               f"or choose another --out"
