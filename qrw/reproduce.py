@@ -456,7 +456,7 @@ class SeedEvaluation:
     log_only: np.ndarray  # (Q,) bool: the query uses a log-only variant
     kinds: dict  # arm -> rewrite kind (and HACKING sum) -> count over the test queries
     tag_detail: dict  # rewriter label -> qrw.scorecard.tagging_metrics (runs that trained a tagger)
-    gate: dict | None  # the serving gate on GATE_ARM (qrw.scorecard.evaluate_gate), when that arm was trained
+    gates: dict  # arm -> the serving gate on it (qrw.scorecard.evaluate_gate), for the GATE_ARMS trained
 
 
 @dataclass
@@ -471,7 +471,7 @@ class GridEvaluation:
     n_log_only: int  # test queries that use a log-only variant, all seeds together
 
 
-GATE_ARMS = ("grpo-fusion", "sft-multi")  # the serving gate is measured on the first of these that was trained
+GATE_ARMS = ("sft-multi", "grpo-fusion")  # the serving gate is measured on each of these that was trained
 
 
 def evaluate_seed(out: Path, names: list[str], seed: int) -> SeedEvaluation:
@@ -479,7 +479,7 @@ def evaluate_seed(out: Path, names: list[str], seed: int) -> SeedEvaluation:
 
     Besides the rows: what kinds of rewrites each arm writes (the reward-hacking
     counts), the tagger's accuracy per kind of pair, and the serving gate (threshold
-    chosen on the seed's val queries) on the first of :data:`GATE_ARMS` trained.
+    chosen on the seed's val queries) on each of :data:`GATE_ARMS` trained.
     """
     runs = {name: load_run(out / name) for name in names}
     world = runs[names[0]].world
@@ -488,15 +488,14 @@ def evaluate_seed(out: Path, names: list[str], seed: int) -> SeedEvaluation:
               f"{out / name} and {out / names[0]} come from different worlds; retrain with --force")
     ctx = Shop(world)
     queries = world.queries["test"]
-    rows, rewrites, per_query, tagging, kinds, tag_detail, gate = {}, {}, {}, {}, {}, {}, None
-    gate_arm = next((a for a in GATE_ARMS if a in names), None)
+    rows, rewrites, per_query, tagging, kinds, tag_detail, gates = {}, {}, {}, {}, {}, {}, {}
     for i, name in enumerate(names):
         rewriter = runs[name].rewriter()
         res = evaluate_run(ctx, rewriter, name=LABELS[name], baselines=(i == 0),
                            tagging=tagger_source(runs[name].config) == "sft")
-        if name == gate_arm:  # a GRPO arm is gated by its frozen SFT init's tagger (qrw.scorecard.evaluate_gate)
+        if name in GATE_ARMS:  # a GRPO arm is gated by its frozen SFT init's tagger (qrw.scorecard.evaluate_gate)
             init = GRID[name].init
-            gate = evaluate_gate(ctx, rewriter, res, threshold="auto",
+            gates[name] = evaluate_gate(ctx, rewriter, res, threshold="auto",
                                  judge=None if init is None else runs[init].rewriter())
             del res["rows"][f"{LABELS[name]} + gate"]
         rows.update(res["rows"])
@@ -508,7 +507,7 @@ def evaluate_seed(out: Path, names: list[str], seed: int) -> SeedEvaluation:
             tag_detail[LABELS[name]] = res["tagging"]
     log_only = np.array([world.uses_log_only(q) for q in queries], dtype=bool)
     return SeedEvaluation(seed, world, ctx, queries, rows, rewrites, per_query, tagging, log_only, kinds, tag_detail,
-                          gate)
+                          gates)
 
 
 def _mean(values) -> float:
@@ -696,23 +695,28 @@ def tagger_kind_table(grid: GridEvaluation) -> list[str]:
 
 
 def gate_lines(grid: GridEvaluation) -> list[str]:
-    """The serving gate, per seed: threshold, out-of-domain and in-domain shares served, the paired cost."""
-    gated = [(s.seed, s.gate) for s in grid.seeds if s.gate is not None]
+    """The serving gate, per seed and gated arm: threshold, out-of-domain and in-domain shares served (by the
+    judge's grade of the rewrite), the paired cost."""
+    gated = [(s.seed, arm, s.gates[arm]) for s in grid.seeds for arm in GATE_ARMS if arm in s.gates]
     if not gated:
         return []
-    arm = next(a for a in GATE_ARMS if a in grid.names)
-    lines = [f"The gate on {LABELS[arm]}: a rewrite is served only when the run's tagger gives it P(equivalent) above "
-             "a threshold chosen on each seed's validation queries (the smallest that serves at most 5% of "
-             "out-of-domain val queries); out-of-domain queries name products this catalog does not sell "
-             "(`qrw.shop.ood`).", "",
-             "| seed | threshold | OOD served (val) | OOD served (test), off -> on | in-domain served (test) | "
-             "relevance@10 on - off | recall@10 on - off | UCVR on - off |", "|---:|---:|---:|---|---:|---|---|---|"]
-    for seed, g in gated:
+    lines = ["A rewrite is served only when a tagger gives it P(equivalent) above a threshold chosen on each seed's "
+             "validation queries (the smallest that serves at most 5% of out-of-domain val queries); otherwise the "
+             "query is searched alone. The multi-task SFT run is scored by its own tagger, a GRPO run by its frozen "
+             "SFT init's (the reward's relevance model). Out-of-domain queries name products this catalog does not "
+             "sell (`qrw.shop.ood`). \"served by grade\": the share served among the in-domain rewrites the judge "
+             "grades 0 / 1 / 2, how well the tagger tells them apart.", "",
+             "| seed | arm | threshold | OOD served (val) | OOD served (test), off -> on | in-domain served (test) | "
+             "served by grade 0 / 1 / 2 | relevance@10 on - off | recall@10 on - off | UCVR on - off |",
+             "|---:|---|---:|---:|---|---:|---|---|---|---|"]
+    for seed, arm, g in gated:
         d, o = g["in_domain"], g["ood"]
         diffs = " | ".join(ci_text({"diff": d["diff"][m]["lift"], "low": d["diff"][m]["low"],
                                     "high": d["diff"][m]["high"]}) for m in ("relevance", "recall", "ucvr"))
-        lines.append(f"| {seed} | {g['threshold']:.3f} | {g['chosen']['ood_served']:.1%} | "
-                     f"{o['served_off']:.1%} -> {o['served_on']:.1%} | {d['served']['all']:.1%} | {diffs} |")
+        grades = " / ".join(f"{d['by_grade'][g_]['served']:.0%}" if g_ in d.get("by_grade", {}) else "-"
+                            for g_ in ("0", "1", "2"))
+        lines.append(f"| {seed} | {LABELS[arm]} | {g['threshold']:.3f} | {g['chosen']['ood_served']:.1%} | "
+                     f"{o['served_off']:.1%} -> {o['served_on']:.1%} | {d['served']['all']:.1%} | {grades} | {diffs} |")
     return lines
 
 
@@ -825,7 +829,7 @@ def main(argv=None) -> int:
         "rows": grid.rows, "rows_by_seed": {str(s.seed): s.rows for s in grid.seeds},
         "rewrite_kinds_by_seed": {str(s.seed): s.kinds for s in grid.seeds},
         "tagging_by_seed": {str(s.seed): s.tag_detail for s in grid.seeds},
-        "gate_by_seed": {str(s.seed): s.gate for s in grid.seeds},
+        "gate_by_seed": {str(s.seed): s.gates for s in grid.seeds},
         "comparisons": {" minus ".join(reversed(key[:2])) + (" (log-only)" if len(key) > 2 else ""): c
                         for key, c in grid.cmp.items()}}) + "\n")
     print("\n".join(lines))

@@ -223,8 +223,10 @@ def evaluate_gate(ctx: Shop, rewriter, results: dict, *, threshold: float | str,
     ``results["gate"]``: ``threshold``, ``score``, ``chosen`` (the val figures
     when ``auto``), ``in_domain`` (served share per segment, the paired
     on-minus-off differences of :data:`GATE_DIFFS` with 95% intervals, the
-    share of irrelevant rewrites served off and on) and ``ood`` (the split's
-    out-of-domain queries: served share off and on, a few samples).
+    share of irrelevant rewrites served off and on, and ``by_grade``: per judge
+    grade of the rewrite, how many and the share served: how well the tagger
+    tells the rewrites apart) and ``ood`` (the split's out-of-domain queries:
+    served share off and on, a few samples).
     Returns ``results["gate"]``.
     """
     split, name = results["split"], results["model"]
@@ -262,6 +264,9 @@ def evaluate_gate(ctx: Shop, rewriter, results: dict, *, threshold: float | str,
                    if (of_segment == seg).any()} | {"all": float(is_served.mean())},
         "irrelevant_served": {"off": float(off["irrelevant_served"].mean()),
                               "on": float(on["irrelevant_served"].mean())},
+        "by_grade": {str(g): {"n": int((off["grade"] == g).sum()),
+                              "served": float(is_served[off["grade"] == g].mean())}
+                     for g in (0, 1, 2) if (off["grade"] == g).any()},
         "diff": {m: paired_diff_ci(off[m], on[m])._asdict() for m in GATE_DIFFS},
     }
 
@@ -299,6 +304,9 @@ def format_gate(gate: dict, split: str = "test") -> str:
     out.append(f"in-domain {split} queries ({d['n']}): rewrite served, gate off 100.0% | gate on "
                f"{d['served']['all']:.1%} ({segments}); irrelevant rewrite served {irrelevant['off']:.1%} -> "
                f"{irrelevant['on']:.1%}")
+    if d.get("by_grade"):
+        out.append("  served by the judge's grade of the rewrite: " + ", ".join(
+            f"grade {g} {v['served']:.1%} of {v['n']}" for g, v in d["by_grade"].items()))
     out.append("gate on minus off, paired over the same in-domain queries (95% CI; * excludes 0):")
     out.append("  " + "  ".join(
         f"{m} {v['lift']:+.4f} [{v['low']:+.4f}, {v['high']:+.4f}]{'*' if v['low'] > 0 or v['high'] < 0 else ''}"

@@ -17,6 +17,23 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def cli_error(capsys):
+    """``cli_error(main, *argv)``: run a CLI's ``main`` in-process as its ``python -m`` entry point would,
+    expect a user error (exit code 2), and return its one stderr line."""
+    from qrw.config import run_main
+
+    def error_line(main, *argv: str) -> str:
+        with pytest.raises(SystemExit) as exit_info:
+            run_main(lambda: main(list(argv)))
+        assert exit_info.value.code == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1, lines
+        return lines[0]
+
+    return error_line
+
+
 @pytest.fixture(scope="session")
 def smoke_sft_run(tmp_path_factory):
     """One finished ``train_sft.py --smoke`` run directory, shared by the tests that only read it."""

@@ -8,7 +8,6 @@ import json
 import pytest
 
 import qrw.curves
-from qrw.config import run_main
 from qrw.curves import CurvePoint, format_curves, loss_curves, main, read_records, verdict
 
 
@@ -108,24 +107,15 @@ def test_smoke_run_has_one_evaluation(smoke_sft_run, capsys):
     assert "no curve (evaluate more often: --sft-eval-every)" in capsys.readouterr().out
 
 
-def cli_error(capsys, *argv: str) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        run_main(lambda: main(list(argv)))
-    assert exit_info.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1, lines
-    return lines[0]
-
-
-def test_one_line_errors(tmp_path, capsys):
-    assert "no run directory at" in cli_error(capsys, str(tmp_path / "nope"))
+def test_one_line_errors(tmp_path, cli_error):
+    assert "no run directory at" in cli_error(main, str(tmp_path / "nope"))
     grpo = write_run(tmp_path / "grpo", [{"stage": "grpo", "step": 1, "reward_fused_mean": 0.5}], kind="grpo")
-    assert "is a GRPO run: it logs rewards, not a validation loss" in cli_error(capsys, str(grpo))
+    assert "is a GRPO run: it logs rewards, not a validation loss" in cli_error(main, str(grpo))
     no_val = write_run(tmp_path / "cut", [{"stage": "sft", "step": 1, "rewrite_loss": 2.0}])
-    assert "logged no validation loss" in cli_error(capsys, str(no_val))
+    assert "logged no validation loss" in cli_error(main, str(no_val))
     (tmp_path / "empty").mkdir()
-    assert "has no metrics.jsonl" in cli_error(capsys, str(tmp_path / "empty"))
-    assert "--tolerance must be in [0, 1)" in cli_error(capsys, str(no_val), "--tolerance", "2")
+    assert "has no metrics.jsonl" in cli_error(main, str(tmp_path / "empty"))
+    assert "--tolerance must be in [0, 1)" in cli_error(main, str(no_val), "--tolerance", "2")
 
 
 def test_docstring_examples_run():

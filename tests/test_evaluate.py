@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import train_sft
-from qrw.config import UserError, run_main
+from qrw.config import UserError
 from qrw.evaluate import jsonable, main, to_json
 from qrw.scorecard import confusion_matrix, macro_f1, tagging_metrics
 from qrw.shop.abtest import ab_test, diff_ci
@@ -258,16 +258,6 @@ def test_human_readable_outputs(run_dir, capsys):
     assert out.count("*") >= 2  # gold's lifts are detected even in the tiny world
 
 
-def cli_error(capsys, *argv: str) -> str:
-    """Run the CLI in-process as ``python -m qrw.evaluate`` would; return its one stderr line (exit code 2)."""
-    with pytest.raises(SystemExit) as exit_info:
-        run_main(lambda: main(list(argv)))
-    assert exit_info.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1, lines
-    return lines[0]
-
-
 def test_missing_run_directory_is_a_one_line_error_from_the_real_cli(tmp_path):
     result = run_cli("--ckpt", str(tmp_path / "nope"))
     assert result.returncode == 2
@@ -275,25 +265,25 @@ def test_missing_run_directory_is_a_one_line_error_from_the_real_cli(tmp_path):
         f"error: no run directory at {tmp_path / 'nope'} (train one with `python train_sft.py`)"]
 
 
-def test_bad_input_gives_one_line_errors(run_dir, tmp_path, capsys):
-    assert "is neither a run directory nor a baseline" in cli_error(capsys, "--ab", "none", "golden")
-    assert "--users must be between 4" in cli_error(capsys, "--ab", "none", "gold", "--ckpt", str(run_dir),
+def test_bad_input_gives_one_line_errors(run_dir, tmp_path, cli_error):
+    assert "is neither a run directory nor a baseline" in cli_error(main, "--ab", "none", "golden")
+    assert "--users must be between 4" in cli_error(main, "--ab", "none", "gold", "--ckpt", str(run_dir),
                                                     "--users", "0")
-    assert "--ckpt DIR" in cli_error(capsys)
-    assert "--users applies to the A/B test" in cli_error(capsys, "--ckpt", str(run_dir), "--users", "10")
-    assert "invalid choice" in cli_error(capsys, "--ckpt", str(run_dir), "--split", "train")
+    assert "--ckpt DIR" in cli_error(main)
+    assert "--users applies to the A/B test" in cli_error(main, "--ckpt", str(run_dir), "--users", "10")
+    assert "invalid choice" in cli_error(main, "--ckpt", str(run_dir), "--split", "train")
     other = tmp_path / "other-world"
     shutil.copytree(run_dir, other)
     config = json.loads((other / "config.json").read_text())
     config["world"]["seed"] = 5
     (other / "config.json").write_text(json.dumps(config))
-    message = cli_error(capsys, "--ab", str(run_dir), str(other), "--users", "100")
+    message = cli_error(main, "--ab", str(run_dir), str(other), "--users", "100")
     assert "come from different worlds (seed 0 vs 5)" in message
     (other / "ckpt.pt").write_bytes(b"not a checkpoint")
     (other / "config.json").write_text((run_dir / "config.json").read_text())
-    assert "corrupted or truncated checkpoint" in cli_error(capsys, "--ckpt", str(other))
+    assert "corrupted or truncated checkpoint" in cli_error(main, "--ckpt", str(other))
     (other / "config.json").write_text("{not json")
-    assert "corrupted run config" in cli_error(capsys, "--ab", "none", str(other))
+    assert "corrupted run config" in cli_error(main, "--ab", "none", str(other))
 
 
 def test_trailing_mean_of_training_curves_by_hand():
@@ -328,7 +318,7 @@ def test_claim_checks_read_the_intervals():
     assert "On the 187 test queries that use a log-only variant" in claim2 and "-0.0300 [-0.0400, -0.0200]" in claim2
 
 
-def test_paired_differences_of_two_rewriters(run_dir, capsys):
+def test_paired_differences_of_two_rewriters(run_dir, cli_error):
     """--paired: the same run on both sides differs by exactly 0; "none" against the run gives
     compare_rewrites on the same queries (accuracy left out: no rewrite has none)."""
     from qrw.runs import load_run
@@ -345,4 +335,4 @@ def test_paired_differences_of_two_rewriters(run_dir, capsys):
     assert set(got) == set(expected) == {"relevance", "recall", "ucvr"}
     for metric, values in expected.items():
         assert got[metric] == pytest.approx(values, abs=1e-6)
-    assert "--paired takes no" in cli_error(capsys, "--paired", "none", str(run_dir), "--gate", "auto")
+    assert "--paired takes no" in cli_error(main, "--paired", "none", str(run_dir), "--gate", "auto")

@@ -16,10 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from qrw.config import run_main
 from qrw.evaluate import main
 from qrw.rewriter import EMPTY_REWRITE_TAG, Rewriter, apply_gate
-from qrw.scorecard import choose_gate_threshold, evaluate_gate, evaluate_run
+from qrw.scorecard import choose_gate_threshold, evaluate_gate, evaluate_run, format_gate
 from qrw.shop import ood as ood_module
 from qrw.shop.metrics import rewrite_metrics
 from qrw.shop.ood import OOD_NOUNS, OOD_SPLITS, ood_nouns, ood_queries
@@ -210,6 +209,33 @@ def test_evaluate_gate_serves_what_the_stub_vouches_for_and_searches_the_rest_al
     assert row["accuracy"] == 1.0  # gold rewrites: every served one is graded 2; gated ones have none
     assert row["diversity"] == pytest.approx(len({q.gold for q, v in zip(queries, vouched) if v}) / vouched.sum())
     assert gate["in_domain"]["irrelevant_served"] == {"off": 0.0, "on": 0.0}
+    assert gate["in_domain"]["by_grade"] == {"2": {"n": len(queries), "served": pytest.approx(vouched.mean())}}
+
+
+def test_gate_reports_the_served_share_per_judge_grade(world):
+    """Half the in-domain rewrites gold (grade 2), half an unrelated catalog phrase; the tagger vouches for
+    every gold one and every fourth other one: served by grade follows, counted by hand."""
+    shop = Shop(world)
+    queries = world.queries["test"]
+    rewrites, probs = {}, {}
+    for i, q in enumerate(queries):
+        rewrites[q.text] = q.gold if i % 2 == 0 else "tripod aluminium"
+        p2 = 0.9 if i % 2 == 0 or i % 4 == 1 else 0.1
+        probs[(q.text, rewrites[q.text])] = [1 - p2, 0.0, p2]
+    for q in shop.ood_queries("test", 20):
+        rewrites[q] = "tripod aluminium"
+        probs[(q, "tripod aluminium")] = [1.0, 0.0, 0.0]
+    rw = stub_rewriter(rewrites, probs)
+    results = evaluate_run(shop, rw, name="stub", baselines=False, tagging=False)
+    gate = evaluate_gate(shop, rw, results, threshold=0.5, n_ood=20)
+    texts = [rewrites[q.text] for q in queries]
+    grades = np.array([world.judge.grade_rewrite(q.intent, r) for q, r in zip(queries, texts)])  # the judge, not the gate
+    vouched = np.array([probs[(q.text, r)][2] > 0.5 for q, r in zip(queries, texts)])
+    expected = {str(g): {"n": int((grades == g).sum()), "served": pytest.approx(vouched[grades == g].mean())}
+                for g in (0, 1, 2) if (grades == g).any()}
+    assert gate["in_domain"]["by_grade"] == expected
+    assert expected["2"]["n"] >= len(queries) // 2 and expected["0"]["n"] > 0  # both kinds present
+    assert "served by the judge's grade of the rewrite: " in format_gate(gate)
 
 
 def test_auto_threshold_is_chosen_on_val_out_of_domain_queries(world):
@@ -228,31 +254,22 @@ def test_auto_threshold_is_chosen_on_val_out_of_domain_queries(world):
 
 # ---- the command -------------------------------------------------------------------------------
 
-def cli_error(capsys, *argv: str) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        run_main(lambda: main(list(argv)))
-    assert exit_info.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1, lines
-    return lines[0]
-
-
-def test_gate_flags_bad_input_is_one_line(smoke_sft_run, tmp_path, capsys):
+def test_gate_flags_bad_input_is_one_line(smoke_sft_run, tmp_path, cli_error):
     run = str(smoke_sft_run)
     for bad in ("1.5", "-0.1", "nan", "high"):
-        assert "--gate must be a threshold in [0, 1] or 'auto'" in cli_error(capsys, "--ckpt", run, "--gate", bad)
-    assert "use it with --split test" in cli_error(capsys, "--ckpt", run, "--gate", "auto", "--split", "val")
-    assert "--gate-target must be in [0, 1)" in cli_error(capsys, "--ckpt", run, "--gate", "auto",
+        assert "--gate must be a threshold in [0, 1] or 'auto'" in cli_error(main, "--ckpt", run, "--gate", bad)
+    assert "use it with --split test" in cli_error(main, "--ckpt", run, "--gate", "auto", "--split", "val")
+    assert "--gate-target must be in [0, 1)" in cli_error(main, "--ckpt", run, "--gate", "auto",
                                                           "--gate-target", "1")
-    assert "--ood-queries must be between 2" in cli_error(capsys, "--ckpt", run, "--gate", "0.5",
+    assert "--ood-queries must be between 2" in cli_error(main, "--ckpt", run, "--gate", "0.5",
                                                           "--ood-queries", "1")
-    assert "--gate applies to the offline evaluation" in cli_error(capsys, "--ab", "none", "gold", "--gate", "0.5")
+    assert "--gate applies to the offline evaluation" in cli_error(main, "--ab", "none", "gold", "--gate", "0.5")
     single = tmp_path / "single-task"
     shutil.copytree(smoke_sft_run, single)
     config = json.loads((single / "config.json").read_text())
     config["run"]["tasks"] = "rewrite"
     (single / "config.json").write_text(json.dumps(config))
-    assert "trained without the relevance task" in cli_error(capsys, "--ckpt", str(single), "--gate", "0.5")
+    assert "trained without the relevance task" in cli_error(main, "--ckpt", str(single), "--gate", "0.5")
 
 
 def test_gate_command_reports_threshold_and_ood_share(smoke_sft_run, capsys):
@@ -295,7 +312,7 @@ def test_a_judge_other_than_the_rewriter_scores_the_gate(world):
                                                                         tagging=False), threshold=0.5, n_ood=20)["score"]
 
 
-def test_gate_on_a_grpo_run_uses_its_sft_init(smoke_sft_run, tmp_path, capsys):
+def test_gate_on_a_grpo_run_uses_its_sft_init(smoke_sft_run, tmp_path, capsys, cli_error):
     """A GRPO run is gated by the tagger of its --init (the reward's relevance model); a missing init is one line."""
     import train_grpo
 
@@ -307,4 +324,4 @@ def test_gate_on_a_grpo_run_uses_its_sft_init(smoke_sft_run, tmp_path, capsys):
     assert "frozen SFT init's tagger" in json.loads(capsys.readouterr().out)["gate"]["score"]
     shutil.rmtree(init)
     assert "scores rewrites with its SFT init's tagger, and its init" in cli_error(
-        capsys, "--ckpt", str(grpo), "--gate", "0.25", "--ood-queries", "20")
+        main, "--ckpt", str(grpo), "--gate", "0.25", "--ood-queries", "20")

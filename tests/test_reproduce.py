@@ -209,9 +209,12 @@ def test_two_seeds_end_to_end(tmp_path, smoke_sft_run, monkeypatch, capsys):
     # the serving gate on the multi-task run (no GRPO arm here), its threshold chosen on val
     assert "## The serving gate" in text
     for s in (0, 1):
-        g = data["gate_by_seed"][str(s)]
+        assert set(data["gate_by_seed"][str(s)]) == {"sft-multi"}
+        g = data["gate_by_seed"][str(s)]["sft-multi"]
         assert 0.0 <= g["threshold"] <= 1.0 and g["chosen"]["split"] == "val" and g["ood"]["served_off"] == 1.0
-        assert f"| {s} | {g['threshold']:.3f} | " in text
+        by_grade = g["in_domain"]["by_grade"]
+        assert sum(v["n"] for v in by_grade.values()) <= len(load_run(out / f"seed-{s}" / "sft-multi").world.queries["test"])
+        assert f"| {s} | multi-task SFT | {g['threshold']:.3f} | " in text
 
     from qrw.config import UserError
     with pytest.raises(UserError, match="--seeds must be >= 1"):
