@@ -40,30 +40,30 @@ from qrw.rollout import RolloutBatch, completion_logits, rollout_logprobs
 class GRPOConfig:
     """Hyperparameters of stage 2 (GRPO). Defaults fit a 2-core CPU in minutes.
 
-    Three defaults depart from DeepSeekMath's GRPO, each measured on this task
-    (README, "GRPO"):
+    The defaults keep DeepSeekMath's KL penalty (``beta=0.04``, k3 estimator, to
+    the frozen SFT reference, every step) and update on every group. With the
+    learned relevance reward (the production regime's default) that penalty is
+    what keeps the policy where the tagger can be trusted: measured without it
+    (``beta=0`` with DAPO's dynamic sampling, round 2's defaults) the tagger was
+    hacked (README, "GRPO"). Two defaults depart from DeepSeekMath's GRPO:
 
     - ``scale="none"`` (Dr. GRPO), for ``--aggregation sum``: an advantage is the
       fused reward's difference from its group mean. (The default aggregation,
       ``normalize-then-sum`` in :class:`qrw.rewards.RewardConfig`, z-scores each
-      reward within its group instead: measured better on the default run.)
-    - ``dynamic_sampling=True`` with ``beta=0`` (DAPO): after SFT most groups are
-      unanimous (all G rewrites equal); they carry no policy-gradient signal, so
-      the update skips them, which makes each step several times cheaper. The
-      loss is still divided by the *whole* rollout's normaliser, so the gradient
-      equals the full batch's (the dropped rows would add exactly 0). With
-      ``beta > 0`` the dropped rows would still carry a KL gradient, so dynamic
-      sampling is refused there (DAPO pairs it with beta = 0 too). The KL to the
-      SFT model is measured over *all* samples (``kl`` in metrics.jsonl) every
-      ``kl_every`` steps: with beta = 0 only this log needs the reference's
-      forward over the whole rollout, a third of a step's cost on a CPU.
-    - ``minibatch_size=128``: the kept samples are split into minibatches of 128,
-      so a step may take several optimizer steps; only the first is on-policy
-      (ratio == 1 in value). ``--minibatch-size 0`` makes each pass one optimizer
-      step over the whole rollout.
+      reward within its group instead.)
+    - ``minibatch_size=128``: the rollout is split into minibatches of 128, so a
+      step takes several optimizer steps; only the first is on-policy (ratio == 1
+      in value). ``--minibatch-size 0`` makes each pass one optimizer step over
+      the whole rollout.
+
+    ``dynamic_sampling=True`` (DAPO, needs ``beta=0``) skips the groups whose
+    rewards are all equal: they carry no policy-gradient signal, so the update
+    is cheaper; the loss is still divided by the *whole* rollout's normaliser, so
+    the gradient equals the full batch's. With ``beta=0`` the KL to the SFT model
+    is still measured over all samples every ``kl_every`` steps (a log only).
 
     DeepSeekMath's GRPO (one on-policy update per rollout, group std, KL 0.04):
-    ``--aggregation sum --scale group --beta 0.04 --no-dynamic-sampling --mu 1 --minibatch-size 0``.
+    ``--aggregation sum --scale group --mu 1 --minibatch-size 0``.
     """
 
     steps: int = arg(250, "GRPO steps (one rollout batch each)")
