@@ -1,6 +1,7 @@
 """Stages 0 and 1: pretrain on search logs and product text, then multi-task SFT.
 
-    world(seed) -> tokenizer -> stage 0 (pretrain) -> stage 1 (rewrite + relevance) -> test evaluation
+    world(seed) -> tokenizer -> stage 0 (pretrain) -> stage 1 (rewrite + relevance)
+                 [-> stage 1b (label the model's own rewrites, train on them)] -> test evaluation
 
 Writes a run directory (default ``runs/sft``): ``config.json``, ``tokenizer.json``,
 ``ckpt.pt``, ``metrics.jsonl``, ``metrics.json``, and prints a summary table.
@@ -9,6 +10,7 @@ Writes a run directory (default ``runs/sft``): ``config.json``, ``tokenizer.json
     python train_sft.py --smoke              # tiny end-to-end check (seconds)
     python train_sft.py --tasks rewrite      # single-task SFT ablation
     python train_sft.py --no-pretrain        # no stage 0 ablation
+    python train_sft.py --label-rewrites 8000  # + stage 1b: a labelling round of the model's own rewrites
     python train_sft.py --resume --out DIR   # continue an interrupted run exactly
     python train_sft.py --init-from-hf DIR   # start from a local Hugging Face Llama (shape, weights, tokenizer)
 
@@ -40,8 +42,11 @@ from qrw.log import log_line
 from qrw.rewriter import Rewriter
 from qrw.runs import RunDir, StageLoop, lr_at, set_lr
 from qrw.scorecard import evaluate_run, format_summary
-from qrw.sft import (DEFAULT_PRETRAIN, DEFAULT_SFT, SFTRunConfig, TrainConfig, accumulate_gradients, default_configs,
-                     evaluate_loss, make_optimizer, pretrain_mixture, sft_mixture, target_tokens, validation_sets)
+from qrw.checkpoint import read_json, write_json
+from qrw.data import relevance_pair_dataset
+from qrw.sft import (DEFAULT_LABEL, DEFAULT_PRETRAIN, DEFAULT_SFT, SFTRunConfig, TrainConfig, accumulate_gradients,
+                     default_configs, evaluate_loss, label_mixture, make_optimizer, model_rewrite_pairs,
+                     pretrain_mixture, sft_mixture, target_tokens, validation_sets)
 from qrw.shop.shop import Shop
 from qrw.shop.world import World, WorldConfig
 
@@ -62,6 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_config_args(p, WorldConfig, skip=("seed",), group_title="world")
     add_config_args(p, TrainConfig, prefix="pretrain", group_title="stage 0 (pretraining)", base=DEFAULT_PRETRAIN)
     add_config_args(p, TrainConfig, prefix="sft", group_title="stage 1 (multi-task SFT)", base=DEFAULT_SFT)
+    add_config_args(p, TrainConfig, prefix="label", base=DEFAULT_LABEL,
+                    group_title="stage 1b (with --label-rewrites: a labelling round of the model's own rewrites)")
     return p.parse_args(argv)
 
 
@@ -72,9 +79,12 @@ def build_configs(args: argparse.Namespace) -> dict:
     world = config_from_args(WorldConfig, args, base=base["world"], seed=run.seed)
     pre = config_from_args(TrainConfig, args, prefix="pretrain", base=base["pretrain"])
     sft = config_from_args(TrainConfig, args, prefix="sft", base=base["sft"])
+    label = config_from_args(TrainConfig, args, prefix="label", base=base["label"])
     if not run.pretrain:
         pre = dataclasses.replace(pre, steps=0)
-    return {"run": run, "world": world, "pretrain": pre, "sft": sft}
+    if run.label_rewrites == 0:  # no stage 1b: config.json says 0 steps
+        label = dataclasses.replace(label, steps=0)
+    return {"run": run, "world": world, "pretrain": pre, "sft": sft, "label": label}
 
 
 def saved_configs(saved: dict) -> dict:
@@ -82,7 +92,9 @@ def saved_configs(saved: dict) -> dict:
     return {"run": config_from_dict(SFTRunConfig, {"dtype": "fp32"} | saved["run"]),  # runs before --dtype: fp32
             "world": config_from_dict(WorldConfig, saved["world"]),
             "pretrain": config_from_dict(TrainConfig, saved["pretrain"]),
-            "sft": config_from_dict(TrainConfig, saved["sft"])}
+            "sft": config_from_dict(TrainConfig, saved["sft"]),
+            "label": (config_from_dict(TrainConfig, saved["label"]) if "label" in saved  # runs before stage 1b: none
+                      else dataclasses.replace(DEFAULT_LABEL, steps=0))}
 
 
 def train_stage(model: torch.nn.Module, mixture: TaskMixture, cfg: TrainConfig, *, stage: str, run: RunDir,
@@ -148,6 +160,36 @@ def train_stage(model: torch.nn.Module, mixture: TaskMixture, cfg: TrainConfig, 
     return not loop.stopped
 
 
+LABEL_PAIRS_NAME = "label_pairs.json"  # stage 1b's labelled rewrites (read back when resuming within the stage)
+
+
+def labelled_rewrites(model: torch.nn.Module, tok: Tokenizer, world: World, run: SFTRunConfig, run_dir: RunDir,
+                      device: torch.device, *, fresh: bool, progress: bool) -> dict[str, list]:
+    """Stage 1b's labelling round: ``{"train": pairs, "val": pairs}`` of ``(query, rewrite, grade)``.
+
+    At the stage's start (``fresh``) the model as stage 1 left it samples
+    ``run.label_rewrites`` rewrites of training queries and ``run.val_examples`` of
+    validation queries (the tagger's validation set on the model's own rewrites),
+    the judge labels them, and rank 0 saves them in the run directory; resuming
+    within the stage reads them back (the model has moved on since).
+    """
+    path = run_dir.out / LABEL_PAIRS_NAME
+    if not fresh:
+        saved = read_json(path, "stage 1b's labelled rewrites")
+        return {split: [tuple(p) for p in saved[split]] for split in ("train", "val")}
+    pairs = {"train": model_rewrite_pairs(model, tok, world, run.seed, run.label_rewrites, "train", device),
+             "val": model_rewrite_pairs(model, tok, world, run.seed, run.val_examples, "val", device)}
+    model.train()
+    if distributed.is_main():
+        write_json(path, {split: [list(p) for p in v] for split, v in pairs.items()})
+    if progress:
+        shares = [sum(1 for *_, g in pairs["train"] if g == grade) / len(pairs["train"]) for grade in (0, 1, 2)]
+        print(f"stage 1b: {run.label_rewrites} rewrites of training queries sampled and labelled: "
+              f"{len(pairs['train'])} distinct pairs, grade 0 / 1 / 2: "
+              + " / ".join(f"{x:.1%}" for x in shares))
+    return pairs
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     check(args.stop_after is None or args.stop_after >= 1, "--stop-after must be >= 1")
@@ -167,7 +209,7 @@ def main(argv=None) -> int:
         hf_cfg = (config_from_dict(ModelConfig, run_dir.saved_config["model"]) if args.resume
                   else read_hf_config(init_from_hf))
     context = (hf_cfg or ModelConfig.preset(run.preset, run.vocab_size)).max_seq_len
-    for stage in ("pretrain", "sft"):
+    for stage in ("pretrain", "sft", "label"):
         check(configs[stage].pack_len <= context,
               f"--{stage}-pack-len must be <= the model's context window ({context}), got {configs[stage].pack_len}")
         check(configs[stage].batch_size >= distributed.world_size(), f"--{stage}-batch-size must be >= the number "
@@ -226,7 +268,7 @@ def main(argv=None) -> int:
     mixture = sft_mixture(world, tok, run, sft, max_len)
     val = validation_sets(world, tok, run, max_len)
     resuming_sft = start_stage == "sft"
-    sft_start = start_step if resuming_sft else 0
+    sft_start = start_step if resuming_sft else sft.steps if start_stage == "label" else 0
     if sft_start < sft.steps:
         finished = train_stage(model, mixture, sft, stage="sft",
                                evaluate=lambda: evaluate_loss(model, val, tok.pad_id, device, pack_len=sft.pack_len),
@@ -236,8 +278,32 @@ def main(argv=None) -> int:
         if not finished:
             print(f"stopped; continue with: python train_sft.py --resume --out {out}")
             return 0
-    elif sft.steps == 0:
+        if budget is not None:
+            budget -= sft.steps - sft_start
+            if budget <= 0 and configs["label"].steps > 0:
+                print(f"stopped after stage 1; continue with: python train_sft.py --resume --out {out}")
+                return 0
+    elif sft.steps == 0 and start_stage != "label":
         run_dir.save("sft", 0, torch.optim.AdamW(model.parameters()))
+
+    # ---- stage 1b: a labelling round of the model's own rewrites (--label-rewrites) ------
+    label: TrainConfig = configs["label"]
+    resuming_label = start_stage == "label"
+    label_start = start_step if resuming_label else 0
+    if label.steps > 0 and label_start < label.steps:
+        pairs = labelled_rewrites(model, tok, world, run, run_dir, device, fresh=label_start == 0,
+                                  progress=progress)
+        val_label = val | {"labelled": relevance_pair_dataset(pairs["val"], tok, max_len)}
+        evaluate = lambda: evaluate_loss(model, val_label, tok.pad_id, device, pack_len=label.pack_len)  # noqa: E731
+        if label_start == 0 and distributed.is_main():  # the tagger on the labelled rewrites before the round
+            run_dir.log.write({"stage": "label", "step": 0, **evaluate()})
+        finished = train_stage(model, label_mixture(world, tok, run, label, max_len, pairs["train"]), label,
+                               stage="label", evaluate=evaluate, start_step=label_start,
+                               optimizer_state=state["optimizer"] if (state and resuming_label) else None,
+                               stop_after=budget, **common)
+        if not finished:
+            print(f"stopped; continue with: python train_sft.py --resume --out {out}")
+            return 0
     train_seconds = time.perf_counter() - t_start
     if not distributed.is_main():  # rank 0 alone evaluates
         return 0

@@ -8,7 +8,11 @@ Three tasks, each rendered by one function of :mod:`qrw.lm.tokenizer` into
 - ``rewrite``   (stage 1): train query -> gold rewrite;
 - ``relevance`` (stage 1): (query, rewrite) -> relevance label 0/1/2, with the
   perturbed rewrites of the world, or what production would label (hard cases,
-  mined pairs: :func:`qrw.shop.relevance.training_pairs`), balanced across labels.
+  mined pairs: :func:`qrw.shop.relevance.training_pairs`), balanced across labels;
+- ``labelled``  (stage 1b, optional): the same task on the SFT model's own sampled
+  rewrites, labelled by the judge (:func:`qrw.shop.relevance.label_rewrites`): a
+  task of its own so that its share of the batch and its loss are set and logged
+  apart.
 
 Batches are a deterministic function of ``(seed, step)``: each task is an endless
 stream of epochs, each epoch a fresh permutation seeded by ``(seed, task, epoch)``,
@@ -29,7 +33,7 @@ from qrw.shop.relevance import training_pairs as relevance_pairs
 
 Example = tuple[list[int], list[int]]  # (ids, loss_mask)
 
-TASKS = ("pretrain", "rewrite", "relevance")
+TASKS = ("pretrain", "rewrite", "relevance", "labelled")  # a task's index is its data stream
 
 
 def pretrain_dataset(world, tok: Tokenizer, max_len: int) -> list[Example]:
@@ -45,6 +49,11 @@ def rewrite_dataset(queries, tok: Tokenizer, max_len: int) -> list[Example]:
 def rewrite_pair_dataset(pairs: list[tuple[str, str]], tok: Tokenizer, max_len: int) -> list[Example]:
     """Rewrite-task examples from ``(query, rewrite)`` texts (e.g. mined pairs), loss on ``rewrite<|eos|>``."""
     return [_truncate(render_rewrite(tok, query, rewrite), max_len) for query, rewrite in pairs]
+
+
+def relevance_pair_dataset(pairs: list[tuple[str, str, int]], tok: Tokenizer, max_len: int) -> list[Example]:
+    """Relevance-task examples from ``(query, rewrite, label)`` pairs, in their order (no balancing)."""
+    return [_truncate(render_relevance(tok, q, r, label), max_len) for q, r, label in pairs]
 
 
 def relevance_dataset(world, split: str, tok: Tokenizer, max_len: int, seed: int = 0,
@@ -70,11 +79,20 @@ def relevance_dataset(world, split: str, tok: Tokenizer, max_len: int, seed: int
           f"relevance data {data!r} exists for the training split only (got {split!r})")
     pairs = (world.relevance_examples(split, per_label=per_label) if data == "perturbed" else
              relevance_pairs(world, data, per_label, wrong_values))
+    return balanced_relevance_examples(pairs, tok, max_len, seed, balance)
+
+
+def balanced_relevance_examples(pairs: list[tuple[str, str, int]], tok: Tokenizer, max_len: int, seed: int = 0,
+                                balance: str = "under") -> list[Example]:
+    """``(query, rewrite, label)`` pairs as relevance-task examples, balanced across the labels
+    (``balance``: see :func:`relevance_dataset`), in a seeded random order."""
+    check(balance in ("under", "over"), f"balance must be 'under' or 'over' (got {balance!r})")
     by_label: dict[int, list[tuple[str, str, int]]] = {0: [], 1: [], 2: []}
     for q, r, label in pairs:
         by_label[label].append((q, r, label))
     rng = random.Random(seed)
     chosen = []
+    check(any(by_label.values()), "no relevance pairs to balance")
     if balance == "under":
         n = min(len(v) for v in by_label.values())
         for label in (0, 1, 2):
@@ -86,7 +104,7 @@ def relevance_dataset(world, split: str, tok: Tokenizer, max_len: int, seed: int
             copies, rest = divmod(n, len(pairs)) if pairs else (0, 0)
             chosen += pairs * copies + rng.sample(pairs, rest)
     rng.shuffle(chosen)  # so that any prefix (e.g. the validation slice) holds every label
-    return [_truncate(render_relevance(tok, q, r, label), max_len) for q, r, label in chosen]
+    return relevance_pair_dataset(chosen, tok, max_len)
 
 
 def _truncate(example: Example, max_len: int) -> Example:

@@ -321,6 +321,13 @@ class LoadedRun:
         return Rewriter(self.model, self.tok, device, **kwargs)
 
 
+def final_stage(config: dict) -> str:
+    """The last stage a run directory's ``config.json`` trains: "grpo", "label" (stage 1b) or "sft"."""
+    if config.get("kind") != "sft":
+        return "grpo"
+    return "label" if (config.get("label") or {}).get("steps", 0) > 0 else "sft"
+
+
 def load_run(run_dir: str | os.PathLike, device: torch.device | str = "cpu") -> LoadedRun:
     """Load a finished run directory written by ``train_sft.py`` or ``train_grpo.py``.
 
@@ -340,8 +347,8 @@ def load_run(run_dir: str | os.PathLike, device: torch.device | str = "cpu") -> 
     tok = Tokenizer.load(path / TOKENIZER_NAME)
     state = load_checkpoint(path / CKPT_NAME, expect_model_config=dataclasses.asdict(model_cfg),
                             expect_tokenizer_sha256=file_sha256(path / TOKENIZER_NAME))
-    steps = config.get("sft", config.get("grpo", {})).get("steps")
-    finished_stage = "sft" if config.get("kind") == "sft" else "grpo"
+    finished_stage = final_stage(config)
+    steps = config.get(finished_stage, {}).get("steps")
     if state.get("stage") != finished_stage or (steps is not None and state.get("step") != steps):
         raise UserError(f"{path} holds an unfinished run (stage {state.get('stage')!r}, step {state.get('step')}); "
                         f"finish it with --resume")

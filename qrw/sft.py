@@ -21,6 +21,14 @@ stays within each sequence and positions restart at each one, so the loss and
 gradient are those of one padded sequence per row at a fraction of the work
 (``python -m qrw.bench train``). The LM head runs only at the target positions.
 
+Stage 1b (optional, ``--label-rewrites N``): production's next labelling round.
+The finished SFT model samples N rewrites of training queries (temperature 1,
+as GRPO will sample them), the judge labels them as annotators would
+(:func:`model_rewrite_pairs`), and training continues on stage 1's mixture with
+part of the relevance slots given to those labelled pairs (:func:`label_mixture`):
+the tagger then learns the rewrites it will be asked to score as GRPO's reward
+and as the serving gate, which stage 1's data can only imitate.
+
 The step order is fixed (nanoGPT): learning rate -> micro-batches (forward, loss,
 backward) -> finite check -> clip -> optimizer step -> zero grad -> log -> eval ->
 checkpoint. A non-finite loss stops training *before* the optimizer step, so the
@@ -37,12 +45,13 @@ import torch
 import torch.nn.functional as F
 
 from qrw.config import arg, check, invariant
-from qrw.data import (TASKS, Batch, TaskMixture, collate, mixture_counts, pretrain_dataset, relevance_dataset,
-                      rewrite_dataset, rewrite_pair_dataset, split_micro_batches)
+from qrw.data import (TASKS, Batch, TaskMixture, balanced_relevance_examples, collate, mix_seed, mixture_counts,
+                      pretrain_dataset, relevance_dataset, rewrite_dataset, rewrite_pair_dataset, split_micro_batches)
 from qrw.lm.model import PRESETS
 from qrw.lm.precision import DTYPES
 from qrw.lm.tokenizer import Tokenizer
-from qrw.shop.relevance import RELEVANCE_DATA
+from qrw.rewriter import EMPTY_REWRITE_TAG, Rewriter
+from qrw.shop.relevance import RELEVANCE_DATA, label_rewrites
 from qrw.shop.world import World, WorldConfig
 
 
@@ -74,6 +83,10 @@ class SFTRunConfig:
                               choices=list(RELEVANCE_DATA))
     relevance_wrong_values: int = arg(2, "hard cases: wrong values per contradicted attribute (and other brands per "
                                       "swapped brand) ('hard' and 'production' relevance data)")
+    label_rewrites: int = arg(0, "stage 1b: rewrites of training queries sampled (temperature 1) from the SFT "
+                              "model and labelled by the judge, as production labels its model's outputs; training "
+                              "then continues --label-steps steps with them in the relevance task (0: no stage 1b)")
+    label_share: float = arg(0.5, "stage 1b: share of each batch's relevance slots given to the labelled rewrites")
     val_examples: int = arg(256, "validation examples per task for the periodic validation loss")
     dtype: str = arg("fp32", "compute precision: 'fp32', 'bf16' (autocast, float32 weights and optimizer state; "
                      "1.5x faster here but measured worse after GRPO, README), or 'auto' (bf16 where the hardware "
@@ -87,6 +100,10 @@ class SFTRunConfig:
         check(self.rewrite_weight > 0 and self.relevance_weight > 0, "task loss weights must be > 0")
         check(self.val_examples >= 1, "--val-examples must be >= 1")
         check(self.relevance_per_label >= 1, "--relevance-per-label must be >= 1")
+        check(self.label_rewrites >= 0, f"--label-rewrites must be >= 0 (got {self.label_rewrites})")
+        check(0 < self.label_share < 1, f"--label-share must be in (0, 1) (got {self.label_share})")
+        check(self.label_rewrites == 0 or "relevance" in self.task_list,
+              "--label-rewrites needs the relevance task (--tasks rewrite,relevance)")
         check(self.relevance_wrong_values >= 1, "--relevance-wrong-values must be >= 1")
         check(self.relevance_data in RELEVANCE_DATA,
               f"--relevance-data must be one of {', '.join(RELEVANCE_DATA)} (got {self.relevance_data!r})")
@@ -224,6 +241,7 @@ def evaluate_loss(model: torch.nn.Module, examples: dict[str, list], pad_id: int
 
 DEFAULT_PRETRAIN = TrainConfig(steps=600, batch_size=64, lr=3e-3, warmup_steps=30)
 DEFAULT_SFT = TrainConfig(steps=3500, batch_size=64, lr=1e-3, warmup_steps=50, eval_every=250, ckpt_every=250)
+DEFAULT_LABEL = TrainConfig(steps=500, batch_size=64, lr=3e-4, warmup_steps=20, eval_every=250, ckpt_every=250)
 SMOKE = {
     "world": dict(n_products=200, n_train_queries=400, n_val_queries=60, n_test_queries=80, n_log_sessions=600),
     "run": dict(preset="tiny", vocab_size=512, val_examples=32, dtype="fp32"),  # tiny: bf16 would gain nothing
@@ -231,16 +249,20 @@ SMOKE = {
                      ckpt_every=0),
     "sft": dict(steps=12, batch_size=16, micro_batch_size=16, warmup_steps=2, log_every=4, eval_every=0,
                 ckpt_every=0),
+    "label": dict(steps=6, batch_size=16, micro_batch_size=16, warmup_steps=2, log_every=2, eval_every=0,
+                  ckpt_every=0),
 }
 
 
 def default_configs(*, smoke: bool = False, seed: int = 0) -> dict:
-    """The configs of a default run (``"run"``, ``"world"``, ``"pretrain"``, ``"sft"``), or of ``--smoke``'s."""
+    """The configs of a default run (``"run"``, ``"world"``, ``"pretrain"``, ``"sft"``, ``"label"``), or of
+    ``--smoke``'s."""
     smoke_values = SMOKE if smoke else {k: {} for k in SMOKE}
     return {"run": SFTRunConfig(**smoke_values["run"], seed=seed),
             "world": WorldConfig(**smoke_values["world"], seed=seed),
             "pretrain": dataclasses.replace(DEFAULT_PRETRAIN, **smoke_values["pretrain"]),
-            "sft": dataclasses.replace(DEFAULT_SFT, **smoke_values["sft"])}
+            "sft": dataclasses.replace(DEFAULT_SFT, **smoke_values["sft"]),
+            "label": dataclasses.replace(DEFAULT_LABEL, **smoke_values["label"])}
 
 
 def pretrain_mixture(world: World, tok: Tokenizer, run: SFTRunConfig, pre: TrainConfig, max_len: int) -> TaskMixture:
@@ -283,3 +305,49 @@ def validation_sets(world: World, tok: Tokenizer, run: SFTRunConfig, max_len: in
     if "relevance" in run.task_list:
         val["relevance"] = relevance_dataset(world, "val", tok, max_len, seed=run.seed)[:run.val_examples]
     return val
+
+
+LABEL_STREAM = 29  # the random stream of stage 1b's choice of queries and its samples (SFT tasks use 0-3)
+LABEL_TEMPERATURE = 1.0  # stage 1b samples as GRPO's rollouts do (GRPOConfig.temperature's default)
+
+
+def model_rewrite_pairs(model: torch.nn.Module, tok: Tokenizer, world: World, seed: int, n: int, split: str,
+                        device: torch.device) -> list[tuple[str, str, int]]:
+    """Stage 1b's labelling round: ``n`` rewrites sampled from ``model``, labelled by the judge.
+
+    The queries are the ``split``'s, in a seeded order (cycled when ``n`` exceeds
+    them, each draw a fresh sample); one rewrite each, at temperature
+    :data:`LABEL_TEMPERATURE`, as GRPO samples; an empty rewrite is written as the
+    tagger reads it (``EMPTY_REWRITE_TAG``). Returns
+    :func:`qrw.shop.relevance.label_rewrites`' ``(query, rewrite, grade)`` pairs,
+    each pair once. Deterministic for a given model, ``seed`` and ``split``.
+    """
+    queries = world.queries[split]
+    check(n >= 1 and len(queries) > 0, f"a labelling round needs queries and n >= 1 (got {len(queries)}, {n})")
+    order = torch.randperm(len(queries), generator=torch.Generator().manual_seed(
+        mix_seed(seed, LABEL_STREAM * 10_007 + ("train", "val", "test").index(split)))).tolist()
+    chosen = [queries[order[i % len(queries)]] for i in range(n)]
+    generator = torch.Generator(device=device).manual_seed(mix_seed(seed, LABEL_STREAM))
+    rewrites = Rewriter(model, tok, device).rewrite([q.text for q in chosen], temperature=LABEL_TEMPERATURE,
+                                                   generator=generator)
+    return label_rewrites(world, chosen, [r if r else EMPTY_REWRITE_TAG for r in rewrites])
+
+
+def label_mixture(world: World, tok: Tokenizer, run: SFTRunConfig, label: TrainConfig, max_len: int,
+                  pairs: list[tuple[str, str, int]]) -> TaskMixture:
+    """Stage 1b's batches: stage 1's rewrite and relevance tasks, and the labelled model rewrites.
+
+    The rewrite task keeps its share of the batch (``run.rewrite_fraction``); the
+    relevance slots are split ``1 - run.label_share : run.label_share`` between
+    stage 1's relevance pairs and ``pairs`` (balanced across labels by repeating
+    the rarer ones: :func:`qrw.data.balanced_relevance_examples`), both with the
+    relevance loss weight.
+    """
+    base = sft_mixture(world, tok, run, label, max_len)
+    n_relevance = base.counts["relevance"]
+    check(n_relevance >= 2, f"--label-batch-size is too small to share the relevance slots (got {label.batch_size})")
+    n_labelled = max(1, min(n_relevance - 1, round(n_relevance * run.label_share)))
+    datasets = base.datasets | {"labelled": balanced_relevance_examples(pairs, tok, max_len, run.seed, "over")}
+    counts = base.counts | {"relevance": n_relevance - n_labelled, "labelled": n_labelled}
+    return TaskMixture(datasets, counts=counts, weights=base.weights | {"labelled": run.relevance_weight},
+                       seed=run.seed)

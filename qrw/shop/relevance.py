@@ -28,11 +28,15 @@ and the shape of the rewrite, not its values (it called 70% of contradicted
 attributes equivalent, and a gold rewrite in title order irrelevant for 13%
 of noisy queries).
 
-Every label equals the judge's grade (tests check it). Departure: the paper
-labels pairs mined from logs and its models' rewrites; here the "model
-rewrites" are the perturbations and hard cases, which cover what a rewriter
-of this world produces (catalog words, one slot off), since no model exists
-when stage 1's data is built.
+**A model's own rewrites** (:func:`label_rewrites`, stage 1b of
+``train_sft.py --label-rewrites N``): once a model exists, production sends a
+sample of its rewrites to the annotators and trains on the labels (the
+paper's relevance data includes its models' rewrites). Stage 1's data cannot
+hold them (no model exists when it is built): there the perturbations and hard
+cases stand in for what a rewriter of this world produces (catalog words, one
+slot off).
+
+Every label equals the judge's grade (tests check it).
 """
 
 from __future__ import annotations
@@ -351,3 +355,20 @@ def held_out_mined_pairs(world, split: str) -> list[mining.MinedPair]:
     check(split in ("val", "test"), f"held-out mined pairs are for 'val' or 'test' (got {split!r})")
     rng = np.random.default_rng([world.config.seed, HELD_OUT_MINING_STREAM, ("val", "test").index(split)])
     return mining.mine_rewrite_pairs(world, rng, queries=world.queries[split])
+
+
+def label_rewrites(world, queries: list[Query], rewrites: list[str]) -> list[tuple[str, str, int]]:
+    """The annotators' labels for a model's rewrites: ``(query text, rewrite, judge grade)``, each pair once.
+
+    ``rewrites[i]`` is a rewrite of ``queries[i]`` (a rewriter's output; the
+    caller writes an empty one as the tagger reads it). In query order; a
+    repeated ``(query, rewrite)`` pair is kept at its first place.
+    """
+    check(len(queries) == len(rewrites), f"{len(queries)} queries but {len(rewrites)} rewrites to label")
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for query, rewrite in zip(queries, rewrites):
+        if (query.text, rewrite) not in seen:
+            seen.add((query.text, rewrite))
+            out.append((query.text, rewrite, world.judge.grade_rewrite(query.intent, rewrite)))
+    return out

@@ -1,0 +1,146 @@
+"""Stage 1b: a labelling round of the SFT model's own rewrites (``train_sft.py --label-rewrites N``).
+
+Pinned here: the labels are the judge's grades, each pair once; the sampled
+pairs are a deterministic function of model, seed and split; the stage's
+mixture gives the labelled pairs their share of the relevance slots with the
+relevance loss weight; end to end, the run logs the stage (the tagger on the
+labelled val rewrites before and after), saves the pairs, loads as a finished
+run, and resumes bitwise within and at the start of the stage.
+"""
+
+import json
+
+import pytest
+import torch
+
+import train_sft
+from qrw.data import TASKS
+from qrw.lm.model import ModelConfig, Transformer
+from qrw.lm.tokenizer import Tokenizer
+from qrw.runs import final_stage, load_run
+from qrw.sft import SFTRunConfig, TrainConfig, label_mixture, model_rewrite_pairs, sft_mixture
+from qrw.shop.relevance import label_rewrites
+from qrw.shop.world import World, WorldConfig
+from test_scripts import TINY, assert_bitwise_equal, training_records, weights
+
+
+@pytest.fixture(scope="module")
+def world() -> World:
+    return World(WorldConfig(seed=3, n_products=200, n_train_queries=120, n_val_queries=20, n_test_queries=20,
+                             n_log_sessions=200, mining_sessions_per_query=2))
+
+
+@pytest.fixture(scope="module")
+def model_and_tok(world):
+    tok = Tokenizer.train(world.corpus_texts(), 400)
+    torch.manual_seed(0)
+    return Transformer(ModelConfig.preset("tiny", tok.vocab_size)), tok
+
+
+def test_labels_are_the_judges_grades_each_pair_once(world):
+    queries = world.queries["train"][:4]
+    rewrites = [queries[0].gold, "protective case", queries[0].gold, queries[3].gold]
+    chosen = [queries[0], queries[1], queries[0], queries[2]]  # the third repeats the first pair
+    pairs = label_rewrites(world, chosen, rewrites)
+    assert [(q, r) for q, r, _ in pairs] == [(queries[0].text, queries[0].gold), (queries[1].text, "protective case"),
+                                             (queries[2].text, queries[3].gold)]
+    assert pairs[0][2] == 2  # a query's own gold rewrite is equivalent
+    for (q, r, label), query in zip(pairs, [queries[0], queries[1], queries[2]]):
+        assert label == world.judge.grade_rewrite(query.intent, r)
+    with pytest.raises(ValueError, match="2 queries but 1 rewrites"):
+        label_rewrites(world, queries[:2], ["tv"])
+
+
+def test_sampled_pairs_are_deterministic_and_labelled_by_the_judge(world, model_and_tok):
+    model, tok = model_and_tok
+    n = len(world.queries["val"]) + 5  # more than the split has: it cycles through the queries
+    a = model_rewrite_pairs(model, tok, world, 0, n, "val", torch.device("cpu"))
+    b = model_rewrite_pairs(model, tok, world, 0, n, "val", torch.device("cpu"))
+    other_seed = model_rewrite_pairs(model, tok, world, 1, n, "val", torch.device("cpu"))
+    assert a == b and a != other_seed
+    assert 0 < len(a) <= n and len({(q, r) for q, r, _ in a}) == len(a)
+    intents = {q.text: q.intent for q in world.queries["val"]}
+    assert {q for q, _, _ in a} == set(intents)  # every val query, cycled, and nothing else
+    for q, r, label in a:
+        assert r  # an empty sample is written as the tagger reads it
+        assert label == world.judge.grade_rewrite(intents[q], r)
+    with pytest.raises(ValueError, match="n >= 1"):
+        model_rewrite_pairs(model, tok, world, 0, 0, "val", torch.device("cpu"))
+
+
+def test_label_mixture_shares_the_relevance_slots(world, model_and_tok):
+    _, tok = model_and_tok
+    run = SFTRunConfig(preset="tiny", vocab_size=400, rewrite_fraction=0.25, label_share=0.5, relevance_weight=3.0,
+                       relevance_data="perturbed")
+    cfg = TrainConfig(steps=4, batch_size=16)
+    pairs = [(q.text, q.gold, 2) for q in world.queries["train"][:6]] + [(world.queries["train"][0].text, "tv", 0)]
+    mix = label_mixture(world, tok, run, cfg, 64, pairs)
+    base = sft_mixture(world, tok, run, cfg, 64)
+    assert mix.counts == {"rewrite": 4, "relevance": 6, "labelled": 6} and base.counts["relevance"] == 12
+    assert mix.weights["labelled"] == mix.weights["relevance"] == 3.0
+    assert len(mix.datasets["labelled"]) == 12  # balanced by repetition: 6 of label 2, the one label 0 six times
+    batch = mix.batch(2)
+    assert sum(task == "labelled" for task, _ in batch) == 6 and len(batch) == 16
+    # the rewrite and relevance draws of stage 1's streams are unchanged by the extra task
+    assert [ex for t, ex in batch if t == "rewrite"] == [ex for t, ex in base.batch(2) if t == "rewrite"][:4]
+    assert TASKS.index("labelled") == 3
+    with pytest.raises(ValueError, match="--label-share must be in"):
+        SFTRunConfig(label_share=1.0)
+    with pytest.raises(ValueError, match="needs the relevance task"):
+        SFTRunConfig(tasks="rewrite", label_rewrites=10)
+
+
+def test_final_stage_of_a_run_config():
+    assert final_stage({"kind": "sft", "sft": {"steps": 3}}) == "sft"  # runs before stage 1b have no "label"
+    assert final_stage({"kind": "sft", "label": {"steps": 0}}) == "sft"
+    assert final_stage({"kind": "sft", "label": {"steps": 5}}) == "label"
+    assert final_stage({"kind": "grpo", "grpo": {"steps": 5}}) == "grpo"
+
+
+LABEL = TINY + ["--label-rewrites", "40", "--label-steps", "4"]  # 8 pretrain + 12 SFT + 4 stage-1b steps
+
+
+@pytest.fixture(scope="module")
+def label_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("label") / "sft"
+    assert train_sft.main(LABEL + ["--out", str(out)]) == 0
+    return out
+
+
+def test_stage_1b_end_to_end(label_run):
+    records = training_records(label_run)
+    assert {r["stage"] for r in records} == {"pretrain", "sft", "label"}
+    label = [r for r in records if r["stage"] == "label"]
+    assert [r["step"] for r in label if "loss" in r] == [1, 2, 3, 4]
+    assert all("labelled_loss" in r for r in label if "loss" in r)  # the labelled task is in every batch
+    evals = [r for r in label if "val_labelled_loss" in r]
+    assert [r["step"] for r in evals] == [0, 4]  # the tagger on the model's own val rewrites, before and after
+    saved = json.loads((label_run / "label_pairs.json").read_text())
+    assert 0 < len(saved["train"]) <= 40 and len(saved["val"]) > 0
+    run = load_run(label_run)
+    world = run.world
+    intents = {q.text: q.intent for q in world.queries["train"]}
+    assert all(label == world.judge.grade_rewrite(intents[q], r) for q, r, label in saved["train"])
+    config = json.loads((label_run / "config.json").read_text())
+    assert config["run"]["label_rewrites"] == 40 and config["label"]["steps"] == 4
+    assert "tagging" in json.loads((label_run / "metrics.json").read_text())
+
+
+def test_stage_1b_off_by_default(tmp_path):
+    out = tmp_path / "plain"
+    assert train_sft.main(TINY + ["--out", str(out), "--sft-steps", "2", "--pretrain-steps", "1"]) == 0
+    assert json.loads((out / "config.json").read_text())["label"]["steps"] == 0
+    assert not (out / "label_pairs.json").exists()
+    assert {r["stage"] for r in training_records(out)} == {"pretrain", "sft"}
+
+
+@pytest.mark.parametrize("cut", [20, 22])  # at the end of stage 1 (the pairs not drawn yet); within stage 1b
+def test_stage_1b_resumes_bitwise(label_run, tmp_path, cut):
+    out = tmp_path / "cut"
+    assert train_sft.main(LABEL + ["--out", str(out), "--stop-after", str(cut)]) == 0
+    state = torch.load(out / "ckpt.pt", weights_only=True)
+    assert (state["stage"], state["step"]) == (("sft", 12) if cut == 20 else ("label", 2))
+    assert train_sft.main(["--resume", "--quiet", "--out", str(out)]) == 0
+    assert_bitwise_equal(weights(out), weights(label_run))
+    assert training_records(out) == training_records(label_run)
+    assert json.loads((out / "label_pairs.json").read_text()) == json.loads((label_run / "label_pairs.json").read_text())
