@@ -25,7 +25,10 @@ query channels, one tagger forward):
   the catalog words the dictionary reads in the query that the rewrite keeps;
   ``brand``: the rewrite names no brand that the dictionary did not read in the
   query; ``vocabulary``: the share of the rewrite's words that the search index
-  knows (words of the catalog's titles). They target what a *learned* relevance
+  knows (words of the catalog's titles); ``one-category`` (opt-in): the rewrite
+  names exactly one catalog category, once (a second category widens the page's
+  reach, which conversion pays for: ``computer bag brown 15 inch handbag``; the
+  tagger lets it through). They target what a *learned* relevance
   judge misses (README, "GRPO": the tagger reward drifts towards dropped
   attributes and rewrites with no category, and without ``vocabulary`` the policy
   learned to pad rewrites with words no title has, ``quality xiaomi power bank
@@ -55,7 +58,7 @@ from qrw.grpo import group_advantages
 from qrw.shop.metrics import rewrite_metrics
 
 COMPONENTS = ("relevance", "conversion", "recall", "format", "rules")
-RULES = ("category", "anchors", "brand", "vocabulary")
+RULES = ("category", "anchors", "brand", "vocabulary", "one-category")
 REWARD_CHOICES = ("fusion", "relevance", "conversion", "recall")
 
 
@@ -77,7 +80,8 @@ class RewardConfig:
     rules: str = arg("category,anchors,brand,vocabulary", "comma-separated rule checks rewarded as the 'rules' "
                      "component, or 'none': category (names a catalog category), anchors (keeps the catalog words a "
                      "mined dictionary reads in the query), brand (adds no brand the query lacks), vocabulary (the "
-                     "share of its words the search index knows)")
+                     "share of its words the search index knows), one-category (names exactly one catalog category, once; "
+                     "opt-in)")
     w_rules: float = arg(0.5, "weight of the 'rules' component (when --rules names any)")
     aggregation: str = arg("normalize-then-sum", "how GRPO turns several rewards into advantages: "
                            "'normalize-then-sum' z-scores each reward within its group, then weights and sums (GDPO; "
@@ -198,6 +202,22 @@ def format_reward(queries: list[str], rewrites: list[str], well_formed: list[boo
     return out
 
 
+def category_mentions(text: str, categories: tuple[str, ...]) -> int:
+    """How many times ``text`` names a catalog category (a phrase matched on whole words; repeats count).
+
+    >>> category_mentions("computer bag brown handbag", ("computer bag", "handbag", "bag pack"))
+    2
+    >>> category_mentions("jeans jeans blue", ("jeans",)), category_mentions("blue", ("jeans",))
+    (2, 0)
+    """
+    words = text.split()
+    count = 0
+    for category in categories:
+        phrase = category.split()
+        count += sum(words[i:i + len(phrase)] == phrase for i in range(len(words) - len(phrase) + 1))
+    return count
+
+
 def rule_rewards(rewrites: list[str], anchors: list[str], rules: tuple[str, ...], categories: tuple[str, ...],
                  brands: set[str], vocabulary: set[str] | None = None) -> np.ndarray:
     """The share of the ``rules`` checks each rewrite passes (see the module docstring), in [0, 1].
@@ -214,6 +234,9 @@ def rule_rewards(rewrites: list[str], anchors: list[str], rules: tuple[str, ...]
     >>> rule_rewards(["nike sneakers", "best nike sneakers's's deals"], ["", ""], ("vocabulary",), (), set(),
     ...              {"nike", "sneakers"}).round(3).tolist()
     [1.0, 0.25]
+    >>> rule_rewards(["nike sneakers", "sneakers socks", "nike", "sneakers sneakers"], [""] * 4, ("one-category",),
+    ...              ("sneakers", "socks"), set()).tolist()
+    [1.0, 0.0, 0.0, 0.0]
     """
     check("vocabulary" not in rules or vocabulary is not None, "the vocabulary rule needs the index's vocabulary")
     out = np.zeros(len(rewrites))
@@ -229,6 +252,8 @@ def rule_rewards(rewrites: list[str], anchors: list[str], rules: tuple[str, ...]
         if "vocabulary" in rules:
             tokens = rewrite.split()
             checks.append(sum(w in vocabulary for w in tokens) / len(tokens) if tokens else 0.0)
+        if "one-category" in rules:
+            checks.append(float(category_mentions(rewrite, categories) == 1))
         out[i] = sum(checks) / len(checks) if checks else 0.0
     return out
 

@@ -72,3 +72,19 @@ def test_vocabulary_rule_scores_the_share_of_index_words():
     assert got.tolist() == pytest.approx([1.0, 3 / 7, 0.0, 0.0])
     with pytest.raises(UserError, match="vocabulary"):
         rule_rewards(["xiaomi"], [""], ("vocabulary",), CATEGORIES, BRANDS)
+
+
+def test_one_category_rule_by_hand():
+    rules = ("one-category",)
+    got = rule_rewards(["apple smartphone", "smartphone protective case", "apple", "smartphone smartphone",
+                        "protective case black", "protective black case"], [""] * 6, rules, CATEGORIES, BRANDS)
+    assert got.tolist() == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]  # one; two; none; one named twice; a phrase; a broken phrase
+
+
+def test_every_gold_rewrite_names_one_category():
+    """The rule cannot cost a rewrite the judge grades equivalent: every gold rewrite passes it."""
+    world = World(WorldConfig(seed=4, n_products=300, n_train_queries=300, n_val_queries=10, n_test_queries=10,
+                              n_log_sessions=100))
+    golds = [q.gold for q in world.queries["train"]]
+    got = rule_rewards(golds, [""] * len(golds), ("one-category",), world.lexicon.category_names, set())
+    assert got.tolist() == [1.0] * len(golds)
