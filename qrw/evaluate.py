@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from qrw.config import Parser, UserError, check, config_from_dict, resolve_device, run_main
+from qrw.rewriter import GATE_SCORES
 from qrw.scorecard import (GATE_TARGET, OOD_QUERIES, evaluate_gate, evaluate_run, format_summary, run_name,
                            tagger_source)
 from qrw.shop.abtest import AB_METRICS, MAX_AB_USERS, ab_test
@@ -128,6 +129,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--gate", default=None, metavar="THRESHOLD|auto",
                    help="offline: also evaluate the serving gate (a rewrite is served only when the tagger's "
                         "P(equivalent) exceeds THRESHOLD in [0, 1]; auto: chosen on val, see --gate-target)")
+    p.add_argument("--gate-score", default="equivalent", choices=list(GATE_SCORES),
+                   help="--gate: what the threshold applies to: the tagger's P(equivalent), or 1 - P(irrelevant) "
+                        "(relevant: partial rewrites are served too)")
     p.add_argument("--gate-target", type=float, default=GATE_TARGET,
                    help="--gate auto: the share of out-of-domain val queries the threshold may serve a rewrite "
                         f"(default {GATE_TARGET})")
@@ -195,7 +199,7 @@ def offline_main(args: argparse.Namespace) -> int:
                                                    f"and its init {init} is not there")
             judge = load_run(init, device).rewriter(device)
         evaluate_gate(ctx, rewriter, results, threshold=gate, target=args.gate_target, n_ood=args.ood_queries,
-                      judge=judge)
+                      judge=judge, score=args.gate_score)
     results.pop("rewrites")
     results.pop("well_formed")
     results.update(kind=loaded.config.get("kind"), k=args.k, tagger=source)

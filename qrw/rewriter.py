@@ -38,6 +38,7 @@ from qrw.config import UserError, check
 from qrw.lm.generate import Rollout, sample
 from qrw.lm.tokenizer import SPECIAL_TOKENS, Tokenizer, normalize_query, relevance_prompt, rewrite_prompt
 
+GATE_SCORES = ("equivalent", "relevant")  # what the serving gate thresholds: P(2), or 1 - P(0)
 EMPTY_REWRITE_TAG = "-"  # what the tagger reads for an empty rewrite (as the GRPO tagger reward does)
 
 
@@ -192,10 +193,16 @@ class Rewriter:
         return self.relevance_probs(queries, rewrites).argmax(-1).tolist()
 
     # ---- the serving gate ---------------------------------------------------------------
-    def gate_scores(self, queries: list[str], rewrites: list[str]) -> list[float]:
-        """How much the tagger vouches for each rewrite: P(label 2 | query, rewrite), in [0, 1]."""
+    def gate_scores(self, queries: list[str], rewrites: list[str], score: str = "equivalent") -> list[float]:
+        """How much the tagger vouches for each rewrite, in [0, 1] (:data:`GATE_SCORES`).
+
+        ``"equivalent"``: P(label 2 | query, rewrite); ``"relevant"``: 1 - P(label 0 |
+        query, rewrite), which vouches for partial rewrites (label 1) too.
+        """
+        check(score in GATE_SCORES, f"the gate score must be one of {', '.join(GATE_SCORES)} (got {score!r})")
         rewrites = [r if r else EMPTY_REWRITE_TAG for r in rewrites]
-        return self.relevance_probs(queries, rewrites)[:, 2].tolist()
+        probs = self.relevance_probs(queries, rewrites)
+        return (probs[:, 2] if score == "equivalent" else 1.0 - probs[:, 0]).tolist()
 
     def serve(self, queries: list[str], threshold: float | None) -> tuple[list[str | None], list[str], list[float]]:
         """Greedy rewrites through the gate: ``(served, rewrites, scores)``, ``served[i]`` None when gated.

@@ -206,10 +206,12 @@ def _served_share(served: list) -> float:
 
 
 def evaluate_gate(ctx: Shop, rewriter, results: dict, *, threshold: float | str, target: float = GATE_TARGET,
-                  n_ood: int = OOD_QUERIES, n_samples: int = 5, judge=None) -> dict:
+                  n_ood: int = OOD_QUERIES, n_samples: int = 5, judge=None, score: str = "equivalent") -> dict:
     """The serving gate on :func:`evaluate_run`'s ``results`` (with its ``rewrites``), added to them in place.
 
-    ``judge``: the model whose tagger scores the rewrites (default ``rewriter``'s own).
+    ``judge``: the model whose tagger scores the rewrites (default ``rewriter``'s own);
+    ``score``: what it thresholds, P(equivalent) or 1 - P(irrelevant)
+    (:meth:`qrw.rewriter.Rewriter.gate_scores`).
     For a GRPO run pass its frozen SFT init, the relevance model of its reward: the
     policy's updates move the tagger it shares weights with, uncalibrating it.
 
@@ -237,9 +239,9 @@ def evaluate_gate(ctx: Shop, rewriter, results: dict, *, threshold: float | str,
         check(split == "test", "--gate auto chooses the threshold on val: evaluate it on the test split")
         val_texts = [q.text for q in ctx.world.queries["val"]]
         val_ood = ctx.ood_queries("val", n_ood)
-        ood_scores = scorer.gate_scores(val_ood, rewriter.rewrite(val_ood))
+        ood_scores = scorer.gate_scores(val_ood, rewriter.rewrite(val_ood), score)
         threshold = choose_gate_threshold(ood_scores, target)
-        in_scores = scorer.gate_scores(val_texts, rewriter.rewrite(val_texts))
+        in_scores = scorer.gate_scores(val_texts, rewriter.rewrite(val_texts), score)
         chosen = {"split": "val", "target": target, "n_ood": len(val_ood), "n_in_domain": len(val_texts),
                   "ood_served": float(np.mean(np.asarray(ood_scores) > threshold)),
                   "in_domain_served": float(np.mean(np.asarray(in_scores) > threshold)),
@@ -249,7 +251,7 @@ def evaluate_gate(ctx: Shop, rewriter, results: dict, *, threshold: float | str,
     threshold = float(threshold)
 
     rewrites = results["rewrites"]
-    scores = scorer.gate_scores([q.text for q in queries], rewrites)
+    scores = scorer.gate_scores([q.text for q in queries], rewrites, score)
     served = apply_gate(rewrites, scores, threshold)
     results["rows"][f"{name} + gate"] = ctx.score(queries, served)
     off = rewrite_metrics(ctx.world, ctx.engine, ctx.users, queries, rewrites, k=ctx.k)
@@ -272,11 +274,12 @@ def evaluate_gate(ctx: Shop, rewriter, results: dict, *, threshold: float | str,
 
     ood = ctx.ood_queries(split, n_ood)
     ood_rewrites = rewriter.rewrite(ood)
-    ood_scores = scorer.gate_scores(ood, ood_rewrites)
+    ood_scores = scorer.gate_scores(ood, ood_rewrites, score)
     ood_served = apply_gate(ood_rewrites, ood_scores, threshold)
     results["gate"] = {
         "threshold": threshold, "chosen": chosen,
-        "score": "P(label 2 | query, rewrite) of the " + ("model's own tagger" if judge is None else
+        "score": ("P(label 2 | query, rewrite)" if score == "equivalent" else "1 - P(label 0 | query, rewrite)")
+                 + " of the " + ("model's own tagger" if judge is None else
                                                           "frozen SFT init's tagger (the reward's relevance model)"),
         "in_domain": in_domain,
         "ood": {"split": split, "n": len(ood), "served_off": _served_share(ood_rewrites),

@@ -238,6 +238,32 @@ def test_gate_reports_the_served_share_per_judge_grade(world):
     assert "served by the judge's grade of the rewrite: " in format_gate(gate)
 
 
+def test_relevant_gate_score_vouches_for_partial_rewrites(world):
+    """``score="relevant"`` thresholds 1 - P(0): a rewrite the tagger calls partial (label 1) is served too."""
+    shop = Shop(world)
+    queries = world.queries["test"]
+    rewrites, probs = {}, {}
+    for i, q in enumerate(queries):
+        rewrites[q.text] = q.gold
+        probs[(q.text, q.gold)] = [[0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.8, 0.1, 0.1]][i % 3]
+    for q in shop.ood_queries("test", 20):
+        rewrites[q] = "tripod aluminium"
+        probs[(q, "tripod aluminium")] = [0.3, 0.7, 0.0]
+    rw = stub_rewriter(rewrites, probs)
+    texts = [q.text for q in queries]
+    assert rw.gate_scores(texts[:3], [q.gold for q in queries[:3]], "relevant") == pytest.approx([0.9, 0.9, 0.2])
+    assert rw.gate_scores(texts[:3], [q.gold for q in queries[:3]]) == pytest.approx([0.1, 0.8, 0.1])
+    with pytest.raises(ValueError, match="the gate score must be one of"):
+        rw.gate_scores(texts[:1], [queries[0].gold], "p2")
+    for score, share in (("equivalent", np.mean([i % 3 == 1 for i in range(len(queries))])),
+                         ("relevant", np.mean([i % 3 != 2 for i in range(len(queries))]))):
+        gate = evaluate_gate(shop, rw, evaluate_run(shop, rw, name="stub", baselines=False, tagging=False),
+                             threshold=0.5, n_ood=20, score=score)
+        assert gate["in_domain"]["served"]["all"] == pytest.approx(share)
+        assert gate["ood"]["served_on"] == (1.0 if score == "relevant" else 0.0)  # 0.7 > 0.5 only as 1 - P(0)
+    assert gate["score"].startswith("1 - P(label 0 | query, rewrite)")
+
+
 def test_auto_threshold_is_chosen_on_val_out_of_domain_queries(world):
     shop = Shop(world)
     rw, probs = gate_stub(world, shop)
@@ -303,7 +329,7 @@ def test_a_judge_other_than_the_rewriter_scores_the_gate(world):
     shop = Shop(world)
     rw, _ = gate_stub(world, shop)
     for score, served in ((1.0, 1.0), (0.0, 0.0)):
-        judge = SimpleNamespace(gate_scores=lambda qs, rs, score=score: [score] * len(qs))
+        judge = SimpleNamespace(gate_scores=lambda qs, rs, kind, value=score: [value] * len(qs))
         results = evaluate_run(shop, rw, name="stub", baselines=False, tagging=False)
         gate = evaluate_gate(shop, rw, results, threshold=0.5, n_ood=20, judge=judge)
         assert gate["in_domain"]["served"]["all"] == served and gate["ood"]["served_on"] == served
