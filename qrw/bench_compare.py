@@ -10,8 +10,8 @@ must agree within 1e-4 before anything is timed. Then, for each dtype:
   Both engines keep decoding every row for all 64 steps (a row that samples EOS decodes pad), so
   tokens/s = 64 * 64 / seconds for both.
 - training step: B=64 rows of T=48 random tokens, cross-entropy on every position, one AdamW step
-  (``torch.optim.AdamW`` for both): qrw's ``Transformer`` (no mask: plain causal) + ``F.cross_entropy`` vs
-  ``LlamaForCausalLM(input_ids, labels=input_ids)``; also forward + backward alone. tokens/s = 64 * 48 / s.
+  (``torch.optim.AdamW`` for both): qrw's ``Transformer`` (no mask: plain causal) with its training loss
+  (:func:`lm_loss`: the LM head only where there is a target) vs ``LlamaForCausalLM(input_ids, labels=input_ids)``; also forward + backward alone. tokens/s = 64 * 48 / s.
 - GRPO step: 8 prompts of 16 random tokens x G=8 samples of 16 new tokens, beta 0.04 (k3 KL to a frozen
   reference that is scored once), loss "grpo", advantages scaled by the group's std, one optimizer step,
   reward = the length of the decoded completion text. qrw runs the step of ``train_grpo.py``:
@@ -210,6 +210,18 @@ def time_generation(hf_model, model: Transformer, sizes: Sizes, dtype, repeats: 
         return side_by_side(ours, theirs, repeats, warmup=1, device=device)
 
 
+def lm_loss(model: Transformer, ids: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over every position of (B, T) ``ids`` that has a next token, the way qrw's
+    training computes it (``qrw.sft.multitask_loss``): the LM head runs only at the B * (T - 1) positions with a
+    target (``select=``), in row-major order, so the targets are ``ids[:, 1:]`` flattened and neither the logits
+    of the last column nor a shifted copy of the (B, T, V) logits is ever made. HF's loss computes all B * T rows
+    of logits and shifts the labels instead; the loss is the same (tests/test_bench_compare.py)."""
+    has_target = torch.ones_like(ids, dtype=torch.bool)  # (B, T)
+    has_target[:, -1] = False
+    logits = model(ids, select=has_target)  # (B * (T - 1), V) float32
+    return F.cross_entropy(logits, ids[:, 1:].reshape(-1))
+
+
 def train_steps(hf_model, model: Transformer, sizes: Sizes, seed: int, device):
     """Four closures over one random (B, T) batch: qrw step, HF step, qrw forward+backward, HF forward+backward."""
     gen = torch.Generator().manual_seed(seed)
@@ -218,9 +230,7 @@ def train_steps(hf_model, model: Transformer, sizes: Sizes, seed: int, device):
     optimizers = {id(m): torch.optim.AdamW(m.parameters(), lr=1e-4) for m in (model, hf_model)}
 
     def qrw_loss():
-        logits = model(ids)  # (B, T, V) float32
-        V = logits.shape[-1]
-        return F.cross_entropy(logits[:, :-1].reshape(-1, V), ids[:, 1:].reshape(-1))  # (B * (T-1), V)
+        return lm_loss(model, ids)
 
     def hf_loss():
         return hf_model(input_ids=ids, labels=ids).loss  # HF shifts the labels itself

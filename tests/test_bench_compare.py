@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from qrw.bench_compare import (INSTALL_HINT, SHAPES, IdRewriter, _row, autocast_forward, hf_llama,
+from qrw.bench_compare import (INSTALL_HINT, SHAPES, IdRewriter, _row, autocast_forward, hf_llama, lm_loss,
                                max_logit_difference, qrw_from_hf, text_length_reward, word_tokenizer)
 from qrw.lm.generate import Rollout
 
@@ -35,6 +35,24 @@ def test_hf_weights_mapped_one_to_one_give_the_same_logits():
         layer.q_proj.weight.copy_(layer.k_proj.weight)
         layer.k_proj.weight.copy_(q)
     assert max_logit_difference(hf, model, seed=1) > 1e-4
+
+
+def test_the_training_step_loss_is_hfs_loss_and_the_mean_by_hand():
+    pytest.importorskip("transformers")
+    hf = hf_llama(SHAPES["tiny"], seed=0)
+    model = qrw_from_hf(hf, SHAPES["tiny"])
+    ids = torch.randint(0, 256, (3, 7))
+    ours = lm_loss(model, ids)
+    assert torch.allclose(ours, hf(input_ids=ids, labels=ids).loss, atol=1e-6)
+    # by hand: the mean over the 3 * 6 next-token predictions; the last position predicts nothing
+    logp = torch.log_softmax(model(ids), -1)  # (3, 7, V)
+    by_hand = -torch.stack([logp[b, t, ids[b, t + 1]] for b in range(3) for t in range(6)]).mean()
+    assert torch.allclose(ours, by_hand, atol=1e-6)
+    # and its gradient is HF's
+    ours.backward()
+    hf(input_ids=ids, labels=ids).loss.backward()
+    assert torch.allclose(model.layers[0].mlp.up_proj.weight.grad, hf.model.layers[0].mlp.up_proj.weight.grad,
+                          atol=1e-6)
 
 
 def test_autocast_forward_runs_both_models_in_bf16_and_restores_them():
