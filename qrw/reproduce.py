@@ -61,7 +61,8 @@ from qrw.config import Parser, UserError, check, run_main
 from qrw.curves import format_curves, loss_curves, read_records, verdict as curve_verdict
 from qrw.evaluate import to_json
 from qrw.runs import load_run
-from qrw.scorecard import HACKING, evaluate_gate, evaluate_run, rewrite_kinds, tagger_source
+from qrw.scorecard import (DROPPED_VALUES, HACKING, dropped_attribute_values, evaluate_gate, evaluate_run, rewrite_kinds,
+                            tagger_source)
 from qrw.shop.abtest import ab_test
 from qrw.shop.metrics import METRICS, page_grades, rewrite_metrics
 from qrw.shop.pooled import pooled_paired_diff
@@ -454,7 +455,7 @@ class SeedEvaluation:
     per_query: dict  # arm -> metric -> (Q,) per-query values (qrw.shop.metrics.rewrite_metrics)
     tagging: dict  # rewriter label -> the tagger's macro-F1 (runs that trained one)
     log_only: np.ndarray  # (Q,) bool: the query uses a log-only variant
-    kinds: dict  # arm -> rewrite kind (and HACKING sum) -> count over the test queries
+    kinds: dict  # arm -> rewrite kind (and HACKING sum, and DROPPED_VALUES) -> count over the test queries
     tag_detail: dict  # rewriter label -> qrw.scorecard.tagging_metrics (runs that trained a tagger)
     gates: dict  # arm -> the serving gate on it (qrw.scorecard.evaluate_gate), for the GATE_ARMS trained
 
@@ -488,6 +489,7 @@ def evaluate_seed(out: Path, names: list[str], seed: int) -> SeedEvaluation:
               f"{out / name} and {out / names[0]} come from different worlds; retrain with --force")
     ctx = Shop(world)
     queries = world.queries["test"]
+    readings = ctx.dictionary.rewrite([q.text for q in queries])  # what the rules' anchors read in each query
     rows, rewrites, per_query, tagging, kinds, tag_detail, gates = {}, {}, {}, {}, {}, {}, {}
     for i, name in enumerate(names):
         rewriter = runs[name].rewriter()
@@ -501,7 +503,8 @@ def evaluate_seed(out: Path, names: list[str], seed: int) -> SeedEvaluation:
         rows.update(res["rows"])
         rewrites[name] = res["rewrites"]
         per_query[name] = rewrite_metrics(world, ctx.engine, ctx.users, queries, res["rewrites"], k=ctx.k)
-        kinds[name] = rewrite_kinds(world, queries, res["rewrites"])
+        kinds[name] = (rewrite_kinds(world, queries, res["rewrites"])
+                       | dropped_attribute_values(world, queries, res["rewrites"], readings))
         if "tagging" in res:
             tagging[LABELS[name]] = res["tagging"]["tag_macro_f1"]
             tag_detail[LABELS[name]] = res["tagging"]
@@ -621,7 +624,8 @@ def regime_lines(grid: GridEvaluation) -> list[str]:
     Each reading is judged on the pooled intervals; a pair whose arms were not trained is left out.
     """
     cmp, lines = grid.cmp, []
-    mean_kinds = {name: {h: _mean([s.kinds[name][h] for s in grid.seeds]) for h in HACKING} for name in grid.names}
+    mean_kinds = {name: {h: _mean([s.kinds[name][h] for s in grid.seeds]) for h in tuple(HACKING) + DROPPED_VALUES}
+                  for name in grid.names}
     if ("sft-single-gold", "sft-single") in cmp:
         c = cmp[("sft-single-gold", "sft-single")]
         drift = _excludes_zero(c["accuracy"], -1) and _excludes_zero(c["relevance"], -1)
@@ -638,14 +642,15 @@ def regime_lines(grid: GridEvaluation) -> list[str]:
                      f"against its SFT init.* accuracy {ci_text(c['accuracy'])}, relevance@10 {ci_text(c['relevance'])}, "
                      f"recall@10 {ci_text(c['recall'])}, UCVR {ci_text(c['ucvr'])}; hacking counts per seed, init -> "
                      f"GRPO: {counts}. Accuracy and relevance@10 up with intervals excluding 0: **{'yes' if up else 'no'}**; "
-                     f"no hacking count above the init's: **{'yes' if not risen else 'no (' + ', '.join(risen) + ')'}**.")
+                     f"no hacking count above the init's: **{'yes' if not risen else 'no (' + ', '.join(risen) + ')'}**. "
+                     f"Where the attribute drops are: {_dropped_values_text(mean_kinds, 'sft-multi', 'grpo-fusion')}.")
     if ("grpo-norules", "grpo-fusion") in cmp:
         c = cmp[("grpo-norules", "grpo-fusion")]
         counts = "; ".join(f"{h} {mean_kinds['grpo-norules'][h]:.1f} -> {mean_kinds['grpo-fusion'][h]:.1f}"
                            for h in HACKING)
         lines.append(f"- *What the rules do.* GRPO fusion with the rules minus without: accuracy {ci_text(c['accuracy'])}, "
                      f"relevance@10 {ci_text(c['relevance'])}, UCVR {ci_text(c['ucvr'])}; hacking counts per seed, "
-                     f"without -> with: {counts}.")
+                     f"without -> with: {counts}; {_dropped_values_text(mean_kinds, 'grpo-norules', 'grpo-fusion')}.")
     if ("grpo-oracle", "grpo-fusion") in cmp:
         c = cmp[("grpo-oracle", "grpo-fusion")]
         lines.append(f"- *The oracle reward as an upper bound.* GRPO fusion with the learned reward minus with the "
@@ -654,15 +659,26 @@ def regime_lines(grid: GridEvaluation) -> list[str]:
     return lines
 
 
+def _dropped_values_text(mean_kinds: dict, before: str, after: str) -> str:
+    """Dropped attribute values read / unread by the rules' dictionary, mean over seeds, ``before -> after``."""
+    read, unread = DROPPED_VALUES
+    return (f"values the rules' dictionary reads in the query (the anchors rule sees them dropped) "
+            f"{mean_kinds[before][read]:.1f} -> {mean_kinds[after][read]:.1f}, values it does not read (no rule sees "
+            f"them) {mean_kinds[before][unread]:.1f} -> {mean_kinds[after][unread]:.1f}")
+
+
 def hacking_table(grid: GridEvaluation) -> list[str]:
     """Per arm: the rewrites of the reward-hacking kinds (:data:`qrw.scorecard.HACKING`), each seed's count."""
     n = len(grid.seeds[0].queries)
-    lines = [f"| rewriter | {' | '.join(HACKING)} |", "|---|" + "---:|" * len(HACKING)]
+    columns = tuple(HACKING) + DROPPED_VALUES
+    lines = [f"| rewriter | {' | '.join(columns)} |", "|---|" + "---:|" * len(columns)]
     for name in grid.names:
-        cells = [" / ".join(str(s.kinds[name][h]) for s in grid.seeds) for h in HACKING]
+        cells = [" / ".join(str(s.kinds[name].get(h, "-")) for s in grid.seeds) for h in columns]
         lines.append(f"| {LABELS[name]} | " + " | ".join(cells) + " |")
     return [f"Counts among each seed's {n} test rewrites, seed by seed (`a / b / c`): a learned relevance reward "
-            "lets these through where it misjudges them (README, \"GRPO\").", ""] + lines
+            "lets these through where it misjudges them (README, \"GRPO\"). The last two columns count the attribute "
+            "values that the \"attribute dropped\" rewrites give up: those the rules' dictionary reads in the query "
+            "(the `anchors` rule sees them dropped) and those it does not (no rule sees them).", ""] + lines
 
 
 def tagger_kind_table(grid: GridEvaluation) -> list[str]:

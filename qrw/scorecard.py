@@ -448,6 +448,33 @@ HACKING = {"attribute dropped": ("attribute dropped", "partial, mixed"), "no cat
 something and added something else."""
 
 
+DROPPED_VALUES = ("values dropped, read", "values dropped, unread")
+"""Keys of :func:`dropped_attribute_values`: dropped attribute values that the rules' dictionary reads in the
+query (the ``anchors`` rule sees them dropped) and those it does not (no rule sees them)."""
+
+
+def dropped_attribute_values(world, queries, rewrites: list[str], readings: list[str]) -> dict[str, int]:
+    """The attribute values that rewrites of :data:`HACKING`'s "attribute dropped" kinds give up, split by
+    whether the ``anchors`` rule can see it: ``readings[i]`` is the rules' dictionary reading of query i
+    (``Shop.dictionary``, the anchors of :class:`qrw.rewards.RewardFunction`); a value counts as *read* when
+    its canonical word(s) appear there. Returns ``{DROPPED_VALUES[0]: n_read, DROPPED_VALUES[1]: n_unread}``
+    (a rewrite that drops two values counts twice)."""
+    read = unread = 0
+    kinds = set(HACKING["attribute dropped"])
+    for query, rewrite, reading in zip(queries, rewrites, readings):
+        if world.perturbation_kind(query.intent, rewrite or "") not in kinds:
+            continue
+        parsed = world.judge.parse(rewrite or "")
+        kept = parsed.attr_dict() if parsed is not None else {}
+        for attribute, value in query.intent.attrs:
+            if attribute not in kept:
+                if f" {value} " in f" {reading or ''} ":
+                    read += 1
+                else:
+                    unread += 1
+    return {DROPPED_VALUES[0]: read, DROPPED_VALUES[1]: unread}
+
+
 def rewrite_kinds(world, queries, rewrites: list[str]) -> dict[str, int]:
     """How many rewrites of each kind (``World.perturbation_kind``, in its order) and the :data:`HACKING` sums."""
     kinds = [world.perturbation_kind(q.intent, r or "") for q, r in zip(queries, rewrites)]

@@ -192,11 +192,12 @@ def test_two_seeds_end_to_end(tmp_path, smoke_sft_run, monkeypatch, capsys):
     assert "(r) |" in text  # the runs table marks the reused run
     # reward hacking counts: every test rewrite has exactly one kind; the HACKING sums are sums of kinds
     from qrw.runs import load_run
-    from qrw.scorecard import HACKING
+    from qrw.scorecard import DROPPED_VALUES, HACKING
     for s in (0, 1):
         kinds = data["rewrite_kinds_by_seed"][str(s)]["sft-multi"]
         n_test = len(load_run(out / f"seed-{s}" / "sft-multi").world.queries["test"])
-        assert sum(v for k, v in kinds.items() if k not in HACKING) == n_test
+        assert sum(v for k, v in kinds.items() if k not in HACKING and k not in DROPPED_VALUES) == n_test
+        assert sum(kinds[k] for k in DROPPED_VALUES) >= kinds["attribute dropped"] - kinds["partial, mixed"]
         for name, members in HACKING.items():
             assert kinds[name] == sum(kinds[k] for k in members)
     cells = " / ".join(str(data["rewrite_kinds_by_seed"][str(s)]["sft-single"]["no category"]) for s in (0, 1))
@@ -267,15 +268,17 @@ def test_regime_readings_follow_the_intervals_and_the_hacking_counts():
     from types import SimpleNamespace
 
     import qrw.reproduce as rep
-    from qrw.scorecard import HACKING
+    from qrw.scorecard import DROPPED_VALUES, HACKING
 
     def cmp_entry(diff, low, high):
         return {m: {"diff": diff, "low": low, "high": high} for m in ("accuracy", "relevance", "recall", "ucvr")}
 
     def grid(grpo_vs_init, gold_vs_mined, hacking_grpo):
-        kinds = {n: {h: 10 for h in HACKING} for n in rep.GRID}
-        kinds["grpo-fusion"] = dict(hacking_grpo)
-        seeds = [SimpleNamespace(kinds=kinds), SimpleNamespace(kinds={**kinds, "grpo-fusion": {h: 10 for h in HACKING}})]
+        values = dict(zip(DROPPED_VALUES, (6, 4)))
+        kinds = {n: {h: 10 for h in HACKING} | values for n in rep.GRID}
+        kinds["grpo-fusion"] = dict(hacking_grpo) | dict(zip(DROPPED_VALUES, (2, 8)))
+        seeds = [SimpleNamespace(kinds=kinds),
+                 SimpleNamespace(kinds={**kinds, "grpo-fusion": {h: 10 for h in HACKING} | values})]
         return SimpleNamespace(seeds=seeds, names=list(rep.GRID),
                                cmp={("sft-multi", "grpo-fusion"): grpo_vs_init, ("sft-single-gold", "sft-single"): gold_vs_mined})
 
@@ -287,3 +290,5 @@ def test_regime_readings_follow_the_intervals_and_the_hacking_counts():
     assert "both intervals excluding 0: **no**" in lines[0]
     assert "excluding 0: **no**" in lines[1] and "**no (no category)**" in lines[1]
     assert "no category 10.0 -> 12.0" in lines[1]  # the mean over the two seeds: (14 + 10) / 2
+    # the dropped attribute values, read / unread by the rules' dictionary: means (2 + 6) / 2 and (8 + 4) / 2
+    assert "(the anchors rule sees them dropped) 6.0 -> 4.0" in lines[1] and "(no rule sees them) 4.0 -> 6.0" in lines[1]

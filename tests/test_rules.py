@@ -88,3 +88,27 @@ def test_every_gold_rewrite_names_one_category():
     golds = [q.gold for q in world.queries["train"]]
     got = rule_rewards(golds, [""] * len(golds), ("one-category",), world.lexicon.category_names, set())
     assert got.tolist() == [1.0] * len(golds)
+
+
+def test_dropped_attribute_values_are_split_by_what_the_rules_dictionary_reads():
+    from qrw.scorecard import dropped_attribute_values
+    from qrw.shop.judge import render_canonical
+
+    world = World(WorldConfig(seed=1, n_products=300, n_train_queries=60, n_val_queries=10, n_test_queries=40,
+                              n_log_sessions=200))
+    lex = world.lexicon
+    queries = [q for q in world.queries["test"] if len(q.intent.attrs) >= 2][:3]
+    assert len(queries) == 3
+    # drop exactly the first attribute of each intent: the canonical text of the rest
+    dropped = [q.intent.attrs[0][1] for q in queries]
+    rewrites = [render_canonical(lex, type(q.intent)(q.intent.category, q.intent.brand, q.intent.attrs[1:]))
+                for q in queries]
+    assert all(world.perturbation_kind(q.intent, r) == "attribute dropped" for q, r in zip(queries, rewrites))
+    # the reading of query 0 names its dropped value, the others' do not
+    readings = [f"{dropped[0]} {queries[0].intent.category}", queries[1].intent.category, ""]
+    got = dropped_attribute_values(world, queries, rewrites, readings)
+    assert got == {"values dropped, read": 1, "values dropped, unread": 2}
+    # the gold rewrite drops nothing
+    gold = [render_canonical(lex, q.intent) for q in queries]
+    assert dropped_attribute_values(world, queries, gold, readings) == {"values dropped, read": 0,
+                                                                       "values dropped, unread": 0}
