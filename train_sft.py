@@ -11,6 +11,7 @@ Writes a run directory (default ``runs/sft``): ``config.json``, ``tokenizer.json
     python train_sft.py --tasks rewrite      # single-task SFT ablation
     python train_sft.py --no-pretrain        # no stage 0 ablation
     python train_sft.py --label-rewrites 8000  # + stage 1b: a labelling round of the model's own rewrites
+    python train_sft.py --label-rewrites 8000 --label-from runs/grpo  # ... of a GRPO policy's rewrites
     python train_sft.py --resume --out DIR   # continue an interrupted run exactly
     python train_sft.py --init-from-hf DIR   # start from a local Hugging Face Llama (shape, weights, tokenizer)
 
@@ -40,7 +41,7 @@ from qrw.lm.precision import resolve_dtype, set_precision
 from qrw.lm.tokenizer import Tokenizer
 from qrw.log import log_line
 from qrw.rewriter import Rewriter
-from qrw.runs import RunDir, StageLoop, lr_at, set_lr
+from qrw.runs import RunDir, StageLoop, load_run, lr_at, set_lr
 from qrw.scorecard import evaluate_run, format_summary
 from qrw.checkpoint import read_json, write_json
 from qrw.data import relevance_pair_dataset
@@ -163,13 +164,23 @@ def train_stage(model: torch.nn.Module, mixture: TaskMixture, cfg: TrainConfig, 
 LABEL_PAIRS_NAME = "label_pairs.json"  # stage 1b's labelled rewrites (read back when resuming within the stage)
 
 
+def label_source(path: str, world_config: WorldConfig, tok: Tokenizer | None = None, device="cpu"):
+    """The finished run of ``--label-from``, checked against this run's world (and tokenizer, when given)."""
+    source = load_run(path, device)
+    check(source.config["world"] == dataclasses.asdict(world_config),
+          f"--label-from {path} was trained on another world (seed or world flags differ)")
+    check(tok is None or source.tok.to_json() == tok.to_json(), f"--label-from {path} has another tokenizer")
+    return source
+
+
 def labelled_rewrites(model: torch.nn.Module, tok: Tokenizer, world: World, run: SFTRunConfig, run_dir: RunDir,
                       device: torch.device, *, fresh: bool, progress: bool) -> dict[str, list]:
     """Stage 1b's labelling round: ``{"train": pairs, "val": pairs}`` of ``(query, rewrite, grade)``.
 
-    At the stage's start (``fresh``) the model as stage 1 left it samples
+    At the stage's start (``fresh``) the model as stage 1 left it (or, with
+    ``run.label_from``, that finished run's model: a GRPO policy's own drift) samples
     ``run.label_rewrites`` rewrites of training queries and ``run.val_examples`` of
-    validation queries (the tagger's validation set on the model's own rewrites),
+    validation queries (the tagger's validation set on those rewrites),
     the judge labels them, and rank 0 saves them in the run directory; resuming
     within the stage reads them back (the model has moved on since).
     """
@@ -177,14 +188,16 @@ def labelled_rewrites(model: torch.nn.Module, tok: Tokenizer, world: World, run:
     if not fresh:
         saved = read_json(path, "stage 1b's labelled rewrites")
         return {split: [tuple(p) for p in saved[split]] for split in ("train", "val")}
-    pairs = {"train": model_rewrite_pairs(model, tok, world, run.seed, run.label_rewrites, "train", device),
-             "val": model_rewrite_pairs(model, tok, world, run.seed, run.val_examples, "val", device)}
+    sampler = label_source(run.label_from, world.config, tok, device).model if run.label_from else model
+    pairs = {"train": model_rewrite_pairs(sampler, tok, world, run.seed, run.label_rewrites, "train", device),
+             "val": model_rewrite_pairs(sampler, tok, world, run.seed, run.val_examples, "val", device)}
     model.train()
     if distributed.is_main():
         write_json(path, {split: [list(p) for p in v] for split, v in pairs.items()})
     if progress:
         shares = [sum(1 for *_, g in pairs["train"] if g == grade) / len(pairs["train"]) for grade in (0, 1, 2)]
-        print(f"stage 1b: {run.label_rewrites} rewrites of training queries sampled and labelled: "
+        print(f"stage 1b: {run.label_rewrites} rewrites of training queries sampled"
+              f"{' from ' + run.label_from if run.label_from else ''} and labelled: "
               f"{len(pairs['train'])} distinct pairs, grade 0 / 1 / 2: "
               + " / ".join(f"{x:.1%}" for x in shares))
     return pairs
@@ -214,6 +227,8 @@ def main(argv=None) -> int:
               f"--{stage}-pack-len must be <= the model's context window ({context}), got {configs[stage].pack_len}")
         check(configs[stage].batch_size >= distributed.world_size(), f"--{stage}-batch-size must be >= the number "
               f"of processes ({distributed.world_size()}), got {configs[stage].batch_size}")
+    if run.label_from and not args.resume:  # a wrong --label-from fails now, not after stages 0 and 1
+        label_source(run.label_from, configs["world"])
     torch.manual_seed(run.seed)
 
     # ---- world and tokenizer ----------------------------------------------------------

@@ -87,6 +87,8 @@ class SFTRunConfig:
                               "model and labelled by the judge, as production labels its model's outputs; training "
                               "then continues --label-steps steps with them in the relevance task (0: no stage 1b)")
     label_share: float = arg(0.5, "stage 1b: share of each batch's relevance slots given to the labelled rewrites")
+    label_from: str = arg("", "stage 1b: sample the rewrites to label from this finished run's model instead (a GRPO "
+                          "run: the policy's own drift, a reward-model refresh), same world and tokenizer")
     val_examples: int = arg(256, "validation examples per task for the periodic validation loss")
     dtype: str = arg("fp32", "compute precision: 'fp32', 'bf16' (autocast, float32 weights and optimizer state; "
                      "1.5x faster here but measured worse after GRPO, README), or 'auto' (bf16 where the hardware "
@@ -104,6 +106,7 @@ class SFTRunConfig:
         check(0 < self.label_share < 1, f"--label-share must be in (0, 1) (got {self.label_share})")
         check(self.label_rewrites == 0 or "relevance" in self.task_list,
               "--label-rewrites needs the relevance task (--tasks rewrite,relevance)")
+        check(not self.label_from or self.label_rewrites > 0, "--label-from needs --label-rewrites N")
         check(self.relevance_wrong_values >= 1, "--relevance-wrong-values must be >= 1")
         check(self.relevance_data in RELEVANCE_DATA,
               f"--relevance-data must be one of {', '.join(RELEVANCE_DATA)} (got {self.relevance_data!r})")

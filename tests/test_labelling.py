@@ -144,3 +144,22 @@ def test_stage_1b_resumes_bitwise(label_run, tmp_path, cut):
     assert_bitwise_equal(weights(out), weights(label_run))
     assert training_records(out) == training_records(label_run)
     assert json.loads((out / "label_pairs.json").read_text()) == json.loads((label_run / "label_pairs.json").read_text())
+
+
+def test_label_from_samples_another_runs_model(label_run, tmp_path, cli_error):
+    """``--label-from RUN``: stage 1b labels RUN's rewrites (a GRPO policy's own drift), not its own model's."""
+    out = tmp_path / "refresh"
+    assert train_sft.main(LABEL + ["--out", str(out), "--label-from", str(label_run)]) == 0
+    source = load_run(label_run)
+    expected = model_rewrite_pairs(source.model, source.tok, source.world, 0, 40, "train", torch.device("cpu"))
+    saved = json.loads((out / "label_pairs.json").read_text())
+    assert [tuple(p) for p in saved["train"]] == expected
+    # label_run's own pairs came from its model at the end of stage 1, four steps earlier: other samples
+    assert saved["train"] != json.loads((label_run / "label_pairs.json").read_text())["train"]
+    assert json.loads((out / "config.json").read_text())["run"]["label_from"] == str(label_run)
+    # another world (seed) or no stage 1b: one line each, before anything is trained or written
+    assert "trained on another world" in cli_error(train_sft.main, *LABEL, "--seed", "1", "--out", str(tmp_path / "x"),
+                                                  "--label-from", str(label_run))
+    assert not (tmp_path / "x").exists()
+    assert "--label-from needs --label-rewrites" in cli_error(train_sft.main, *TINY, "--out", str(tmp_path / "y"),
+                                                            "--label-from", str(label_run))
