@@ -292,3 +292,12 @@ def test_regime_readings_follow_the_intervals_and_the_hacking_counts():
     assert "no category 10.0 -> 12.0" in lines[1]  # the mean over the two seeds: (14 + 10) / 2
     # the dropped attribute values, read / unread by the rules' dictionary: means (2 + 6) / 2 and (8 + 4) / 2
     assert "(the anchors rule sees them dropped) 6.0 -> 4.0" in lines[1] and "(no rule sees them) 4.0 -> 6.0" in lines[1]
+
+
+def test_a_claim_not_reproduced_says_when_every_seed_agrees_in_sign():
+    from qrw.reproduce import _seeds_agree_text
+
+    assert "(+0.013, +0.056, +0.211)" in _seeds_agree_text([0.013, 0.056, 0.211])
+    assert _seeds_agree_text([-0.01, -0.02]) != ""
+    assert _seeds_agree_text([0.013, -0.056, 0.211]) == ""  # mixed signs: nothing to say
+    assert _seeds_agree_text([0.2]) == ""  # one seed: its own interval says it all
