@@ -297,7 +297,7 @@ def claim_pretraining(cmp: dict, rows: dict, n_log_only: int) -> str:
             f"{tail[1]['accuracy']:.3f}, recall@10 {tail[0]['recall']:.3f} vs {tail[1]['recall']:.3f}. "
             + log_only_text
             + f"Reading: accuracy or recall up with an interval excluding 0: {verdict(helps)}."
-            + ("" if helps else _seeds_agree_text(c["accuracy"]["per_seed"]) +
+            + ("" if helps else _seeds_agree_text(c["accuracy"].get("per_seed", [])) +
                " Likely reason: stage 0 teaches the log-only variants only weakly in its 600 steps on a "
                "2M-parameter model, and what remains of its effect is no larger than the variation between "
                "seeds (and between runs: float rounding alone moves accuracy by about 0.01 between runs of the "
