@@ -47,7 +47,7 @@ from qrw.checkpoint import read_json, write_json
 from qrw.data import relevance_pair_dataset
 from qrw.sft import (DEFAULT_LABEL, DEFAULT_PRETRAIN, DEFAULT_SFT, SFTRunConfig, TrainConfig, accumulate_gradients,
                      default_configs, evaluate_loss, label_mixture, make_optimizer, model_rewrite_pairs,
-                     pretrain_mixture, sft_mixture, target_tokens, validation_sets)
+                     ood_rewrite_pairs, pretrain_mixture, sft_mixture, target_tokens, validation_sets)
 from qrw.shop.shop import Shop
 from qrw.shop.world import World, WorldConfig
 
@@ -191,13 +191,16 @@ def labelled_rewrites(model: torch.nn.Module, tok: Tokenizer, world: World, run:
     sampler = label_source(run.label_from, world.config, tok, device).model if run.label_from else model
     pairs = {"train": model_rewrite_pairs(sampler, tok, world, run.seed, run.label_rewrites, "train", device),
              "val": model_rewrite_pairs(sampler, tok, world, run.seed, run.val_examples, "val", device)}
+    if run.label_ood:  # the gate's hard negatives: what the sampler writes for products the shop does not sell
+        pairs["train"] += ood_rewrite_pairs(sampler, tok, world, run.seed, run.label_ood, device)
     model.train()
     if distributed.is_main():
         write_json(path, {split: [list(p) for p in v] for split, v in pairs.items()})
     if progress:
         shares = [sum(1 for *_, g in pairs["train"] if g == grade) / len(pairs["train"]) for grade in (0, 1, 2)]
         print(f"stage 1b: {run.label_rewrites} rewrites of training queries sampled"
-              f"{' from ' + run.label_from if run.label_from else ''} and labelled: "
+              f"{' from ' + run.label_from if run.label_from else ''}"
+              f"{f' (and {run.label_ood} of out-of-domain queries, label 0)' if run.label_ood else ''} and labelled: "
               f"{len(pairs['train'])} distinct pairs, grade 0 / 1 / 2: "
               + " / ".join(f"{x:.1%}" for x in shares))
     return pairs

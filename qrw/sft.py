@@ -51,6 +51,7 @@ from qrw.lm.model import PRESETS
 from qrw.lm.precision import DTYPES
 from qrw.lm.tokenizer import Tokenizer
 from qrw.rewriter import EMPTY_REWRITE_TAG, Rewriter
+from qrw.shop.ood import MAX_OOD_QUERIES, ood_queries
 from qrw.shop.relevance import RELEVANCE_DATA, label_rewrites
 from qrw.shop.world import World, WorldConfig
 
@@ -89,6 +90,9 @@ class SFTRunConfig:
     label_share: float = arg(0.5, "stage 1b: share of each batch's relevance slots given to the labelled rewrites")
     label_from: str = arg("", "stage 1b: sample the rewrites to label from this finished run's model instead (a GRPO "
                           "run: the policy's own drift, a reward-model refresh), same world and tokenizer")
+    label_ood: int = arg(0, "stage 1b: also sample one rewrite of each of this many out-of-domain queries (products "
+                         "the shop does not sell: qrw.shop.ood's train split, whose nouns val and test never use), "
+                         "labelled 0 (nothing the query asks for is sold): the serving gate's hard negatives")
     val_examples: int = arg(256, "validation examples per task for the periodic validation loss")
     dtype: str = arg("fp32", "compute precision: 'fp32', 'bf16' (autocast, float32 weights and optimizer state; "
                      "1.5x faster here but measured worse after GRPO, README), or 'auto' (bf16 where the hardware "
@@ -107,6 +111,9 @@ class SFTRunConfig:
         check(self.label_rewrites == 0 or "relevance" in self.task_list,
               "--label-rewrites needs the relevance task (--tasks rewrite,relevance)")
         check(not self.label_from or self.label_rewrites > 0, "--label-from needs --label-rewrites N")
+        check(0 <= self.label_ood <= MAX_OOD_QUERIES,
+              f"--label-ood must be between 0 and {MAX_OOD_QUERIES} (got {self.label_ood})")
+        check(self.label_ood == 0 or self.label_rewrites > 0, "--label-ood needs --label-rewrites N")
         check(self.relevance_wrong_values >= 1, "--relevance-wrong-values must be >= 1")
         check(self.relevance_data in RELEVANCE_DATA,
               f"--relevance-data must be one of {', '.join(RELEVANCE_DATA)} (got {self.relevance_data!r})")
@@ -334,6 +341,29 @@ def model_rewrite_pairs(model: torch.nn.Module, tok: Tokenizer, world: World, se
     rewrites = Rewriter(model, tok, device).rewrite([q.text for q in chosen], temperature=LABEL_TEMPERATURE,
                                                    generator=generator)
     return label_rewrites(world, chosen, [r if r else EMPTY_REWRITE_TAG for r in rewrites])
+
+
+def ood_rewrite_pairs(model: torch.nn.Module, tok: Tokenizer, world: World, seed: int, n: int,
+                      device: torch.device) -> list[tuple[str, str, int]]:
+    """Stage 1b's out-of-domain labels: one rewrite of each of ``n`` out-of-domain queries, each labelled 0.
+
+    The queries are :mod:`qrw.shop.ood`'s ``train`` split (the nouns the gate's
+    val and test queries never use); the judge reads no intent in them, so no
+    rewrite is equivalent: the shop sells nothing they ask for (the label
+    :func:`qrw.shop.relevance.training_pairs` gives its out-of-domain pairs).
+    Sampled as :func:`model_rewrite_pairs` samples, from a stream of their own:
+    what the model actually writes for such a query (``grey oak doormat`` ->
+    ``jeans grey``) is the hard negative that random catalog rewrites are not.
+    Each ``(query, rewrite)`` pair once; deterministic for a given model and ``seed``.
+    """
+    check(1 <= n <= MAX_OOD_QUERIES, f"out-of-domain labels: n must be between 1 and {MAX_OOD_QUERIES} (got {n})")
+    texts = ood_queries(world.config.seed, n, "train")
+    for text in texts:
+        invariant(world.judge.parse(text) is None, f"out-of-domain query {text!r} names a catalog product")
+    generator = torch.Generator(device=device).manual_seed(mix_seed(seed, LABEL_STREAM * 10_007 + 3))
+    rewrites = Rewriter(model, tok, device).rewrite(texts, temperature=LABEL_TEMPERATURE, generator=generator)
+    pairs = dict.fromkeys((text, r if r else EMPTY_REWRITE_TAG) for text, r in zip(texts, rewrites))
+    return [(text, rewrite, 0) for text, rewrite in pairs]
 
 
 def label_mixture(world: World, tok: Tokenizer, run: SFTRunConfig, label: TrainConfig, max_len: int,

@@ -18,7 +18,8 @@ from qrw.data import TASKS
 from qrw.lm.model import ModelConfig, Transformer
 from qrw.lm.tokenizer import Tokenizer
 from qrw.runs import final_stage, load_run
-from qrw.sft import SFTRunConfig, TrainConfig, label_mixture, model_rewrite_pairs, sft_mixture
+from qrw.sft import SFTRunConfig, TrainConfig, label_mixture, model_rewrite_pairs, ood_rewrite_pairs, sft_mixture
+from qrw.shop.ood import ood_queries
 from qrw.shop.relevance import label_rewrites
 from qrw.shop.world import World, WorldConfig
 from test_scripts import TINY, assert_bitwise_equal, training_records, weights
@@ -97,6 +98,20 @@ def test_final_stage_of_a_run_config():
     assert final_stage({"kind": "grpo", "grpo": {"steps": 5}}) == "grpo"
 
 
+def test_out_of_domain_pairs_are_the_models_samples_labelled_0(world, model_and_tok):
+    """``--label-ood N``: one sample for each of the first N out-of-domain train queries, label 0, deterministic."""
+    model, tok = model_and_tok
+    cpu = torch.device("cpu")
+    a = ood_rewrite_pairs(model, tok, world, 0, 30, cpu)
+    assert a == ood_rewrite_pairs(model, tok, world, 0, 30, cpu) and a != ood_rewrite_pairs(model, tok, world, 1, 30, cpu)
+    texts = ood_queries(world.config.seed, 30, "train")
+    assert [q for q, _, _ in a] == texts  # one rewrite each (30 distinct queries: no pair repeats), in order
+    assert all(r and label == 0 for _, r, label in a)
+    assert not set(texts) & set(ood_queries(world.config.seed, 300, "val") + ood_queries(world.config.seed, 300, "test"))
+    with pytest.raises(ValueError, match="between 1 and"):
+        ood_rewrite_pairs(model, tok, world, 0, 0, cpu)
+
+
 LABEL = TINY + ["--label-rewrites", "40", "--label-steps", "4"]  # 8 pretrain + 12 SFT + 4 stage-1b steps
 
 
@@ -163,3 +178,21 @@ def test_label_from_samples_another_runs_model(label_run, tmp_path, cli_error):
     assert not (tmp_path / "x").exists()
     assert "--label-from needs --label-rewrites" in cli_error(train_sft.main, *TINY, "--out", str(tmp_path / "y"),
                                                             "--label-from", str(label_run))
+
+
+def test_label_ood_adds_out_of_domain_samples_to_the_labels(label_run, tmp_path, cli_error):
+    """``--label-ood N`` adds the model's rewrites of N out-of-domain train queries, label 0, to stage 1b's pairs."""
+    out = tmp_path / "ood"
+    assert train_sft.main(LABEL + ["--out", str(out), "--label-ood", "12"]) == 0
+    saved = json.loads((out / "label_pairs.json").read_text())
+    plain = json.loads((label_run / "label_pairs.json").read_text())
+    assert saved["train"][:len(plain["train"])] == plain["train"] and saved["val"] == plain["val"]
+    extra = saved["train"][len(plain["train"]):]
+    run = load_run(out)
+    assert [q for q, _, _ in extra] == ood_queries(run.world.config.seed, 12, "train")
+    assert all(label == 0 and run.world.judge.parse(q) is None for q, _, label in extra)
+    assert json.loads((out / "config.json").read_text())["run"]["label_ood"] == 12
+    assert "--label-ood needs --label-rewrites" in cli_error(train_sft.main, *TINY, "--out", str(tmp_path / "y"),
+                                                           "--label-ood", "5")
+    assert "--label-ood must be between 0 and" in cli_error(train_sft.main, *LABEL, "--out", str(tmp_path / "z"),
+                                                          "--label-ood", "-1")
