@@ -135,6 +135,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--gate-target", type=float, default=GATE_TARGET,
                    help="--gate auto: the share of out-of-domain val queries the threshold may serve a rewrite "
                         f"(default {GATE_TARGET})")
+    p.add_argument("--gate-judge", default=None, metavar="RUN",
+                   help="--gate: score the rewrites with this finished run's tagger (same world), e.g. a relevance "
+                        "model refreshed after GRPO (default: the run's own tagger; a GRPO run's SFT init's)")
     p.add_argument("--ood-queries", type=int, default=OOD_QUERIES,
                    help=f"--gate: out-of-domain queries per split (default {OOD_QUERIES})")
     p.add_argument("--json", action="store_true",
@@ -178,6 +181,7 @@ def offline_main(args: argparse.Namespace) -> int:
     from qrw.runs import load_run
 
     gate = parse_gate(args.gate, args.split)
+    check(args.gate_judge is None or gate is not None, "--gate-judge needs --gate (THRESHOLD or auto)")
     check(0.0 <= args.gate_target < 1.0, f"--gate-target must be in [0, 1) (got {args.gate_target})")
     check(2 <= args.ood_queries <= MAX_OOD_QUERIES,
           f"--ood-queries must be between 2 and {MAX_OOD_QUERIES} (got {args.ood_queries})")
@@ -192,14 +196,22 @@ def offline_main(args: argparse.Namespace) -> int:
     results = evaluate_run(ctx, rewriter, name=name, split=args.split, baselines=args.baselines,
                            tagging=source is not None)
     if gate is not None:
-        judge = None
-        if loaded.config.get("kind") == "grpo":  # score with the frozen SFT init's tagger, the reward's relevance model
+        judge, judge_name = None, "frozen SFT init's tagger (the reward's relevance model)"
+        if args.gate_judge is not None:
+            other = load_run(args.gate_judge, device)
+            check(other.config["world"] == loaded.config["world"],
+                  f"--gate-judge {args.gate_judge} was trained on another world than {args.ckpt}: "
+                  + _world_diff(other.config["world"], loaded.config["world"]))
+            check(tagger_source(other.config) is not None,
+                  f"--gate-judge {args.gate_judge} was trained without the relevance task: it has no tagger")
+            judge, judge_name = other.rewriter(device), f"tagger of {args.gate_judge} (--gate-judge)"
+        elif loaded.config.get("kind") == "grpo":  # score with the frozen SFT init's tagger, the reward's relevance model
             init = Path(loaded.config["run"]["init"])
             check((init / "config.json").exists(), f"--gate on a GRPO run scores rewrites with its SFT init's tagger, "
                                                    f"and its init {init} is not there")
             judge = load_run(init, device).rewriter(device)
         evaluate_gate(ctx, rewriter, results, threshold=gate, target=args.gate_target, n_ood=args.ood_queries,
-                      judge=judge, score=args.gate_score)
+                      judge=judge, score=args.gate_score, judge_name=judge_name)
     results.pop("rewrites")
     results.pop("well_formed")
     results.update(kind=loaded.config.get("kind"), k=args.k, tagger=source)
@@ -312,12 +324,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     check(1 <= args.k <= 100, f"--k must be between 1 and 100 (got {args.k})")
     if args.paired is not None:
-        check(args.ab is None and args.gate is None and not args.baselines and args.users is None,
-              "--paired takes no --ab, --gate, --baselines or --users")
+        check(args.ab is None and args.gate is None and args.gate_judge is None and not args.baselines
+              and args.users is None, "--paired takes no --ab, --gate, --gate-judge, --baselines or --users")
         return paired_main(args)
     if args.ab is not None:
         check(not args.baselines, "--baselines applies to the offline evaluation (--ckpt without --ab)")
-        check(args.gate is None, "--gate applies to the offline evaluation (--ckpt without --ab)")
+        check(args.gate is None and args.gate_judge is None,
+              "--gate and --gate-judge apply to the offline evaluation (--ckpt without --ab)")
         return ab_main(args)
     check(args.ckpt is not None, "give --ckpt DIR (offline evaluation) or --ab CONTROL TREATMENT (A/B test)")
     check(args.users is None, "--users applies to the A/B test (--ab CONTROL TREATMENT)")

@@ -206,7 +206,8 @@ def _served_share(served: list) -> float:
 
 
 def evaluate_gate(ctx: Shop, rewriter, results: dict, *, threshold: float | str, target: float = GATE_TARGET,
-                  n_ood: int = OOD_QUERIES, n_samples: int = 5, judge=None, score: str = "equivalent") -> dict:
+                  n_ood: int = OOD_QUERIES, n_samples: int = 5, judge=None, score: str = "equivalent",
+                  judge_name: str = "frozen SFT init's tagger (the reward's relevance model)") -> dict:
     """The serving gate on :func:`evaluate_run`'s ``results`` (with its ``rewrites``), added to them in place.
 
     ``judge``: the model whose tagger scores the rewrites (default ``rewriter``'s own);
@@ -214,6 +215,7 @@ def evaluate_gate(ctx: Shop, rewriter, results: dict, *, threshold: float | str,
     (:meth:`qrw.rewriter.Rewriter.gate_scores`).
     For a GRPO run pass its frozen SFT init, the relevance model of its reward: the
     policy's updates move the tagger it shares weights with, uncalibrating it.
+    ``judge_name``: what ``judge`` is, for the report.
 
     ``threshold``: a number in [0, 1], or ``"auto"``: chosen on validation data
     by :func:`choose_gate_threshold` from the out-of-domain val queries, with
@@ -279,8 +281,7 @@ def evaluate_gate(ctx: Shop, rewriter, results: dict, *, threshold: float | str,
     results["gate"] = {
         "threshold": threshold, "chosen": chosen,
         "score": ("P(label 2 | query, rewrite)" if score == "equivalent" else "1 - P(label 0 | query, rewrite)")
-                 + " of the " + ("model's own tagger" if judge is None else
-                                                          "frozen SFT init's tagger (the reward's relevance model)"),
+                 + " of the " + ("model's own tagger" if judge is None else judge_name),
         "in_domain": in_domain,
         "ood": {"split": split, "n": len(ood), "served_off": _served_share(ood_rewrites),
                 "served_on": _served_share(ood_served),

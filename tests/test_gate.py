@@ -289,7 +289,9 @@ def test_gate_flags_bad_input_is_one_line(smoke_sft_run, tmp_path, cli_error):
                                                           "--gate-target", "1")
     assert "--ood-queries must be between 2" in cli_error(main, "--ckpt", run, "--gate", "0.5",
                                                           "--ood-queries", "1")
-    assert "--gate applies to the offline evaluation" in cli_error(main, "--ab", "none", "gold", "--gate", "0.5")
+    assert "--gate and --gate-judge apply to the offline evaluation" in cli_error(main, "--ab", "none", "gold",
+                                                                                 "--gate", "0.5")
+    assert "--gate-judge needs --gate" in cli_error(main, "--ckpt", run, "--gate-judge", run)
     single = tmp_path / "single-task"
     shutil.copytree(smoke_sft_run, single)
     config = json.loads((single / "config.json").read_text())
@@ -351,3 +353,27 @@ def test_gate_on_a_grpo_run_uses_its_sft_init(smoke_sft_run, tmp_path, capsys, c
     shutil.rmtree(init)
     assert "scores rewrites with its SFT init's tagger, and its init" in cli_error(
         main, "--ckpt", str(grpo), "--gate", "0.25", "--ood-queries", "20")
+
+
+def test_gate_judge_scores_with_another_runs_tagger(smoke_sft_run, tmp_path, capsys, cli_error):
+    """``--gate-judge RUN``: the rewrites are the run's, the scores RUN's tagger's; RUN of another world is one line."""
+    import train_sft
+
+    assert main(["--ckpt", str(smoke_sft_run), "--gate", "0.25", "--ood-queries", "20", "--json"]) == 0
+    own = json.loads(capsys.readouterr().out)["gate"]
+    other = tmp_path / "other"  # the same world, other weights (fewer steps)
+    config = json.loads((smoke_sft_run / "config.json").read_text())
+    assert train_sft.main(["--smoke", "--quiet", "--out", str(other), "--sft-steps", "3", "--pretrain-steps", "1",
+                           "--seed", str(config["world"]["seed"])]) == 0
+    capsys.readouterr()
+    assert main(["--ckpt", str(smoke_sft_run), "--gate", "0.25", "--ood-queries", "20", "--json",
+                 "--gate-judge", str(other)]) == 0
+    judged = json.loads(capsys.readouterr().out)["gate"]
+    assert f"tagger of {other} (--gate-judge)" in judged["score"]
+    assert [s["rewrite"] for s in judged["ood"]["samples"]] == [s["rewrite"] for s in own["ood"]["samples"]]
+    assert [s["score"] for s in judged["ood"]["samples"]] != [s["score"] for s in own["ood"]["samples"]]
+    elsewhere = tmp_path / "elsewhere"
+    assert train_sft.main(["--smoke", "--quiet", "--out", str(elsewhere), "--sft-steps", "1", "--pretrain-steps", "1",
+                           "--seed", str(config["world"]["seed"] + 1)]) == 0
+    assert "was trained on another world" in cli_error(main, "--ckpt", str(smoke_sft_run), "--gate", "0.25",
+                                                       "--gate-judge", str(elsewhere))
