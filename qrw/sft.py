@@ -51,7 +51,7 @@ from qrw.lm.model import PRESETS
 from qrw.lm.precision import DTYPES
 from qrw.lm.tokenizer import Tokenizer
 from qrw.rewriter import EMPTY_REWRITE_TAG, Rewriter
-from qrw.shop.ood import MAX_OOD_QUERIES, ood_queries
+from qrw.shop.ood import MAX_OOD_QUERIES, checked_ood_queries
 from qrw.shop.relevance import RELEVANCE_DATA, label_rewrites
 from qrw.shop.world import World, WorldConfig
 
@@ -357,9 +357,7 @@ def ood_rewrite_pairs(model: torch.nn.Module, tok: Tokenizer, world: World, seed
     Each ``(query, rewrite)`` pair once; deterministic for a given model and ``seed``.
     """
     check(1 <= n <= MAX_OOD_QUERIES, f"out-of-domain labels: n must be between 1 and {MAX_OOD_QUERIES} (got {n})")
-    texts = ood_queries(world.config.seed, n, "train")
-    for text in texts:
-        invariant(world.judge.parse(text) is None, f"out-of-domain query {text!r} names a catalog product")
+    texts = checked_ood_queries(world, n, "train")
     generator = torch.Generator(device=device).manual_seed(mix_seed(seed, LABEL_STREAM * 10_007 + 3))
     rewrites = Rewriter(model, tok, device).rewrite(texts, temperature=LABEL_TEMPERATURE, generator=generator)
     pairs = dict.fromkeys((text, r if r else EMPTY_REWRITE_TAG) for text, r in zip(texts, rewrites))

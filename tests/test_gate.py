@@ -72,7 +72,7 @@ def test_shop_checks_its_ood_queries(world, monkeypatch):
     shop = Shop(world)
     assert shop.ood_queries("test", 30) == ood_queries(world.config.seed, 30, "test")
     catalog_query = world.queries["test"][0].text
-    monkeypatch.setattr("qrw.shop.shop.ood_queries", lambda seed, n, split: [catalog_query])
+    monkeypatch.setattr("qrw.shop.ood.ood_queries", lambda seed, n, split: [catalog_query])
     with pytest.raises(ValueError, match="names a catalog product"):
         shop.ood_queries("test", 1)
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qrw.config import check
+from qrw.config import check, invariant
 
 OOD_SPLITS = ("train", "val", "test")
 MAX_OOD_QUERIES = 5000  # per split; far below the distinct combinations the tables allow
@@ -125,3 +125,11 @@ def ood_queries(seed: int, n: int, split: str) -> list[str]:
         words = fillers + ([noun] + rest if rng.random() < _P_NOUN_FIRST else rest + [noun]) + after
         out.setdefault(" ".join(words), None)
     return list(out)
+
+
+def checked_ood_queries(world, n: int, split: str) -> list[str]:
+    """:func:`ood_queries` of ``world``'s seed, each checked: ``world.judge`` reads no intent in it."""
+    texts = ood_queries(world.config.seed, n, split)
+    for text in texts:
+        invariant(world.judge.parse(text) is None, f"out-of-domain query {text!r} names a catalog product")
+    return texts

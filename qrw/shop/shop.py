@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from qrw.config import UserError, invariant
+from qrw.config import UserError
 from qrw.shop.baselines import DictionaryRewriter, gold_rewrites
 from qrw.shop.metrics import rewrite_metrics, summarize
-from qrw.shop.ood import ood_queries
+from qrw.shop.ood import checked_ood_queries
 from qrw.shop.search import SearchEngine
 from qrw.shop.users import UserSimulator
 from qrw.shop.world import World
@@ -51,10 +51,7 @@ class Shop:
 
         Checked: the judge reads no intent in any of them (every catalog query parses to its own).
         """
-        texts = ood_queries(self.world.config.seed, n, split)
-        for text in texts:
-            invariant(self.world.judge.parse(text) is None, f"out-of-domain query {text!r} names a catalog product")
-        return texts
+        return checked_ood_queries(self.world, n, split)
 
     def score(self, queries, rewrites: list[str | None]) -> dict[str, dict[str, float]]:
         """Per-segment and overall means of the page metrics, plus rewrite length and diversity.
