@@ -12,7 +12,9 @@ out-of-domain val queries), the serving gate beside it: the metrics with a
 rewrite served only when the model's tagger gives it P(equivalent) above the
 threshold, their paired difference with the gate off, and the share of
 out-of-domain queries (products the catalog does not sell) served a rewrite,
-gate off and on.
+gate off and on. ``--gate-query dictionary`` also reads the query: a rewrite is
+served only where the shop's mined dictionary reads a catalog category or brand
+in the query (:meth:`qrw.shop.shop.Shop.reads_product`).
 
 Offline, paired (``python -m qrw.evaluate --paired BEFORE AFTER``): two rewriters
 (run directories of one world, or baselines) on the same split's queries, per-query
@@ -41,8 +43,8 @@ import numpy as np
 
 from qrw.config import Parser, UserError, check, config_from_dict, resolve_device, run_main
 from qrw.rewriter import GATE_SCORES
-from qrw.scorecard import (GATE_TARGET, OOD_QUERIES, evaluate_gate, evaluate_run, format_summary, run_name,
-                           tagger_source)
+from qrw.scorecard import (GATE_QUERY_CHECKS, GATE_TARGET, OOD_QUERIES, evaluate_gate, evaluate_run, format_summary,
+                           run_name, tagger_source)
 from qrw.shop.abtest import AB_METRICS, MAX_AB_USERS, ab_test
 from qrw.shop.metrics import page_grades
 from qrw.shop.ood import MAX_OOD_QUERIES
@@ -138,6 +140,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--gate-judge", default=None, metavar="RUN",
                    help="--gate: score the rewrites with this finished run's tagger (same world), e.g. a relevance "
                         "model refreshed after GRPO (default: the run's own tagger; a GRPO run's SFT init's)")
+    p.add_argument("--gate-query", default="none", choices=list(GATE_QUERY_CHECKS),
+                   help="--gate: also read the query: dictionary serves a rewrite only when the shop's mined "
+                        "dictionary reads a catalog category or brand in the query (default: none, the tagger alone)")
     p.add_argument("--ood-queries", type=int, default=OOD_QUERIES,
                    help=f"--gate: out-of-domain queries per split (default {OOD_QUERIES})")
     p.add_argument("--json", action="store_true",
@@ -182,6 +187,7 @@ def offline_main(args: argparse.Namespace) -> int:
 
     gate = parse_gate(args.gate, args.split)
     check(args.gate_judge is None or gate is not None, "--gate-judge needs --gate (THRESHOLD or auto)")
+    check(args.gate_query == "none" or gate is not None, "--gate-query needs --gate (THRESHOLD or auto)")
     check(0.0 <= args.gate_target < 1.0, f"--gate-target must be in [0, 1) (got {args.gate_target})")
     check(2 <= args.ood_queries <= MAX_OOD_QUERIES,
           f"--ood-queries must be between 2 and {MAX_OOD_QUERIES} (got {args.ood_queries})")
@@ -211,7 +217,7 @@ def offline_main(args: argparse.Namespace) -> int:
                                                    f"and its init {init} is not there")
             judge = load_run(init, device).rewriter(device)
         evaluate_gate(ctx, rewriter, results, threshold=gate, target=args.gate_target, n_ood=args.ood_queries,
-                      judge=judge, score=args.gate_score, judge_name=judge_name)
+                      judge=judge, score=args.gate_score, judge_name=judge_name, query_check=args.gate_query)
     results.pop("rewrites")
     results.pop("well_formed")
     results.update(kind=loaded.config.get("kind"), k=args.k, tagger=source)

@@ -24,7 +24,10 @@ The serving gate (the relevance task at serving time, :meth:`qrw.rewriter.Rewrit
 metrics with the gate on (a rewrite the tagger does not vouch for is not
 served: the query is searched alone), their paired difference with the gate
 off, and the share of out-of-domain queries (:mod:`qrw.shop.ood`) that still
-get a rewrite served, off and on.
+get a rewrite served, off and on. With ``query_check="dictionary"`` the gate
+reads the query too: no rewrite for a query in which the shop reads no product
+(:meth:`qrw.shop.shop.Shop.reads_product`; evaluation only, since it needs the
+shop's mined dictionary, which :class:`~qrw.rewriter.Rewriter` does not hold).
 
 The command ``python -m qrw.evaluate`` prints them (and runs the simulated
 online A/B test of :mod:`qrw.shop.abtest`). Departure from the paper: the
@@ -175,6 +178,9 @@ OOD_QUERIES = 300   # default: out-of-domain queries per split (val to choose th
 # irrelevant (judge grade 0) rewrite was served. Accuracy is not paired: with the gate on it is the accuracy of
 # the served rewrites only (a gated query has no rewrite, as "no rewrite" has none), a different population.
 GATE_DIFFS = ("relevance", "recall", "ucvr", "irrelevant_served")
+# The gate's query check: "none" (the tagger alone), or "dictionary": a rewrite is served only for a query in which
+# the shop's mined dictionary reads a catalog category or brand (qrw.shop.shop.Shop.reads_product).
+GATE_QUERY_CHECKS = ("none", "dictionary")
 
 
 def choose_gate_threshold(ood_scores, target: float = GATE_TARGET) -> float:
@@ -207,7 +213,8 @@ def _served_share(served: list) -> float:
 
 def evaluate_gate(ctx: Shop, rewriter, results: dict, *, threshold: float | str, target: float = GATE_TARGET,
                   n_ood: int = OOD_QUERIES, n_samples: int = 5, judge=None, score: str = "equivalent",
-                  judge_name: str = "frozen SFT init's tagger (the reward's relevance model)") -> dict:
+                  judge_name: str = "frozen SFT init's tagger (the reward's relevance model)",
+                  query_check: str = "none") -> dict:
     """The serving gate on :func:`evaluate_run`'s ``results`` (with its ``rewrites``), added to them in place.
 
     ``judge``: the model whose tagger scores the rewrites (default ``rewriter``'s own);
@@ -216,6 +223,11 @@ def evaluate_gate(ctx: Shop, rewriter, results: dict, *, threshold: float | str,
     For a GRPO run pass its frozen SFT init, the relevance model of its reward: the
     policy's updates move the tagger it shares weights with, uncalibrating it.
     ``judge_name``: what ``judge`` is, for the report.
+    ``query_check`` (:data:`GATE_QUERY_CHECKS`): ``"dictionary"`` also reads the
+    query: a query in which the shop reads no product (:meth:`qrw.shop.shop.Shop.reads_product`)
+    gets score 0, never served; the threshold is then chosen, and the gate
+    measured, on these scores (``ood`` and ``in_domain`` report the share of
+    queries the check passes).
 
     ``threshold``: a number in [0, 1], or ``"auto"``: chosen on validation data
     by :func:`choose_gate_threshold` from the out-of-domain val queries, with
@@ -236,14 +248,26 @@ def evaluate_gate(ctx: Shop, rewriter, results: dict, *, threshold: float | str,
     split, name = results["split"], results["model"]
     queries = ctx.world.queries[split]
     scorer = rewriter if judge is None else judge
+    check(query_check in GATE_QUERY_CHECKS,
+          f"the gate's query check must be one of {', '.join(GATE_QUERY_CHECKS)} (got {query_check!r})")
+
+    def gate_scores(texts: list[str], rewrites: list[str]) -> list[float]:
+        scores = scorer.gate_scores(texts, rewrites, score)
+        if query_check == "none":
+            return scores
+        return [s if read else 0.0 for s, read in zip(scores, ctx.reads_product(texts))]
+
+    def query_share(texts: list[str]) -> float:
+        return 1.0 if query_check == "none" else float(np.mean(ctx.reads_product(texts)))
+
     chosen = None
     if threshold == "auto":
         check(split == "test", "--gate auto chooses the threshold on val: evaluate it on the test split")
         val_texts = [q.text for q in ctx.world.queries["val"]]
         val_ood = ctx.ood_queries("val", n_ood)
-        ood_scores = scorer.gate_scores(val_ood, rewriter.rewrite(val_ood), score)
+        ood_scores = gate_scores(val_ood, rewriter.rewrite(val_ood))
         threshold = choose_gate_threshold(ood_scores, target)
-        in_scores = scorer.gate_scores(val_texts, rewriter.rewrite(val_texts), score)
+        in_scores = gate_scores(val_texts, rewriter.rewrite(val_texts))
         chosen = {"split": "val", "target": target, "n_ood": len(val_ood), "n_in_domain": len(val_texts),
                   "ood_served": float(np.mean(np.asarray(ood_scores) > threshold)),
                   "in_domain_served": float(np.mean(np.asarray(in_scores) > threshold)),
@@ -253,7 +277,8 @@ def evaluate_gate(ctx: Shop, rewriter, results: dict, *, threshold: float | str,
     threshold = float(threshold)
 
     rewrites = results["rewrites"]
-    scores = scorer.gate_scores([q.text for q in queries], rewrites, score)
+    texts = [q.text for q in queries]
+    scores = gate_scores(texts, rewrites)
     served = apply_gate(rewrites, scores, threshold)
     results["rows"][f"{name} + gate"] = ctx.score(queries, served)
     off = rewrite_metrics(ctx.world, ctx.engine, ctx.users, queries, rewrites, k=ctx.k)
@@ -264,6 +289,7 @@ def evaluate_gate(ctx: Shop, rewriter, results: dict, *, threshold: float | str,
     of_segment = np.array([q.segment for q in queries])
     in_domain = {
         "n": len(queries),
+        "query_read": query_share(texts),
         "served": {seg: float(is_served[of_segment == seg].mean()) for seg in ctx.world.SEGMENTS
                    if (of_segment == seg).any()} | {"all": float(is_served.mean())},
         "irrelevant_served": {"off": float(off["irrelevant_served"].mean()),
@@ -276,15 +302,15 @@ def evaluate_gate(ctx: Shop, rewriter, results: dict, *, threshold: float | str,
 
     ood = ctx.ood_queries(split, n_ood)
     ood_rewrites = rewriter.rewrite(ood)
-    ood_scores = scorer.gate_scores(ood, ood_rewrites, score)
+    ood_scores = gate_scores(ood, ood_rewrites)
     ood_served = apply_gate(ood_rewrites, ood_scores, threshold)
     results["gate"] = {
-        "threshold": threshold, "chosen": chosen,
+        "threshold": threshold, "chosen": chosen, "query_check": query_check,
         "score": ("P(label 2 | query, rewrite)" if score == "equivalent" else "1 - P(label 0 | query, rewrite)")
                  + " of the " + ("model's own tagger" if judge is None else judge_name),
         "in_domain": in_domain,
         "ood": {"split": split, "n": len(ood), "served_off": _served_share(ood_rewrites),
-                "served_on": _served_share(ood_served),
+                "served_on": _served_share(ood_served), "query_read": query_share(ood),
                 "samples": [{"query": q, "rewrite": r, "score": s, "served": g is not None}
                             for q, r, s, g in list(zip(ood, ood_rewrites, ood_scores, ood_served))[:n_samples]]},
     }
@@ -293,7 +319,9 @@ def evaluate_gate(ctx: Shop, rewriter, results: dict, *, threshold: float | str,
 
 def format_gate(gate: dict, split: str = "test") -> str:
     """The human-readable report of :func:`evaluate_gate`."""
-    out = [f"serving gate: a rewrite is served iff {gate['score']} > {gate['threshold']:.4f}; "
+    read = "" if gate.get("query_check", "none") == "none" else (
+        f"the shop's {gate['query_check']} reads a catalog category or brand in the query and ")
+    out = [f"serving gate: a rewrite is served iff {read}{gate['score']} > {gate['threshold']:.4f}; "
            f"otherwise the query is searched alone"]
     if gate.get("chosen"):
         c = gate["chosen"]
@@ -303,6 +331,9 @@ def format_gate(gate: dict, split: str = "test") -> str:
     o, d = gate["ood"], gate["in_domain"]
     out.append(f"out-of-domain {o['split']} queries ({o['n']}): rewrite served, gate off {o['served_off']:.1%} | "
                f"gate on {o['served_on']:.1%}")
+    if gate.get("query_check", "none") != "none":
+        out.append(f"query check ({gate['query_check']}): the shop reads a product in {o['query_read']:.1%} of the "
+                   f"out-of-domain and {d['query_read']:.1%} of the in-domain {split} queries")
     segments = ", ".join(f"{s} {v:.1%}" for s, v in d["served"].items() if s != "all")
     irrelevant = d["irrelevant_served"]
     out.append(f"in-domain {split} queries ({d['n']}): rewrite served, gate off 100.0% | gate on "

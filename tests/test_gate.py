@@ -278,6 +278,48 @@ def test_auto_threshold_is_chosen_on_val_out_of_domain_queries(world):
                       threshold="auto", n_ood=20)
 
 
+def test_shop_reads_a_product_only_in_queries_naming_a_catalog_category_or_brand(world):
+    """``Shop.reads_product``: the dictionary's reading of the query names a category or brand; hand-made cases."""
+    shop = Shop(world)
+    phrases = shop.dictionary.catalog_phrases
+    category = next(c for c in world.lexicon.category_names if c in phrases)
+    brand = next(b for b in world.lexicon.brands if b in phrases)
+    colour = next(w for w in ("black", "white", "blue", "red", "grey") if w in phrases and w not in world.lexicon.brands)
+    texts = [category, f"cheap {colour} {category}", brand, colour, f"{colour} sofa", "dinosaur", category.upper()]
+    assert shop.reads_product(texts) == [True, True, True, False, False, False, True]
+    assert shop.dictionary.rewrite([f"{colour} sofa"]) == [colour]  # read, but a colour is no product
+
+
+def test_query_check_serves_only_where_the_shop_reads_a_product(world):
+    """``query_check="dictionary"``: served iff the tagger vouches and the shop reads a product in the query."""
+    shop = Shop(world)
+    rw, probs = gate_stub(world, shop)
+    queries, ood = world.queries["test"], shop.ood_queries("test", 20)
+    read, ood_read = np.array(shop.reads_product([q.text for q in queries])), np.array(shop.reads_product(ood))
+    assert 0 < read.sum() < len(queries)  # both kinds present
+    vouched = np.array([probs[(q.text, q.gold)][2] > 0.5 for q in queries])
+    ood_vouched = np.array([probs[(q, "tripod aluminium")][2] > 0.5 for q in ood])
+    gate = evaluate_gate(shop, rw, evaluate_run(shop, rw, name="stub", baselines=False, tagging=False),
+                         threshold=0.5, n_ood=20, query_check="dictionary")
+    assert gate["query_check"] == "dictionary"
+    assert gate["in_domain"]["served"]["all"] == pytest.approx((vouched & read).mean())
+    assert gate["ood"]["served_on"] == pytest.approx((ood_vouched & ood_read).mean())
+    assert gate["in_domain"]["query_read"] == pytest.approx(read.mean())
+    assert gate["ood"]["query_read"] == pytest.approx(ood_read.mean())
+    assert "query check (dictionary)" in format_gate(gate) and "reads a catalog category or brand" in format_gate(gate)
+    # a judge that vouches for everything: the query check alone decides
+    judge = SimpleNamespace(gate_scores=lambda qs, rs, kind: [1.0] * len(qs))
+    gate = evaluate_gate(shop, rw, evaluate_run(shop, rw, name="stub", baselines=False, tagging=False),
+                         threshold="auto", target=0.0, n_ood=20, judge=judge, query_check="dictionary")
+    any_val_read = bool(np.any(shop.reads_product(shop.ood_queries("val", 20))))
+    assert gate["threshold"] == (1.0 if any_val_read else 0.0)  # the largest val score: 1 (read) or 0 (unread)
+    assert gate["in_domain"]["served"]["all"] == pytest.approx(0.0 if any_val_read else read.mean())
+    assert gate["ood"]["served_on"] == pytest.approx(0.0 if any_val_read else ood_read.mean())
+    with pytest.raises(ValueError, match="query check must be one of"):
+        evaluate_gate(shop, rw, evaluate_run(shop, rw, name="stub", baselines=False, tagging=False),
+                      threshold=0.5, n_ood=20, query_check="vocabulary")
+
+
 # ---- the command -------------------------------------------------------------------------------
 
 def test_gate_flags_bad_input_is_one_line(smoke_sft_run, tmp_path, cli_error):
@@ -292,6 +334,7 @@ def test_gate_flags_bad_input_is_one_line(smoke_sft_run, tmp_path, cli_error):
     assert "--gate and --gate-judge apply to the offline evaluation" in cli_error(main, "--ab", "none", "gold",
                                                                                  "--gate", "0.5")
     assert "--gate-judge needs --gate" in cli_error(main, "--ckpt", run, "--gate-judge", run)
+    assert "--gate-query needs --gate" in cli_error(main, "--ckpt", run, "--gate-query", "dictionary")
     single = tmp_path / "single-task"
     shutil.copytree(smoke_sft_run, single)
     config = json.loads((single / "config.json").read_text())

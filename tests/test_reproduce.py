@@ -201,7 +201,7 @@ def test_two_seeds_end_to_end(tmp_path, smoke_sft_run, monkeypatch, capsys):
         for name, members in HACKING.items():
             assert kinds[name] == sum(kinds[k] for k in members)
     cells = " / ".join(str(data["rewrite_kinds_by_seed"][str(s)]["sft-single"]["no category"]) for s in (0, 1))
-    assert "## Reward hacking: what the rewrites are" in text and f"| single-task SFT | " in text and cells in text
+    assert "## Reward hacking: what the rewrites are" in text and "| single-task SFT | " in text and cells in text
     # the tagger per kind (multi-task run only: single-task SFT trains none), perturbed and held-out mined pairs
     assert "## The relevance tagger, per kind of rewrite" in text and "| perturbed: gold | " in text
     tag = data["tagging_by_seed"]["1"]

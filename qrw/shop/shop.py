@@ -46,6 +46,21 @@ class Shop:
             return gold_rewrites(queries)
         raise UserError(f"unknown baseline {name!r}; expected one of {', '.join(BASELINES)}")
 
+    def reads_product(self, texts: list[str]) -> list[bool]:
+        """Per query: the shop reads a product in it, i.e. its :attr:`dictionary` reading names a catalog category
+        or brand (the query check of the serving gate, ``--gate-query dictionary``).
+
+        Query understanding as a production search team has it without a relevance oracle: the dictionary is
+        mined from training pairs (:class:`~qrw.shop.baselines.DictionaryRewriter`), and a query in which it
+        reads neither a product type nor a brand asks for nothing the shop knows it sells ("dinosaur",
+        "grey leather sofa": only the colour and material are read). It misses what the dictionary never
+        mined: typos ("wahing machine"), log-only variants ("outerwear") and phrases it cannot split.
+        """
+        lexicon = self.world.lexicon
+        products = tuple(lexicon.category_names) + tuple(lexicon.brands)
+        padded = [f" {reading} " for reading in self.dictionary.rewrite([t.lower() for t in texts])]
+        return [any(f" {p} " in r for p in products) for r in padded]
+
     def ood_queries(self, split: str, n: int) -> list[str]:
         """``n`` out-of-domain queries of ``split`` (:mod:`qrw.shop.ood`, seeded by the world's seed).
 
