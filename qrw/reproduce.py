@@ -466,6 +466,7 @@ class SeedEvaluation:
     kinds: dict  # arm -> rewrite kind (and HACKING sum, and DROPPED_VALUES) -> count over the test queries
     tag_detail: dict  # rewriter label -> qrw.scorecard.tagging_metrics (runs that trained a tagger)
     gates: dict  # arm -> the serving gate on it (qrw.scorecard.evaluate_gate), for the GATE_ARMS trained
+    query_gates: dict  # arm -> the same gate with the dictionary's query check (query_check="dictionary")
 
 
 @dataclass
@@ -488,7 +489,8 @@ def evaluate_seed(out: Path, names: list[str], seed: int) -> SeedEvaluation:
 
     Besides the rows: what kinds of rewrites each arm writes (the reward-hacking
     counts), the tagger's accuracy per kind of pair, and the serving gate (threshold
-    chosen on the seed's val queries) on each of :data:`GATE_ARMS` trained.
+    chosen on the seed's val queries) on each of :data:`GATE_ARMS` trained, by the
+    tagger alone and with the query check (:meth:`qrw.shop.shop.Shop.reads_product`).
     """
     runs = {name: load_run(out / name) for name in names}
     world = runs[names[0]].world
@@ -498,16 +500,17 @@ def evaluate_seed(out: Path, names: list[str], seed: int) -> SeedEvaluation:
     ctx = Shop(world)
     queries = world.queries["test"]
     readings = ctx.dictionary.rewrite([q.text for q in queries])  # what the rules' anchors read in each query
-    rows, rewrites, per_query, tagging, kinds, tag_detail, gates = {}, {}, {}, {}, {}, {}, {}
+    rows, rewrites, per_query, tagging, kinds, tag_detail, gates, query_gates = {}, {}, {}, {}, {}, {}, {}, {}
     for i, name in enumerate(names):
         rewriter = runs[name].rewriter()
         res = evaluate_run(ctx, rewriter, name=LABELS[name], baselines=(i == 0),
                            tagging=tagger_source(runs[name].config) == "sft")
         if name in GATE_ARMS:  # a GRPO arm is gated by its frozen SFT init's tagger (qrw.scorecard.evaluate_gate)
             init = GRID[name].init
-            gates[name] = evaluate_gate(ctx, rewriter, res, threshold="auto",
-                                 judge=None if init is None else runs[init].rewriter())
-            del res["rows"][f"{LABELS[name]} + gate"]
+            judge = None if init is None else runs[init].rewriter()
+            for into, check_ in ((gates, "none"), (query_gates, "dictionary")):
+                into[name] = evaluate_gate(ctx, rewriter, res, threshold="auto", judge=judge, query_check=check_)
+                del res["rows"][f"{LABELS[name]} + gate"]
         rows.update(res["rows"])
         rewrites[name] = res["rewrites"]
         per_query[name] = rewrite_metrics(world, ctx.engine, ctx.users, queries, res["rewrites"], k=ctx.k)
@@ -518,7 +521,7 @@ def evaluate_seed(out: Path, names: list[str], seed: int) -> SeedEvaluation:
             tag_detail[LABELS[name]] = res["tagging"]
     log_only = np.array([world.uses_log_only(q) for q in queries], dtype=bool)
     return SeedEvaluation(seed, world, ctx, queries, rows, rewrites, per_query, tagging, log_only, kinds, tag_detail,
-                          gates)
+                          gates, query_gates)
 
 
 def _mean(values) -> float:
@@ -719,28 +722,35 @@ def tagger_kind_table(grid: GridEvaluation) -> list[str]:
 
 
 def gate_lines(grid: GridEvaluation) -> list[str]:
-    """The serving gate, per seed and gated arm: threshold, out-of-domain and in-domain shares served (by the
-    judge's grade of the rewrite), the paired cost."""
-    gated = [(s.seed, arm, s.gates[arm]) for s in grid.seeds for arm in GATE_ARMS if arm in s.gates]
+    """The serving gate, per seed, gated arm and query check: threshold, out-of-domain and in-domain shares served
+    (by the judge's grade of the rewrite), the paired cost."""
+    gated = [(s.seed, arm, check_, gates[arm]) for s in grid.seeds for arm in GATE_ARMS
+             for check_, gates in (("none", s.gates), ("dictionary", s.query_gates)) if arm in gates]
     if not gated:
         return []
     lines = ["A rewrite is served only when a tagger gives it P(equivalent) above a threshold chosen on each seed's "
              "validation queries (the smallest that serves at most 5% of out-of-domain val queries); otherwise the "
              "query is searched alone. The multi-task SFT run is scored by its own tagger, a GRPO run by its frozen "
-             "SFT init's (the reward's relevance model). Out-of-domain queries name products this catalog does not "
-             "sell (`qrw.shop.ood`). \"served by grade\": the share served among the in-domain rewrites the judge "
-             "grades 0 / 1 / 2, how well the tagger tells them apart.", "",
-             "| seed | arm | threshold | OOD served (val) | OOD served (test), off -> on | in-domain served (test) | "
-             "served by grade 0 / 1 / 2 | relevance@10 on - off | recall@10 on - off | UCVR on - off |",
-             "|---:|---|---:|---:|---|---:|---|---|---|---|"]
-    for seed, arm, g in gated:
+             "SFT init's (the reward's relevance model). Query check \"dictionary\" (`--gate-query dictionary`): "
+             "besides, the shop's mined dictionary must read a catalog category or brand in the query "
+             "(`qrw.shop.shop.Shop.reads_product`; \"read\": the share of out-of-domain / in-domain test queries "
+             "where it does). Out-of-domain queries name products this catalog does not sell (`qrw.shop.ood`). "
+             "\"served by grade\": the share served among the in-domain rewrites the judge grades 0 / 1 / 2, how "
+             "well the gate tells them apart.", "",
+             "| seed | arm | query check | threshold | OOD served (val) | OOD served (test), off -> on | read | "
+             "in-domain served (test) | served by grade 0 / 1 / 2 | relevance@10 on - off | recall@10 on - off | "
+             "UCVR on - off |",
+             "|---:|---|---|---:|---:|---|---|---:|---|---|---|---|"]
+    for seed, arm, check_, g in gated:
         d, o = g["in_domain"], g["ood"]
         diffs = " | ".join(ci_text({"diff": d["diff"][m]["lift"], "low": d["diff"][m]["low"],
                                     "high": d["diff"][m]["high"]}) for m in ("relevance", "recall", "ucvr"))
         grades = " / ".join(f"{d['by_grade'][g_]['served']:.0%}" if g_ in d.get("by_grade", {}) else "-"
                             for g_ in ("0", "1", "2"))
-        lines.append(f"| {seed} | {LABELS[arm]} | {g['threshold']:.3f} | {g['chosen']['ood_served']:.1%} | "
-                     f"{o['served_off']:.1%} -> {o['served_on']:.1%} | {d['served']['all']:.1%} | {grades} | {diffs} |")
+        read = "-" if check_ == "none" else f"{o['query_read']:.1%} / {d['query_read']:.1%}"
+        lines.append(f"| {seed} | {LABELS[arm]} | {check_} | {g['threshold']:.4f} | {g['chosen']['ood_served']:.1%} | "
+                     f"{o['served_off']:.1%} -> {o['served_on']:.1%} | {read} | {d['served']['all']:.1%} | {grades} | "
+                     f"{diffs} |")
     return lines
 
 
@@ -854,6 +864,7 @@ def main(argv=None) -> int:
         "rewrite_kinds_by_seed": {str(s.seed): s.kinds for s in grid.seeds},
         "tagging_by_seed": {str(s.seed): s.tag_detail for s in grid.seeds},
         "gate_by_seed": {str(s.seed): s.gates for s in grid.seeds},
+        "query_gate_by_seed": {str(s.seed): s.query_gates for s in grid.seeds},
         "comparisons": {" minus ".join(reversed(key[:2])) + (" (log-only)" if len(key) > 2 else ""): c
                         for key, c in grid.cmp.items()}}) + "\n")
     print("\n".join(lines))

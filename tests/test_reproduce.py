@@ -122,7 +122,7 @@ def test_pooled_comparison_pairs_within_each_seed():
         metrics = {name: {m: np.asarray(v, dtype=float) for m in ("accuracy", "relevance", "recall", "ucvr")}
                    for name, v in (("sft-single", before), ("sft-multi", after))}
         return SeedEvaluation(number, None, None, [None] * len(before), {}, {}, metrics, {},
-                              np.array(log_only, dtype=bool), {}, {}, None)
+                              np.array(log_only, dtype=bool), {}, {}, None, None)
 
     seeds = [seed(0, [0, 0, 1, 1], [1, 0, 1, 1], [1, 1, 0, 0]),  # difference 1/4; log-only queries: 1/2
              seed(5, [0, 0], [1, 1], [1, 0])]  # difference 1; one log-only query: left out of that subset
@@ -215,7 +215,12 @@ def test_two_seeds_end_to_end(tmp_path, smoke_sft_run, monkeypatch, capsys):
         assert 0.0 <= g["threshold"] <= 1.0 and g["chosen"]["split"] == "val" and g["ood"]["served_off"] == 1.0
         by_grade = g["in_domain"]["by_grade"]
         assert sum(v["n"] for v in by_grade.values()) <= len(load_run(out / f"seed-{s}" / "sft-multi").world.queries["test"])
-        assert f"| {s} | multi-task SFT | {g['threshold']:.3f} | " in text
+        assert f"| {s} | multi-task SFT | none | {g['threshold']:.4f} | " in text
+        q = data["query_gate_by_seed"][str(s)]["sft-multi"]  # with the dictionary's query check
+        assert q["query_check"] == "dictionary" and q["in_domain"]["served"]["all"] <= q["in_domain"]["query_read"]
+        assert q["ood"]["served_on"] <= q["ood"]["query_read"] and g["query_check"] == "none"
+        assert f"| {s} | multi-task SFT | dictionary | {q['threshold']:.4f} | " in text
+        assert f"{q['ood']['query_read']:.1%} / {q['in_domain']['query_read']:.1%}" in text
 
     from qrw.config import UserError
     with pytest.raises(UserError, match="--seeds must be >= 1"):
