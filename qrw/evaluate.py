@@ -181,6 +181,33 @@ def parse_gate(text: str | None, split: str) -> float | str | None:
     return value
 
 
+def gate_judge(loaded, device, judge_dir: str | None = None):
+    """``(judge, description)``: whose tagger scores the serving gate of the finished run ``loaded``.
+
+    ``judge_dir`` (``--gate-judge``): that finished run's tagger (same world, trained
+    with the relevance task). Otherwise a GRPO run's frozen SFT init (the reward's
+    relevance model: the policy's updates drift the tagger it shares weights with),
+    and for an SFT run None (its own tagger). One-line UserErrors for what a user can get wrong.
+    """
+    from qrw.runs import load_run
+
+    if judge_dir is not None:
+        other = load_run(judge_dir, device)
+        check(other.config["world"] == loaded.config["world"],
+              f"--gate-judge {judge_dir} was trained on another world than {loaded.path}: "
+              + _world_diff(other.config["world"], loaded.config["world"]))
+        check(tagger_source(other.config) is not None,
+              f"--gate-judge {judge_dir} was trained without the relevance task: it has no tagger")
+        return other.rewriter(device), f"tagger of {judge_dir} (--gate-judge)"
+    name = "frozen SFT init's tagger (the reward's relevance model)"
+    if loaded.config.get("kind") != "grpo":
+        return None, name
+    init = Path(loaded.config["run"]["init"])
+    check((init / "config.json").exists(), f"--gate on a GRPO run scores rewrites with its SFT init's tagger, "
+                                           f"and its init {init} is not there")
+    return load_run(init, device).rewriter(device), name
+
+
 def offline_main(args: argparse.Namespace) -> int:
     """``--ckpt DIR``: the run's greedy rewrites on the split, with --baselines and --gate beside them."""
     from qrw.runs import load_run
@@ -202,20 +229,7 @@ def offline_main(args: argparse.Namespace) -> int:
     results = evaluate_run(ctx, rewriter, name=name, split=args.split, baselines=args.baselines,
                            tagging=source is not None)
     if gate is not None:
-        judge, judge_name = None, "frozen SFT init's tagger (the reward's relevance model)"
-        if args.gate_judge is not None:
-            other = load_run(args.gate_judge, device)
-            check(other.config["world"] == loaded.config["world"],
-                  f"--gate-judge {args.gate_judge} was trained on another world than {args.ckpt}: "
-                  + _world_diff(other.config["world"], loaded.config["world"]))
-            check(tagger_source(other.config) is not None,
-                  f"--gate-judge {args.gate_judge} was trained without the relevance task: it has no tagger")
-            judge, judge_name = other.rewriter(device), f"tagger of {args.gate_judge} (--gate-judge)"
-        elif loaded.config.get("kind") == "grpo":  # score with the frozen SFT init's tagger, the reward's relevance model
-            init = Path(loaded.config["run"]["init"])
-            check((init / "config.json").exists(), f"--gate on a GRPO run scores rewrites with its SFT init's tagger, "
-                                                   f"and its init {init} is not there")
-            judge = load_run(init, device).rewriter(device)
+        judge, judge_name = gate_judge(loaded, device, args.gate_judge)
         evaluate_gate(ctx, rewriter, results, threshold=gate, target=args.gate_target, n_ood=args.ood_queries,
                       judge=judge, score=args.gate_score, judge_name=judge_name, query_check=args.gate_query)
     results.pop("rewrites")

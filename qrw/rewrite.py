@@ -5,6 +5,7 @@ The product in one command::
     python -m qrw.rewrite --ckpt runs/sft "blk kicks for men"
     python -m qrw.rewrite --ckpt runs/grpo "telly 55in" --samples 4 --temperature 1.0
     python -m qrw.rewrite --ckpt runs/sft          # interactive: one query per line, Ctrl-D quits
+    python -m qrw.rewrite --ckpt runs/grpo --gate 0.2 --gate-query dictionary "grey leather sofa"
 
 For each query it prints:
 
@@ -29,6 +30,14 @@ For each query it prints:
    rewrite brought to the page. Metrics are over the 10-slot page the
    evaluation uses; with ``--k`` above 10 the listing shows a longer page.
 
+With ``--gate THRESHOLD`` the serving gate decides whether the greedy rewrite is
+served: it is when the gate's tagger gives it P(equivalent) above THRESHOLD
+(a GRPO run's frozen SFT init's tagger, or ``--gate-judge RUN``'s, as in
+``python -m qrw.evaluate --gate``, which also chooses a threshold on validation
+data: ``--gate auto`` there prints it) and, with ``--gate-query dictionary``,
+the shop reads a catalog category or brand in the query. A withheld rewrite
+leaves page(q) alone as the results.
+
 Input handling: any Unicode is accepted
 (byte-level tokenizer; undecodable bytes become U+FFFD); queries given as
 arguments must not be empty (a one-line error before anything is loaded); in
@@ -48,7 +57,7 @@ import numpy as np
 
 from qrw.config import Parser, check, resolve_device, run_main
 from qrw.lm.tokenizer import normalize_query
-from qrw.scorecard import run_name, tagger_source
+from qrw.scorecard import GATE_QUERY_CHECKS, run_name, tagger_source
 from qrw.shop.judge import COMPLEMENT, EXACT, IRRELEVANT, SUBSTITUTE, render_canonical
 from qrw.shop.lexicon import Intent, Query
 from qrw.shop.metrics import rewrite_metrics
@@ -84,7 +93,8 @@ def describe_intent(intent: Intent | None) -> str:
 class Explainer:
     """A loaded run plus the world's search engine and shoppers: explains one query at a time."""
 
-    def __init__(self, run, device, *, samples: int, temperature: float, k: int, seed: int):
+    def __init__(self, run, device, *, samples: int, temperature: float, k: int, seed: int,
+                 gate: float | None = None, gate_query: str = "none", gate_judge: tuple = (None, "")):
         import torch  # here, not at the top: argument errors come back before torch loads
 
         self.run = run
@@ -94,6 +104,9 @@ class Explainer:
         self.tagger = tagger_source(run.config)
         self.samples, self.temperature, self.k = samples, temperature, k
         self.generator = torch.Generator().manual_seed(seed)  # the samples' only randomness
+        self.gate, self.gate_query = gate, gate_query
+        judge, self.gate_judge_name = gate_judge
+        self.gate_scorer = self.rewriter if judge is None else judge
 
     def prepare(self, text: str) -> tuple[str, list[str]]:
         """(normalised query, notes); UserError when empty."""
@@ -149,15 +162,36 @@ class Explainer:
             parts.append(self._rewards(metrics, i) if metrics is not None else "rewards: n/a (no intent)")
             lines.append(" " * 12 + " | ".join(parts))
         greedy = rewrites[0][1]
+        served = True
+        if self.gate is not None:
+            served, line = self.gate_decision(query, greedy)
+            lines.append(line)
         page_size = max(self.k, METRIC_PAGE)
         before = self.ctx.engine.pages([query], None, page_size)[0]
         after = self.ctx.engine.pages([query], [greedy], page_size)[0]
         grades = self.world.judge.grade_products(intent) if intent is not None else None
         lines.append(f"results before: page(q), top {self.k}")
         lines += self._listing(before, grades, set())
-        lines.append(f"results after: page(q, greedy rewrite), top {self.k}  (+ = brought by the rewrite)")
-        lines += self._listing(after, grades, set(before[:self.k].tolist()))
+        if served:
+            lines.append(f"results after: page(q, greedy rewrite), top {self.k}  (+ = brought by the rewrite)")
+            lines += self._listing(after, grades, set(before[:self.k].tolist()))
+        else:
+            lines.append("results after: the same, page(q) alone (the gate withheld the rewrite)")
         return lines
+
+    def gate_decision(self, query: str, rewrite: str) -> tuple[bool, str]:
+        """Whether the serving gate serves ``rewrite`` for ``query``, and the line that says why."""
+        score = self.gate_scorer.gate_scores([query], [rewrite])[0]
+        vouched = score > self.gate
+        why = [f"P(equivalent) {score:.3f} {'>' if vouched else '<='} {self.gate:g} ({self.gate_judge_name})"]
+        read = True
+        if self.gate_query != "none":
+            read = self.ctx.reads_product([query])[0]
+            reading = self.ctx.dictionary.rewrite([query])[0]
+            why.append(f"the shop reads {'a product' if read else 'no catalog category or brand'} in the query "
+                       f"(dictionary: {reading!r})")
+        served = vouched and read
+        return served, f"gate:    greedy rewrite {'served' if served else 'withheld'}: " + "; ".join(why)
 
     @staticmethod
     def _rewards(metrics: dict, i: int, with_grade: bool = True) -> str:
@@ -193,6 +227,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of --samples (> 0)")
     p.add_argument("--k", type=int, default=5, help="results to list before and after (1 to 50)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled rewrites")
+    p.add_argument("--gate", type=float, default=None, metavar="THRESHOLD",
+                   help="serve the greedy rewrite only when the gate's tagger gives it P(equivalent) above "
+                        "THRESHOLD in [0, 1] (python -m qrw.evaluate --gate auto chooses one on validation data)")
+    p.add_argument("--gate-query", default="none", choices=list(GATE_QUERY_CHECKS),
+                   help="--gate: also read the query: dictionary serves only when the shop's mined dictionary "
+                        "reads a catalog category or brand in it")
+    p.add_argument("--gate-judge", default=None, metavar="RUN",
+                   help="--gate: score with this finished run's tagger (default: the run's own; a GRPO run's SFT "
+                        "init's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     return p.parse_args(argv)
 
@@ -226,13 +269,25 @@ def main(argv=None) -> int:
     check(args.temperature > 0, f"--temperature must be > 0 (got {args.temperature})")
     check(1 <= args.k <= 50, f"--k must be between 1 and 50 (got {args.k})")
     check(args.seed >= 0, f"--seed must be >= 0 (got {args.seed})")
+    check(args.gate is None or 0.0 <= args.gate <= 1.0, f"--gate must be a threshold in [0, 1] (got {args.gate})")
+    check(args.gate is not None or (args.gate_query == "none" and args.gate_judge is None),
+          "--gate-query and --gate-judge need --gate THRESHOLD")
     for i, q in enumerate(args.queries):
         check(bool(normalize_query(clean_text(q))), f"query {i + 1} is empty (only whitespace)")
     device = resolve_device(args.device)
     from qrw.runs import load_run
 
     run = load_run(args.ckpt, device)
-    explainer = Explainer(run, device, samples=args.samples, temperature=args.temperature, k=args.k, seed=args.seed)
+    judge = (None, "")
+    if args.gate is not None:
+        from qrw.evaluate import gate_judge
+
+        check(tagger_source(run.config) is not None,
+              f"--gate needs the relevance tagger, and {args.ckpt} was trained without the relevance task")
+        judge, name = gate_judge(run, device, args.gate_judge)
+        judge = (judge, name if judge is not None else "the run's own tagger")
+    explainer = Explainer(run, device, samples=args.samples, temperature=args.temperature, k=args.k, seed=args.seed,
+                          gate=args.gate, gate_query=args.gate_query, gate_judge=judge)
     try:
         if not args.queries:
             _interactive(explainer)

@@ -138,3 +138,37 @@ def test_clean_text_replaces_undecodable_bytes():
     assert clean_text("ok 手机") == "ok 手机"
     assert clean_text(b"caf\xe9".decode("utf-8", "surrogateescape")) == "caf\ufffd"
     assert clean_text("lone \ud800 surrogate") == "lone ? surrogate"
+
+
+def test_gate_serves_or_withholds_the_greedy_rewrite(run_dir):
+    """``--gate``: served iff the gate's tagger score is above the threshold and (``--gate-query dictionary``)
+    the shop reads a product in the query; a withheld rewrite leaves page(q) alone. Stub scores, planted rewrite."""
+    from types import SimpleNamespace
+
+    run = load_run(run_dir)
+    explainer = Explainer(run, "cpu", samples=0, temperature=1.0, k=3, seed=0, gate=0.5, gate_query="dictionary",
+                          gate_judge=(None, "stub"))
+    read = next(q for q in run.world.queries["test"] if explainer.ctx.reads_product([q.text])[0])
+    explainer.rewrites = lambda text: [("greedy", read.gold)]
+    for text, score, check_, served, why in (
+            (read.text, 0.9, "dictionary", True, "the shop reads a product in the query"),
+            (read.text, 0.5, "dictionary", False, "P(equivalent) 0.500 <= 0.5 (stub)"),
+            ("dinosaur", 0.9, "dictionary", False, "the shop reads no catalog category or brand in the query"),
+            ("dinosaur", 0.9, "none", True, "P(equivalent) 0.900 > 0.5 (stub)")):
+        explainer.gate_scorer = SimpleNamespace(gate_scores=lambda qs, rs, value=score: [value] * len(qs))
+        explainer.gate_query = check_
+        report = "\n".join(explainer.explain(text))
+        assert f"gate:    greedy rewrite {'served' if served else 'withheld'}: " in report and why in report
+        assert ("results after: page(q, greedy rewrite)" in report) == served
+        assert ("results after: the same, page(q) alone (the gate withheld the rewrite)" in report) == (not served)
+
+
+def test_gate_flags(run_dir):
+    result = rewrite_cli("--ckpt", str(run_dir), "kids backpack", "--gate", "1", "--gate-query", "dictionary")
+    assert result.returncode == 0, result.stderr.decode()
+    out = result.stdout.decode()
+    assert "gate:    greedy rewrite withheld: P(equivalent) " in out and "<= 1 (the run's own tagger)" in out
+    assert "--gate must be a threshold in [0, 1]" in one_line_error(rewrite_cli("--ckpt", str(run_dir), "x",
+                                                                                "--gate", "1.5"))
+    assert "--gate-query and --gate-judge need --gate THRESHOLD" in one_line_error(
+        rewrite_cli("--ckpt", str(run_dir), "x", "--gate-query", "dictionary"))
