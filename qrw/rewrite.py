@@ -145,7 +145,8 @@ class Explainer:
             metrics = rewrite_metrics(self.world, self.ctx.engine, self.ctx.users, [q] * len(texts), texts,
                                       k=METRIC_PAGE)
             baseline = rewrite_metrics(self.world, self.ctx.engine, self.ctx.users, [q], None, k=METRIC_PAGE)
-        tag_note = {"sft": "", "sft init": " (the SFT init's tagger)", None: ""}[self.tagger]
+        tag_note = {"sft": "", "sft init": " (trained by the SFT init; here in the GRPO policy's shared, updated "
+                                           "weights)", None: ""}[self.tagger]
         lines.append(f"rewrites: tagger P(irrelevant/partial/equivalent){tag_note}; judge grade; conversion = "
                      f"expected purchases per user; recall@{METRIC_PAGE}; relevance@{METRIC_PAGE}")
         if baseline is not None:
