@@ -12,9 +12,10 @@ out-of-domain val queries), the serving gate beside it: the metrics with a
 rewrite served only when the model's tagger gives it P(equivalent) above the
 threshold, their paired difference with the gate off, and the share of
 out-of-domain queries (products the catalog does not sell) served a rewrite,
-gate off and on. ``--gate-query dictionary`` also reads the query: a rewrite is
-served only where the shop's mined dictionary reads a catalog category or brand
-in the query (:meth:`qrw.shop.shop.Shop.reads_product`).
+gate off and on. ``--gate-query dictionary`` or ``vocabulary`` also reads the
+query: a rewrite is served only where the shop's mined dictionary reads a
+catalog category or brand in the query (:meth:`qrw.shop.shop.Shop.reads_product`),
+or where the shop knows every word of it (:meth:`qrw.shop.shop.Shop.knows_query`).
 
 Offline, paired (``python -m qrw.evaluate --paired BEFORE AFTER``): two rewriters
 (run directories of one world, or baselines) on the same split's queries, per-query
@@ -142,7 +143,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "model refreshed after GRPO (default: the run's own tagger; a GRPO run's SFT init's)")
     p.add_argument("--gate-query", default="none", choices=list(GATE_QUERY_CHECKS),
                    help="--gate: also read the query: dictionary serves a rewrite only when the shop's mined "
-                        "dictionary reads a catalog category or brand in the query (default: none, the tagger alone)")
+                        "dictionary reads a catalog category or brand in the query; vocabulary only when the shop "
+                        "knows every word of it, one typo forgiven in words of 5+ letters (default: none, the "
+                        "tagger alone)")
     p.add_argument("--ood-queries", type=int, default=OOD_QUERIES,
                    help=f"--gate: out-of-domain queries per split (default {OOD_QUERIES})")
     p.add_argument("--json", action="store_true",

@@ -61,8 +61,8 @@ from qrw.config import Parser, UserError, check, run_main
 from qrw.curves import format_curves, loss_curves, read_records, verdict as curve_verdict
 from qrw.evaluate import to_json
 from qrw.runs import load_run
-from qrw.scorecard import (DROPPED_VALUES, HACKING, dropped_attribute_values, evaluate_gate, evaluate_run, rewrite_kinds,
-                            tagger_source)
+from qrw.scorecard import (DROPPED_VALUES, GATE_QUERY_CHECKS, HACKING, dropped_attribute_values, evaluate_gate,
+                            evaluate_run, rewrite_kinds, tagger_source)
 from qrw.shop.abtest import ab_test
 from qrw.shop.metrics import METRICS, page_grades, rewrite_metrics
 from qrw.shop.pooled import pooled_paired_diff
@@ -466,7 +466,7 @@ class SeedEvaluation:
     kinds: dict  # arm -> rewrite kind (and HACKING sum, and DROPPED_VALUES) -> count over the test queries
     tag_detail: dict  # rewriter label -> qrw.scorecard.tagging_metrics (runs that trained a tagger)
     gates: dict  # arm -> the serving gate on it (qrw.scorecard.evaluate_gate), for the GATE_ARMS trained
-    query_gates: dict  # arm -> the same gate with the dictionary's query check (query_check="dictionary")
+    query_gates: dict  # query check ("dictionary", "vocabulary") -> arm -> the same gate with that query check
 
 
 @dataclass
@@ -508,7 +508,8 @@ def evaluate_seed(out: Path, names: list[str], seed: int) -> SeedEvaluation:
         if name in GATE_ARMS:  # a GRPO arm is gated by its frozen SFT init's tagger (qrw.scorecard.evaluate_gate)
             init = GRID[name].init
             judge = None if init is None else runs[init].rewriter()
-            for into, check_ in ((gates, "none"), (query_gates, "dictionary")):
+            for check_ in GATE_QUERY_CHECKS:
+                into = gates if check_ == "none" else query_gates.setdefault(check_, {})
                 into[name] = evaluate_gate(ctx, rewriter, res, threshold="auto", judge=judge, query_check=check_)
                 del res["rows"][f"{LABELS[name]} + gate"]
         rows.update(res["rows"])
@@ -725,19 +726,21 @@ def gate_lines(grid: GridEvaluation) -> list[str]:
     """The serving gate, per seed, gated arm and query check: threshold, out-of-domain and in-domain shares served
     (by the judge's grade of the rewrite), the paired cost."""
     gated = [(s.seed, arm, check_, gates[arm]) for s in grid.seeds for arm in GATE_ARMS
-             for check_, gates in (("none", s.gates), ("dictionary", s.query_gates)) if arm in gates]
+             for check_, gates in (("none", s.gates), *s.query_gates.items()) if arm in gates]
     if not gated:
         return []
     lines = ["A rewrite is served only when a tagger gives it P(equivalent) above a threshold chosen on each seed's "
              "validation queries (the smallest that serves at most 5% of out-of-domain val queries); otherwise the "
              "query is searched alone. The multi-task SFT run is scored by its own tagger, a GRPO run by its frozen "
-             "SFT init's (the reward's relevance model). Query check \"dictionary\" (`--gate-query dictionary`): "
-             "besides, the shop's mined dictionary must read a catalog category or brand in the query "
-             "(`qrw.shop.shop.Shop.reads_product`; \"read\": the share of out-of-domain / in-domain test queries "
-             "where it does). Out-of-domain queries name products this catalog does not sell (`qrw.shop.ood`). "
+             "SFT init's (the reward's relevance model). A query check (`--gate-query`) must pass besides: "
+             "\"dictionary\": the shop's mined dictionary reads a catalog category or brand in the query "
+             "(`qrw.shop.shop.Shop.reads_product`); \"vocabulary\": the shop knows every word of the query, "
+             "one typo forgiven in words of 5+ letters (`qrw.shop.shop.Shop.knows_query`); \"passed\": the share "
+             "of out-of-domain / in-domain test queries that pass it. Out-of-domain queries name products this "
+             "catalog does not sell (`qrw.shop.ood`). "
              "\"served by grade\": the share served among the in-domain rewrites the judge grades 0 / 1 / 2, how "
              "well the gate tells them apart.", "",
-             "| seed | arm | query check | threshold | OOD served (val) | OOD served (test), off -> on | read | "
+             "| seed | arm | query check | threshold | OOD served (val) | OOD served (test), off -> on | passed | "
              "in-domain served (test) | served by grade 0 / 1 / 2 | relevance@10 on - off | recall@10 on - off | "
              "UCVR on - off |",
              "|---:|---|---|---:|---:|---|---|---:|---|---|---|---|"]

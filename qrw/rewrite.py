@@ -35,8 +35,9 @@ served: it is when the gate's tagger gives it P(equivalent) above THRESHOLD
 (a GRPO run's frozen SFT init's tagger, or ``--gate-judge RUN``'s, as in
 ``python -m qrw.evaluate --gate``, which also chooses a threshold on validation
 data: ``--gate auto`` there prints it) and, with ``--gate-query dictionary``,
-the shop reads a catalog category or brand in the query. A withheld rewrite
-leaves page(q) alone as the results.
+the shop reads a catalog category or brand in the query (``vocabulary``: it
+knows every word of the query). A withheld rewrite leaves page(q) alone as the
+results.
 
 Input handling: any Unicode is accepted
 (byte-level tokenizer; undecodable bytes become U+FFFD); queries given as
@@ -57,7 +58,7 @@ import numpy as np
 
 from qrw.config import Parser, check, resolve_device, run_main
 from qrw.lm.tokenizer import normalize_query
-from qrw.scorecard import GATE_QUERY_CHECKS, run_name, tagger_source
+from qrw.scorecard import GATE_QUERY_CHECKS, query_check_passes, run_name, tagger_source
 from qrw.shop.judge import COMPLEMENT, EXACT, IRRELEVANT, SUBSTITUTE, render_canonical
 from qrw.shop.lexicon import Intent, Query
 from qrw.shop.metrics import rewrite_metrics
@@ -185,13 +186,16 @@ class Explainer:
         score = self.gate_scorer.gate_scores([query], [rewrite])[0]
         vouched = score > self.gate
         why = [f"P(equivalent) {score:.3f} {'>' if vouched else '<='} {self.gate:g} ({self.gate_judge_name})"]
-        read = True
-        if self.gate_query != "none":
-            read = self.ctx.reads_product([query])[0]
+        passes = query_check_passes(self.ctx, self.gate_query, [query])[0]
+        if self.gate_query == "dictionary":
             reading = self.ctx.dictionary.rewrite([query])[0]
-            why.append(f"the shop reads {'a product' if read else 'no catalog category or brand'} in the query "
+            why.append(f"the shop reads {'a product' if passes else 'no catalog category or brand'} in the query "
                        f"(dictionary: {reading!r})")
-        served = vouched and read
+        elif self.gate_query == "vocabulary":
+            unknown = [w for w in query.split() if not self.ctx.knows_word(w)]
+            why.append("the shop knows every word of the query" if passes else
+                       f"the shop does not know {', '.join(map(repr, unknown))}")
+        served = vouched and passes
         return served, f"gate:    greedy rewrite {'served' if served else 'withheld'}: " + "; ".join(why)
 
     @staticmethod
@@ -233,7 +237,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "THRESHOLD in [0, 1] (python -m qrw.evaluate --gate auto chooses one on validation data)")
     p.add_argument("--gate-query", default="none", choices=list(GATE_QUERY_CHECKS),
                    help="--gate: also read the query: dictionary serves only when the shop's mined dictionary "
-                        "reads a catalog category or brand in it")
+                        "reads a catalog category or brand in it; vocabulary only when the shop knows every word "
+                        "of it (one typo forgiven in words of 5+ letters)")
     p.add_argument("--gate-judge", default=None, metavar="RUN",
                    help="--gate: score with this finished run's tagger (default: the run's own; a GRPO run's SFT "
                         "init's)")

@@ -24,10 +24,12 @@ The serving gate (the relevance task at serving time, :meth:`qrw.rewriter.Rewrit
 metrics with the gate on (a rewrite the tagger does not vouch for is not
 served: the query is searched alone), their paired difference with the gate
 off, and the share of out-of-domain queries (:mod:`qrw.shop.ood`) that still
-get a rewrite served, off and on. With ``query_check="dictionary"`` the gate
-reads the query too: no rewrite for a query in which the shop reads no product
-(:meth:`qrw.shop.shop.Shop.reads_product`; evaluation only, since it needs the
-shop's mined dictionary, which :class:`~qrw.rewriter.Rewriter` does not hold).
+get a rewrite served, off and on. With a query check (:data:`GATE_QUERY_CHECKS`)
+the gate reads the query too: no rewrite for a query in which the shop reads no
+product (``"dictionary"``, :meth:`qrw.shop.shop.Shop.reads_product`) or that has
+a word the shop has never seen (``"vocabulary"``, :meth:`qrw.shop.shop.Shop.knows_query`).
+Both need the shop, which :class:`~qrw.rewriter.Rewriter` does not hold: the
+commands (``python -m qrw.evaluate``, ``python -m qrw.rewrite``) apply them.
 
 The command ``python -m qrw.evaluate`` prints them (and runs the simulated
 online A/B test of :mod:`qrw.shop.abtest`). Departure from the paper: the
@@ -178,9 +180,22 @@ OOD_QUERIES = 300   # default: out-of-domain queries per split (val to choose th
 # irrelevant (judge grade 0) rewrite was served. Accuracy is not paired: with the gate on it is the accuracy of
 # the served rewrites only (a gated query has no rewrite, as "no rewrite" has none), a different population.
 GATE_DIFFS = ("relevance", "recall", "ucvr", "irrelevant_served")
-# The gate's query check: "none" (the tagger alone), or "dictionary": a rewrite is served only for a query in which
-# the shop's mined dictionary reads a catalog category or brand (qrw.shop.shop.Shop.reads_product).
-GATE_QUERY_CHECKS = ("none", "dictionary")
+# The gate's query check: "none" (the tagger alone); "dictionary": a rewrite is served only for a query in which the
+# shop's mined dictionary reads a catalog category or brand (qrw.shop.shop.Shop.reads_product); "vocabulary": only
+# for a query whose every word the shop knows, one typo forgiven in long words (qrw.shop.shop.Shop.knows_query).
+GATE_QUERY_CHECKS = ("none", "dictionary", "vocabulary")
+QUERY_CHECK_TEXT = {"dictionary": "the shop's dictionary reads a catalog category or brand in the query",
+                    "vocabulary": "the shop knows every word of the query (its titles, logs and training queries; "
+                                  "one typo forgiven from 5 letters)"}
+
+
+def query_check_passes(ctx: Shop, query_check: str, texts: list[str]) -> list[bool]:
+    """Per query, whether it passes the gate's ``query_check`` (:data:`GATE_QUERY_CHECKS`)."""
+    check(query_check in GATE_QUERY_CHECKS,
+          f"the gate's query check must be one of {', '.join(GATE_QUERY_CHECKS)} (got {query_check!r})")
+    if query_check == "none":
+        return [True] * len(texts)
+    return ctx.reads_product(texts) if query_check == "dictionary" else ctx.knows_query(texts)
 
 
 def choose_gate_threshold(ood_scores, target: float = GATE_TARGET) -> float:
@@ -223,11 +238,11 @@ def evaluate_gate(ctx: Shop, rewriter, results: dict, *, threshold: float | str,
     For a GRPO run pass its frozen SFT init, the relevance model of its reward: the
     policy's updates move the tagger it shares weights with, uncalibrating it.
     ``judge_name``: what ``judge`` is, for the report.
-    ``query_check`` (:data:`GATE_QUERY_CHECKS`): ``"dictionary"`` also reads the
-    query: a query in which the shop reads no product (:meth:`qrw.shop.shop.Shop.reads_product`)
-    gets score 0, never served; the threshold is then chosen, and the gate
-    measured, on these scores (``ood`` and ``in_domain`` report the share of
-    queries the check passes).
+    ``query_check`` (:data:`GATE_QUERY_CHECKS`, :func:`query_check_passes`): a query
+    that fails it (``"dictionary"``: the shop reads no product in it;
+    ``"vocabulary"``: it has a word the shop does not know) gets score 0, never
+    served; the threshold is then chosen, and the gate measured, on these scores
+    (``ood`` and ``in_domain`` report the share of queries the check passes).
 
     ``threshold``: a number in [0, 1], or ``"auto"``: chosen on validation data
     by :func:`choose_gate_threshold` from the out-of-domain val queries, with
@@ -248,17 +263,14 @@ def evaluate_gate(ctx: Shop, rewriter, results: dict, *, threshold: float | str,
     split, name = results["split"], results["model"]
     queries = ctx.world.queries[split]
     scorer = rewriter if judge is None else judge
-    check(query_check in GATE_QUERY_CHECKS,
-          f"the gate's query check must be one of {', '.join(GATE_QUERY_CHECKS)} (got {query_check!r})")
+    query_check_passes(ctx, query_check, [])  # a bad name fails here, before any work
 
     def gate_scores(texts: list[str], rewrites: list[str]) -> list[float]:
         scores = scorer.gate_scores(texts, rewrites, score)
-        if query_check == "none":
-            return scores
-        return [s if read else 0.0 for s, read in zip(scores, ctx.reads_product(texts))]
+        return [s if ok else 0.0 for s, ok in zip(scores, query_check_passes(ctx, query_check, texts))]
 
     def query_share(texts: list[str]) -> float:
-        return 1.0 if query_check == "none" else float(np.mean(ctx.reads_product(texts)))
+        return float(np.mean(query_check_passes(ctx, query_check, texts)))
 
     chosen = None
     if threshold == "auto":
@@ -319,8 +331,8 @@ def evaluate_gate(ctx: Shop, rewriter, results: dict, *, threshold: float | str,
 
 def format_gate(gate: dict, split: str = "test") -> str:
     """The human-readable report of :func:`evaluate_gate`."""
-    read = "" if gate.get("query_check", "none") == "none" else (
-        f"the shop's {gate['query_check']} reads a catalog category or brand in the query and ")
+    query_check = gate.get("query_check", "none")
+    read = "" if query_check == "none" else QUERY_CHECK_TEXT[query_check] + " and "
     out = [f"serving gate: a rewrite is served iff {read}{gate['score']} > {gate['threshold']:.4f}; "
            f"otherwise the query is searched alone"]
     if gate.get("chosen"):
@@ -331,9 +343,9 @@ def format_gate(gate: dict, split: str = "test") -> str:
     o, d = gate["ood"], gate["in_domain"]
     out.append(f"out-of-domain {o['split']} queries ({o['n']}): rewrite served, gate off {o['served_off']:.1%} | "
                f"gate on {o['served_on']:.1%}")
-    if gate.get("query_check", "none") != "none":
-        out.append(f"query check ({gate['query_check']}): the shop reads a product in {o['query_read']:.1%} of the "
-                   f"out-of-domain and {d['query_read']:.1%} of the in-domain {split} queries")
+    if query_check != "none":
+        out.append(f"query check ({query_check}): passed by {o['query_read']:.1%} of the out-of-domain and "
+                   f"{d['query_read']:.1%} of the in-domain {split} queries")
     segments = ", ".join(f"{s} {v:.1%}" for s, v in d["served"].items() if s != "all")
     irrelevant = d["irrelevant_served"]
     out.append(f"in-domain {split} queries ({d['n']}): rewrite served, gate off 100.0% | gate on "

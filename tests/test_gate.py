@@ -284,10 +284,45 @@ def test_shop_reads_a_product_only_in_queries_naming_a_catalog_category_or_brand
     phrases = shop.dictionary.catalog_phrases
     category = next(c for c in world.lexicon.category_names if c in phrases)
     brand = next(b for b in world.lexicon.brands if b in phrases)
-    colour = next(w for w in ("black", "white", "blue", "red", "grey") if w in phrases and w not in world.lexicon.brands)
+    colour = next(w for w in ("black", "white", "blue", "red", "grey")
+                  if w in phrases and w not in world.lexicon.brands)
     texts = [category, f"cheap {colour} {category}", brand, colour, f"{colour} sofa", "dinosaur", category.upper()]
     assert shop.reads_product(texts) == [True, True, True, False, False, False, True]
     assert shop.dictionary.rewrite([f"{colour} sofa"]) == [colour]  # read, but a colour is no product
+
+
+def test_shop_knows_a_word_of_its_text_or_one_typo_from_a_long_one(world):
+    """``Shop.knows_word``: hand-made cases, and parity with a brute-force scan of the shop's words."""
+    from qrw.shop.lexicon import one_edit
+    from qrw.shop.shop import TYPO_MIN_LETTERS
+
+    shop = Shop(world)
+    words = {w for text in world.corpus_texts() for w in text.lower().split()}
+    long_word = next(w for w in sorted(words) if len(w) >= 7 and w.isalpha())
+    short_word = next(w for w in sorted(words) if len(w) == 4 and w.isalpha())
+    assert shop.knows_word(long_word) and shop.knows_word(short_word)
+    assert shop.knows_word(long_word[:3] + long_word[4:])  # a letter dropped
+    assert shop.knows_word(long_word[:2] + long_word[3] + long_word[2] + long_word[4:])  # two letters swapped
+    assert shop.knows_word(long_word + "x") or long_word + "x" in words  # a letter added
+    assert shop.knows_word("12345xyz") and not shop.knows_word("dinosaur") and not shop.knows_word("sofa")
+    typo = short_word[:1] + "q" + short_word[2:]  # one edit, but the word is short: not forgiven
+    assert shop.knows_word(typo) == (typo in words)
+    assert shop.knows_query([long_word, f"{short_word} {long_word}", f"{long_word} sofa", ""]) == \
+        [True, True, False, True]
+    rng = np.random.default_rng(0)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    pool = sorted(w for w in words if len(w) >= TYPO_MIN_LETTERS)
+    probes = []
+    for _ in range(300):  # random edits of shop words, and random strings
+        w = pool[rng.integers(len(pool))]
+        i = int(rng.integers(len(w)))
+        probes += [w[:i] + letters[rng.integers(26)] + w[i + 1:], w[:i] + w[i + 1:],
+                   "".join(letters[j] for j in rng.integers(26, size=int(rng.integers(3, 9))))]
+    for p in probes:
+        naive = p in words or any(c.isdigit() for c in p) or (
+            len(p) >= TYPO_MIN_LETTERS and any(one_edit(p, w) for w in pool))
+        assert shop.knows_word(p) == naive, p
+    assert sum(shop.knows_word(p) for p in probes) > 200  # both outcomes are exercised
 
 
 def test_query_check_serves_only_where_the_shop_reads_a_product(world):
@@ -315,9 +350,16 @@ def test_query_check_serves_only_where_the_shop_reads_a_product(world):
     assert gate["threshold"] == (1.0 if any_val_read else 0.0)  # the largest val score: 1 (read) or 0 (unread)
     assert gate["in_domain"]["served"]["all"] == pytest.approx(0.0 if any_val_read else read.mean())
     assert gate["ood"]["served_on"] == pytest.approx(0.0 if any_val_read else ood_read.mean())
+    known, ood_known = np.array(shop.knows_query([q.text for q in queries])), np.array(shop.knows_query(ood))
+    gate = evaluate_gate(shop, rw, evaluate_run(shop, rw, name="stub", baselines=False, tagging=False),
+                         threshold=0.5, n_ood=20, query_check="vocabulary")
+    assert gate["in_domain"]["served"]["all"] == pytest.approx((vouched & known).mean())
+    assert gate["ood"]["served_on"] == pytest.approx((ood_vouched & ood_known).mean())
+    assert gate["ood"]["query_read"] == pytest.approx(ood_known.mean()) and ood_known.mean() < 0.5
+    assert "the shop knows every word of the query" in format_gate(gate)
     with pytest.raises(ValueError, match="query check must be one of"):
         evaluate_gate(shop, rw, evaluate_run(shop, rw, name="stub", baselines=False, tagging=False),
-                      threshold=0.5, n_ood=20, query_check="vocabulary")
+                      threshold=0.5, n_ood=20, query_check="spelling")
 
 
 # ---- the command -------------------------------------------------------------------------------

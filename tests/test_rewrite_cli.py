@@ -149,12 +149,15 @@ def test_gate_serves_or_withholds_the_greedy_rewrite(run_dir):
     explainer = Explainer(run, "cpu", samples=0, temperature=1.0, k=3, seed=0, gate=0.5, gate_query="dictionary",
                           gate_judge=(None, "stub"))
     read = next(q for q in run.world.queries["test"] if explainer.ctx.reads_product([q.text])[0])
+    known = next(q for q in run.world.queries["test"] if explainer.ctx.knows_query([q.text])[0])
     explainer.rewrites = lambda text: [("greedy", read.gold)]
     for text, score, check_, served, why in (
             (read.text, 0.9, "dictionary", True, "the shop reads a product in the query"),
             (read.text, 0.5, "dictionary", False, "P(equivalent) 0.500 <= 0.5 (stub)"),
             ("dinosaur", 0.9, "dictionary", False, "the shop reads no catalog category or brand in the query"),
-            ("dinosaur", 0.9, "none", True, "P(equivalent) 0.900 > 0.5 (stub)")):
+            ("dinosaur", 0.9, "none", True, "P(equivalent) 0.900 > 0.5 (stub)"),
+            ("grey dinosaur", 0.9, "vocabulary", False, "the shop does not know 'dinosaur'"),
+            (known.text, 0.9, "vocabulary", True, "the shop knows every word of the query")):
         explainer.gate_scorer = SimpleNamespace(gate_scores=lambda qs, rs, value=score: [value] * len(qs))
         explainer.gate_query = check_
         report = "\n".join(explainer.explain(text))
