@@ -750,7 +750,7 @@ def gate_lines(grid: GridEvaluation) -> list[str]:
                                     "high": d["diff"][m]["high"]}) for m in ("relevance", "recall", "ucvr"))
         grades = " / ".join(f"{d['by_grade'][g_]['served']:.0%}" if g_ in d.get("by_grade", {}) else "-"
                             for g_ in ("0", "1", "2"))
-        read = "-" if check_ == "none" else f"{o['query_read']:.1%} / {d['query_read']:.1%}"
+        read = "-" if check_ == "none" else f"{o['query_passed']:.1%} / {d['query_passed']:.1%}"
         lines.append(f"| {seed} | {LABELS[arm]} | {check_} | {g['threshold']:.4f} | {g['chosen']['ood_served']:.1%} | "
                      f"{o['served_off']:.1%} -> {o['served_on']:.1%} | {read} | {d['served']['all']:.1%} | {grades} | "
                      f"{diffs} |")

@@ -301,7 +301,7 @@ def evaluate_gate(ctx: Shop, rewriter, results: dict, *, threshold: float | str,
     of_segment = np.array([q.segment for q in queries])
     in_domain = {
         "n": len(queries),
-        "query_read": query_share(texts),
+        "query_passed": query_share(texts),
         "served": {seg: float(is_served[of_segment == seg].mean()) for seg in ctx.world.SEGMENTS
                    if (of_segment == seg).any()} | {"all": float(is_served.mean())},
         "irrelevant_served": {"off": float(off["irrelevant_served"].mean()),
@@ -322,7 +322,7 @@ def evaluate_gate(ctx: Shop, rewriter, results: dict, *, threshold: float | str,
                  + " of the " + ("model's own tagger" if judge is None else judge_name),
         "in_domain": in_domain,
         "ood": {"split": split, "n": len(ood), "served_off": _served_share(ood_rewrites),
-                "served_on": _served_share(ood_served), "query_read": query_share(ood),
+                "served_on": _served_share(ood_served), "query_passed": query_share(ood),
                 "samples": [{"query": q, "rewrite": r, "score": s, "served": g is not None}
                             for q, r, s, g in list(zip(ood, ood_rewrites, ood_scores, ood_served))[:n_samples]]},
     }
@@ -344,8 +344,8 @@ def format_gate(gate: dict, split: str = "test") -> str:
     out.append(f"out-of-domain {o['split']} queries ({o['n']}): rewrite served, gate off {o['served_off']:.1%} | "
                f"gate on {o['served_on']:.1%}")
     if query_check != "none":
-        out.append(f"query check ({query_check}): passed by {o['query_read']:.1%} of the out-of-domain and "
-                   f"{d['query_read']:.1%} of the in-domain {split} queries")
+        out.append(f"query check ({query_check}): passed by {o['query_passed']:.1%} of the out-of-domain and "
+                   f"{d['query_passed']:.1%} of the in-domain {split} queries")
     segments = ", ".join(f"{s} {v:.1%}" for s, v in d["served"].items() if s != "all")
     irrelevant = d["irrelevant_served"]
     out.append(f"in-domain {split} queries ({d['n']}): rewrite served, gate off 100.0% | gate on "

@@ -339,8 +339,8 @@ def test_query_check_serves_only_where_the_shop_reads_a_product(world):
     assert gate["query_check"] == "dictionary"
     assert gate["in_domain"]["served"]["all"] == pytest.approx((vouched & read).mean())
     assert gate["ood"]["served_on"] == pytest.approx((ood_vouched & ood_read).mean())
-    assert gate["in_domain"]["query_read"] == pytest.approx(read.mean())
-    assert gate["ood"]["query_read"] == pytest.approx(ood_read.mean())
+    assert gate["in_domain"]["query_passed"] == pytest.approx(read.mean())
+    assert gate["ood"]["query_passed"] == pytest.approx(ood_read.mean())
     assert "query check (dictionary)" in format_gate(gate) and "reads a catalog category or brand" in format_gate(gate)
     # a judge that vouches for everything: the query check alone decides
     judge = SimpleNamespace(gate_scores=lambda qs, rs, kind: [1.0] * len(qs))
@@ -355,7 +355,7 @@ def test_query_check_serves_only_where_the_shop_reads_a_product(world):
                          threshold=0.5, n_ood=20, query_check="vocabulary")
     assert gate["in_domain"]["served"]["all"] == pytest.approx((vouched & known).mean())
     assert gate["ood"]["served_on"] == pytest.approx((ood_vouched & ood_known).mean())
-    assert gate["ood"]["query_read"] == pytest.approx(ood_known.mean()) and ood_known.mean() < 0.5
+    assert gate["ood"]["query_passed"] == pytest.approx(ood_known.mean()) and ood_known.mean() < 0.5
     assert "the shop knows every word of the query" in format_gate(gate)
     with pytest.raises(ValueError, match="query check must be one of"):
         evaluate_gate(shop, rw, evaluate_run(shop, rw, name="stub", baselines=False, tagging=False),

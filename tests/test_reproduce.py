@@ -219,10 +219,10 @@ def test_two_seeds_end_to_end(tmp_path, smoke_sft_run, monkeypatch, capsys):
         assert g["query_check"] == "none" and set(data["query_gate_by_seed"][str(s)]) == {"dictionary", "vocabulary"}
         for check_, gates in data["query_gate_by_seed"][str(s)].items():  # with a query check
             q = gates["sft-multi"]
-            assert q["query_check"] == check_ and q["in_domain"]["served"]["all"] <= q["in_domain"]["query_read"]
-            assert q["ood"]["served_on"] <= q["ood"]["query_read"]
+            assert q["query_check"] == check_ and q["in_domain"]["served"]["all"] <= q["in_domain"]["query_passed"]
+            assert q["ood"]["served_on"] <= q["ood"]["query_passed"]
             assert f"| {s} | multi-task SFT | {check_} | {q['threshold']:.4f} | " in text
-            assert f"{q['ood']['query_read']:.1%} / {q['in_domain']['query_read']:.1%}" in text
+            assert f"{q['ood']['query_passed']:.1%} / {q['in_domain']['query_passed']:.1%}" in text
 
     from qrw.config import UserError
     with pytest.raises(UserError, match="--seeds must be >= 1"):
