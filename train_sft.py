@@ -342,4 +342,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(lambda: distributed.finish_after(main))

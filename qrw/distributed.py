@@ -45,7 +45,8 @@ def setup(device: torch.device) -> torch.device:
     ``MASTER_ADDR``, ``MASTER_PORT``). Without it, or with ``WORLD_SIZE=1``,
     nothing happens and ``device`` is returned unchanged. Calling it again is a
     no-op (the GRPO smoke run calls ``train_sft.main`` in the same process). The
-    group is left when the process exits. Ranks other than 0 print nothing (their
+    training scripts leave the group together when they succeed (:func:`finish_after`);
+    otherwise it is left when the process exits (:func:`cleanup`). Ranks other than 0 print nothing (their
     ``sys.stdout`` goes to ``os.devnull``).
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
@@ -63,9 +64,32 @@ def setup(device: torch.device) -> torch.device:
 
 
 def cleanup() -> None:
-    """Leave the process group (registered to run at exit by :func:`setup`)."""
+    """Leave the process group (registered to run at exit by :func:`setup`: the path of a rank that failed)."""
     if is_distributed():
         dist.destroy_process_group()
+
+
+def finish() -> None:
+    """The end of a command that succeeded on every rank: wait until all ranks get here, then leave the group.
+
+    Ranks other than 0 finish training first (rank 0 alone evaluates); leaving
+    the group together means no rank tears its connections down while another
+    still holds them (a rare abort at exit, "terminate called without an active
+    exception", was seen with ranks leaving at different times). A no-op in a
+    single process. The training scripts call it after ``main`` returns, not
+    inside it: the GRPO smoke run calls ``train_sft.main`` and goes on in the group.
+    """
+    if is_distributed():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def finish_after(main) -> int:
+    """``main()``, then :func:`finish` when it returned (an exception skips it: the failed rank's exit path is
+    :func:`cleanup`, and the others are not kept waiting at a barrier it never reaches)."""
+    code = main()
+    finish()
+    return code
 
 
 def is_distributed() -> bool:

@@ -78,6 +78,20 @@ def records(run_dir: Path) -> list[dict]:
 
 def test_single_process_helpers_are_the_identity():
     assert doctest.testmod(distributed).failed == 0
+
+
+def test_finish_after_leaves_the_group_only_when_main_returns(monkeypatch):
+    """The scripts' entry: ``main()``, then ``finish`` (barrier + leave) on success; an exception skips it."""
+    calls = []
+    monkeypatch.setattr(distributed, "finish", lambda: calls.append("finish"))
+    assert distributed.finish_after(lambda: 3) == 3 and calls == ["finish"]
+
+    def fails():
+        raise RuntimeError("rank failed")
+
+    with pytest.raises(RuntimeError, match="rank failed"):
+        distributed.finish_after(fails)
+    assert calls == ["finish"]
     items = list(range(7))
     shares = [distributed.shard(items, r, 3) for r in range(3)]
     assert shares == [[0, 1], [2, 3], [4, 5, 6]]
