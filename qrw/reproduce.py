@@ -490,7 +490,7 @@ def evaluate_seed(out: Path, names: list[str], seed: int) -> SeedEvaluation:
     Besides the rows: what kinds of rewrites each arm writes (the reward-hacking
     counts), the tagger's accuracy per kind of pair, and the serving gate (threshold
     chosen on the seed's val queries) on each of :data:`GATE_ARMS` trained, by the
-    tagger alone and with the query check (:meth:`qrw.shop.shop.Shop.reads_product`).
+    tagger alone and with each query check (:data:`qrw.scorecard.GATE_QUERY_CHECKS`).
     """
     runs = {name: load_run(out / name) for name in names}
     world = runs[names[0]].world

@@ -5,7 +5,7 @@ The product in one command::
     python -m qrw.rewrite --ckpt runs/sft "blk kicks for men"
     python -m qrw.rewrite --ckpt runs/grpo "telly 55in" --samples 4 --temperature 1.0
     python -m qrw.rewrite --ckpt runs/sft          # interactive: one query per line, Ctrl-D quits
-    python -m qrw.rewrite --ckpt runs/grpo --gate 0.2 --gate-query dictionary "grey leather sofa"
+    python -m qrw.rewrite --ckpt runs/grpo --gate 0.2 --gate-query vocabulary "grey leather sofa"
 
 For each query it prints:
 
@@ -58,6 +58,7 @@ import numpy as np
 
 from qrw.config import Parser, check, resolve_device, run_main
 from qrw.lm.tokenizer import normalize_query
+from qrw.rewriter import apply_gate
 from qrw.scorecard import GATE_QUERY_CHECKS, query_check_passes, run_name, tagger_source
 from qrw.shop.judge import COMPLEMENT, EXACT, IRRELEVANT, SUBSTITUTE, render_canonical
 from qrw.shop.lexicon import Intent, Query
@@ -184,7 +185,7 @@ class Explainer:
     def gate_decision(self, query: str, rewrite: str) -> tuple[bool, str]:
         """Whether the serving gate serves ``rewrite`` for ``query``, and the line that says why."""
         score = self.gate_scorer.gate_scores([query], [rewrite])[0]
-        vouched = score > self.gate
+        vouched = apply_gate([rewrite], [score], self.gate)[0] is not None
         why = [f"P(equivalent) {score:.3f} {'>' if vouched else '<='} {self.gate:g} ({self.gate_judge_name})"]
         passes = query_check_passes(self.ctx, self.gate_query, [query])[0]
         if self.gate_query == "dictionary":

@@ -265,21 +265,19 @@ def evaluate_gate(ctx: Shop, rewriter, results: dict, *, threshold: float | str,
     scorer = rewriter if judge is None else judge
     query_check_passes(ctx, query_check, [])  # a bad name fails here, before any work
 
-    def gate_scores(texts: list[str], rewrites: list[str]) -> list[float]:
-        scores = scorer.gate_scores(texts, rewrites, score)
-        return [s if ok else 0.0 for s, ok in zip(scores, query_check_passes(ctx, query_check, texts))]
-
-    def query_share(texts: list[str]) -> float:
-        return float(np.mean(query_check_passes(ctx, query_check, texts)))
+    def gate_scores(texts: list[str], rewrites: list[str]) -> tuple[list[float], float]:
+        """The tagger's scores, 0 where the query fails the query check; and the share that passes it."""
+        scores, passes = scorer.gate_scores(texts, rewrites, score), query_check_passes(ctx, query_check, texts)
+        return [s if ok else 0.0 for s, ok in zip(scores, passes)], float(np.mean(passes)) if passes else 1.0
 
     chosen = None
     if threshold == "auto":
         check(split == "test", "--gate auto chooses the threshold on val: evaluate it on the test split")
         val_texts = [q.text for q in ctx.world.queries["val"]]
         val_ood = ctx.ood_queries("val", n_ood)
-        ood_scores = gate_scores(val_ood, rewriter.rewrite(val_ood))
+        ood_scores, _ = gate_scores(val_ood, rewriter.rewrite(val_ood))
         threshold = choose_gate_threshold(ood_scores, target)
-        in_scores = gate_scores(val_texts, rewriter.rewrite(val_texts))
+        in_scores, _ = gate_scores(val_texts, rewriter.rewrite(val_texts))
         chosen = {"split": "val", "target": target, "n_ood": len(val_ood), "n_in_domain": len(val_texts),
                   "ood_served": float(np.mean(np.asarray(ood_scores) > threshold)),
                   "in_domain_served": float(np.mean(np.asarray(in_scores) > threshold)),
@@ -290,7 +288,7 @@ def evaluate_gate(ctx: Shop, rewriter, results: dict, *, threshold: float | str,
 
     rewrites = results["rewrites"]
     texts = [q.text for q in queries]
-    scores = gate_scores(texts, rewrites)
+    scores, passed = gate_scores(texts, rewrites)
     served = apply_gate(rewrites, scores, threshold)
     results["rows"][f"{name} + gate"] = ctx.score(queries, served)
     off = rewrite_metrics(ctx.world, ctx.engine, ctx.users, queries, rewrites, k=ctx.k)
@@ -301,7 +299,7 @@ def evaluate_gate(ctx: Shop, rewriter, results: dict, *, threshold: float | str,
     of_segment = np.array([q.segment for q in queries])
     in_domain = {
         "n": len(queries),
-        "query_passed": query_share(texts),
+        "query_passed": passed,
         "served": {seg: float(is_served[of_segment == seg].mean()) for seg in ctx.world.SEGMENTS
                    if (of_segment == seg).any()} | {"all": float(is_served.mean())},
         "irrelevant_served": {"off": float(off["irrelevant_served"].mean()),
@@ -314,7 +312,7 @@ def evaluate_gate(ctx: Shop, rewriter, results: dict, *, threshold: float | str,
 
     ood = ctx.ood_queries(split, n_ood)
     ood_rewrites = rewriter.rewrite(ood)
-    ood_scores = gate_scores(ood, ood_rewrites)
+    ood_scores, ood_passed = gate_scores(ood, ood_rewrites)
     ood_served = apply_gate(ood_rewrites, ood_scores, threshold)
     results["gate"] = {
         "threshold": threshold, "chosen": chosen, "query_check": query_check,
@@ -322,7 +320,7 @@ def evaluate_gate(ctx: Shop, rewriter, results: dict, *, threshold: float | str,
                  + " of the " + ("model's own tagger" if judge is None else judge_name),
         "in_domain": in_domain,
         "ood": {"split": split, "n": len(ood), "served_off": _served_share(ood_rewrites),
-                "served_on": _served_share(ood_served), "query_passed": query_share(ood),
+                "served_on": _served_share(ood_served), "query_passed": ood_passed,
                 "samples": [{"query": q, "rewrite": r, "score": s, "served": g is not None}
                             for q, r, s, g in list(zip(ood, ood_rewrites, ood_scores, ood_served))[:n_samples]]},
     }
