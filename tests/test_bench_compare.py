@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from qrw.bench_compare import (INSTALL_HINT, SHAPES, IdRewriter, _row, autocast_forward, hf_llama, lm_loss,
+from qrw.bench.compare import (INSTALL_HINT, SHAPES, IdRewriter, _row, autocast_forward, hf_llama, lm_loss,
                                max_logit_difference, qrw_from_hf, text_length_reward, word_tokenizer)
 from qrw.lm.generate import Rollout
 

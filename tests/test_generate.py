@@ -212,7 +212,7 @@ def test_bad_requests_raise_user_errors(model, engine):
 
 
 def test_bench_runs(monkeypatch, capsys):
-    from qrw import bench
+    from qrw.bench import cli as bench
     monkeypatch.setattr(sys, "argv", ["qrw.bench", "generate", "--preset", "tiny", "--vocab-size", "64",
                                       "--batch-sizes", "1,2", "--prompt-len", "4", "--new-tokens", "3"])
     monkeypatch.setattr(bench, "matmul_gflops", lambda **kw: 1.0)  # keep the test fast
@@ -222,7 +222,7 @@ def test_bench_runs(monkeypatch, capsys):
 
 
 def test_bench_train_times_three_layouts_of_real_batches(monkeypatch, capsys):
-    from qrw import bench
+    from qrw.bench import cli as bench
     monkeypatch.setattr(sys, "argv", ["qrw.bench", "train", "--preset", "tiny", "--smoke", "--repeats", "2",
                                       "--pack-len", "48"])
     bench.main()

@@ -132,8 +132,8 @@ def test_bf16_sampler_logprobs_equal_a_rescoring_forward():
 
 def test_bench_profile_runs_every_stage(smoke_sft_run, capsys):
     """python -m qrw.bench profile on a finished run: one row per stage, shares in [0, 1], FLOPs counted."""
-    from qrw.bench import matmul_gflops
-    from qrw.bench_profile import bench_profile
+    from qrw.bench.cli import matmul_gflops
+    from qrw.bench.profile import bench_profile
 
     rows = bench_profile(str(smoke_sft_run), ["fp32"], steps=1, matmul_gflops=matmul_gflops)
     assert [r["stage"] for r in rows] == ["stage 0 step", "stage 1 step", "GRPO rollout", "GRPO reference scoring",

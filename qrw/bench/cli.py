@@ -19,10 +19,10 @@ engines run the full ``--new-tokens`` steps; generated tokens/s counts
 
 ``python -m qrw.bench profile`` runs every stage (stage 0, stage 1, GRPO's rollout, reference
 scoring and update) on a trained run in fp32 and bf16 and prints, per stage, the share of time
-in matrix multiplies and the FLOP rate against the machine's: see :mod:`qrw.bench_profile`.
+in matrix multiplies and the FLOP rate against the machine's: see :mod:`qrw.bench.profile`.
 
 ``python -m qrw.bench compare`` holds qrw against HF transformers and TRL side by side
-(generation, training step, GRPO step; fp32 and bf16): see :mod:`qrw.bench_compare`. It needs the
+(generation, training step, GRPO step; fp32 and bf16): see :mod:`qrw.bench.compare`. It needs the
 optional extra ``pip install -e .[bench]`` and says so in one line without it.
 
 On a machine shared with other jobs, pass ``--threads 1``: OpenMP threads that
@@ -36,7 +36,7 @@ import time
 
 import torch
 
-from qrw.config import Parser, check, run_main
+from qrw.config import Parser, check
 from qrw.lm.generate import naive_generate, sample
 from qrw.lm.model import PRESETS, ModelConfig, Transformer
 
@@ -242,7 +242,7 @@ def main() -> None:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     if args.command == "compare":
-        from qrw.bench_compare import DTYPES, WORKLOADS, run_compare
+        from qrw.bench.compare import DTYPES, WORKLOADS, run_compare
 
         dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
         workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
@@ -254,7 +254,7 @@ def main() -> None:
                     args.seed, args.json, args.profile, matmul_gflops)
         return
     if args.command == "profile":
-        from qrw.bench_profile import bench_profile
+        from qrw.bench.profile import bench_profile
 
         dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
         check(dtypes and set(dtypes) <= {"fp32", "bf16"}, f"--dtypes must list fp32 and/or bf16, got {args.dtypes!r}")
@@ -277,6 +277,3 @@ def main() -> None:
     bench_generate(args.preset, args.vocab_size, batch_sizes, args.prompt_len, args.new_tokens,
                    args.device, args.seed, args.skip_naive)
 
-
-if __name__ == "__main__":
-    run_main(main)

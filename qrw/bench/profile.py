@@ -117,7 +117,7 @@ def stage_steps(init: str, seed: int = 0) -> tuple[torch.nn.Module, dict]:
 def bench_profile(init: str, dtypes: list[str], steps: int, seed: int = 0, matmul_gflops=None) -> list[dict]:
     """Profile every stage in every precision; print the table; return its rows.
 
-    ``matmul_gflops(dtype=...)``: the machine's matrix-multiply rate (``qrw.bench.matmul_gflops``, passed in
+    ``matmul_gflops(dtype=...)``: the machine's matrix-multiply rate (``qrw.bench.cli.matmul_gflops``, passed in
     by the command so that this module does not import the one that imports it).
     """
     rates = {"fp32": matmul_gflops(dtype=torch.float32), "bf16": matmul_gflops(dtype=torch.bfloat16)}

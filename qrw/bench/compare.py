@@ -463,8 +463,8 @@ def run_compare(shape_name: str, dtypes: list[str], workloads: list[str], repeat
                 seed: int, json_path: str | None, profile_top: int, matmul_gflops) -> dict:
     """Run the comparison, print its tables and return (and optionally write) the numbers.
 
-    ``matmul_gflops(device=, dtype=, shape=)`` measures the hardware (``qrw.bench.matmul_gflops``;
-    passed in because ``qrw.bench`` imports this module).
+    ``matmul_gflops(device=, dtype=, shape=)`` measures the hardware (``qrw.bench.cli.matmul_gflops``;
+    passed in because ``qrw.bench.cli`` imports this module).
     """
     require_bench_deps(need_trl="grpo" in workloads)
     import transformers

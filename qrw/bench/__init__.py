@@ -1,0 +1,10 @@
+"""Benchmark and measurement commands (``python -m qrw.bench ...``): not part of the library.
+
+The library (``qrw/`` above this folder) trains and evaluates; the modules here only
+measure it:
+
+- :mod:`qrw.bench.cli`: ``python -m qrw.bench generate|train|profile|compare``, the dispatcher
+  and the generation and training-step timings;
+- :mod:`qrw.bench.profile`: every stage's seconds a step, matmul share and FLOP rate;
+- :mod:`qrw.bench.compare`: qrw beside HF transformers and TRL at the same shapes.
+"""
