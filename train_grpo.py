@@ -48,9 +48,9 @@ from qrw.checkpoint import CKPT_NAME
 from qrw.config import (NonFiniteLossError, Parser, add_config_args, arg, check, config_from_args, config_from_dict,
                         resolve_device, run_main)
 from qrw.lm.precision import DTYPES, resolve_dtype, set_precision
-from qrw.grpo import dynamic_sampling_mask, group_advantages, kl_k3, masked_mean
+from qrw.grpo import dynamic_sampling_mask, group_advantages, kl_k3, masked_mean, normalize_then_sum
 from qrw.lm.generate import Rollout
-from qrw.rewards import COMPONENTS, RewardConfig, RewardFunction, normalize_then_sum
+from qrw.rewards import COMPONENTS, RewardConfig, RewardFunction
 from qrw.rewriter import Rewriter
 from qrw.rollout import (SampledGroups, frozen_reference, groups_batch, rollout_logprobs, sample_groups,
                          step_generator, step_queries)

@@ -36,8 +36,8 @@ import torch
 
 from qrw.config import Parser, add_config_args, check, config_from_args, resolve_device, run_main
 from qrw.grpo import (aggregate_loss, clipped_surrogate, dynamic_sampling_mask, group_advantages, kl_k3,
-                      loss_normalizer, sequence_ratio, token_logprobs)
-from qrw.rewards import RewardConfig, RewardFunction, normalize_then_sum
+                      loss_normalizer, normalize_then_sum, sequence_ratio, token_logprobs)
+from qrw.rewards import RewardConfig, RewardFunction
 from qrw.rewriter import Rewriter
 from qrw.rollout import (SampledGroups, completion_logits, frozen_reference, groups_batch, rollout_logprobs,
                          sample_groups, step_generator, step_queries)

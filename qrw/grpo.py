@@ -53,8 +53,10 @@ Simplifications and conventions, stated up front:
 - Masked token positions may hold anything (pad tokens, -inf): they are
   replaced by 0 *before* any ``exp``, so they contribute exactly 0 to both the
   loss and its gradient (a plain ``* mask`` would turn 0 * inf into NaN).
-- Several rewards are combined in :mod:`qrw.rewards` (``fuse_rewards``: weighted sum,
-  then one normalisation; ``normalize_then_sum``: each normalised, then summed).
+- Several rewards (qrw's default) become one advantage in :func:`normalize_then_sum`:
+  each reward z-scored within its group, then weighted and summed (GDPO). The
+  alternative fuses the raw rewards first (:func:`qrw.rewards.fuse_rewards`), then
+  :func:`group_advantages` normalises the sum once (``--aggregation sum``).
 - **Log-ratios are bounded before exp**, as verl does: ``logp - old_logp`` (GSPO:
   its per-sequence mean) and k3's ``ref_logp - logp`` are clamped to
   [-LOG_RATIO_BOUND, LOG_RATIO_BOUND] = [-20, 20] (exp overflows float32 beyond
@@ -148,6 +150,39 @@ def group_advantages(rewards: Tensor, scale: str = "group", eps: float = 1e-6) -
         advantages = centered
     has_spread = dynamic_sampling_mask(rewards).unsqueeze(1)  # (P,) -> (P, 1)
     return torch.where(has_spread, advantages, torch.zeros_like(advantages))  # (P, G)
+
+
+def normalize_then_sum(components: dict[str, Tensor], weights: dict[str, float], eps: float = 1e-6) -> Tensor:
+    """Advantages from several rewards, each normalised within its group first: qrw's default.
+
+    ::
+
+        A_pg = sum_k w_k * (r_k,pg - mean_g r_k,p.) / (std_g r_k,p. + eps)
+
+    Each component k is z-scored within its group (``group_advantages(r_k, "group")``:
+    unbiased std, exactly 0 where r_k is constant in the group), so a reward with a
+    small spread (conversion: a few hundredths) pulls as hard as one with a large
+    spread (relevance: 0 / 0.5 / 1); the weights then say how much each objective
+    counts. Source: GDPO (Liu et al., arXiv 2601.05242), TRL's
+    ``multi_objective_aggregation="normalize_then_sum"``. Departure: GDPO then
+    standardises the summed advantage over the whole batch; qrw stops at the sum.
+    ``--aggregation sum`` instead fuses the raw rewards (:func:`qrw.rewards.fuse_rewards`)
+    and normalises the fused reward once with :func:`group_advantages`.
+
+    Args:
+        components: name -> (P, G) rewards of one component.
+        weights: name -> weight, exactly one per component.
+
+    Returns:
+        (P, G) advantages, floating.
+    """
+    if not components or set(components) != set(weights):
+        raise ValueError(f"need one weight per reward component, got {sorted(components)} and {sorted(weights)}")
+    total = None
+    for name, rewards in components.items():
+        term = float(weights[name]) * group_advantages(rewards, scale="group", eps=eps)  # (P, G)
+        total = term if total is None else total + term  # (P, G)
+    return total
 
 
 def dynamic_sampling_mask(rewards: Tensor) -> Tensor:

@@ -35,11 +35,18 @@ query channels, one tagger forward):
   with xiaomi's's's's's deals``, which the tagger rated equivalent); with the
   oracle judge they are redundant.
 
-Fusion (``rFusion``): ``r = sum_c w_c * r_c`` over the components, taken
-*before* group normalisation (property 7 of docs/GRPO_TESTS.md). Which components a run uses
-is its ``--reward``: ``fusion`` (relevance + conversion + format, the paper's
-setting), or one objective alone plus the format rule (``relevance``,
-``conversion``, ``recall``).
+Which components a run uses, and their weights w_c, is its ``--reward``:
+``fusion`` (relevance + conversion + format, the paper's setting), or one
+objective alone plus the format rule (``relevance``, ``conversion``, ``recall``).
+How GRPO turns them into advantages is ``--aggregation``:
+
+- ``normalize-then-sum`` (the default; GDPO): each component z-scored within its
+  group, then weighted and summed: :func:`qrw.grpo.normalize_then_sum`;
+- ``sum`` (the paper's ``rFusion``): the raw rewards fused first,
+  ``r = sum_c w_c * r_c`` (:func:`fuse_rewards`), then the sum normalised once by
+  :func:`qrw.grpo.group_advantages` (property 7 of docs/GRPO_TESTS.md pins this path).
+
+The fused reward ``r`` is logged and reported under both aggregations.
 """
 
 from __future__ import annotations
@@ -54,7 +61,6 @@ import torch
 from torch import Tensor
 
 from qrw.config import arg, check
-from qrw.grpo import group_advantages
 from qrw.shop.metrics import rewrite_metrics
 
 COMPONENTS = ("relevance", "conversion", "recall", "format", "rules")
@@ -117,12 +123,13 @@ class RewardConfig:
 
 
 def fuse_rewards(components: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
-    """The weighted sum of reward components (the paper's reward fusion).
+    """The weighted sum of reward components (the paper's reward fusion ``rFusion``).
 
-    ``fused = sum_k weights[k] * components[k]``, taken on the raw rewards,
-    BEFORE any group normalisation: normalising each component first would
-    give a component with a tiny spread the same pull as one with a large
-    spread, and would change what the weights mean.
+    ``fused = sum_k weights[k] * components[k]``, taken on the raw rewards. With
+    ``--aggregation sum`` it is the reward that :func:`qrw.grpo.group_advantages`
+    normalises: a component's pull is then its weight times its spread. The default,
+    :func:`qrw.grpo.normalize_then_sum`, normalises each component first instead,
+    so a component with a tiny spread pulls as hard as one with a large spread.
 
     Args:
         components: name -> rewards, all of one shape, (P, G) or (N,).
@@ -155,35 +162,6 @@ def fuse_rewards(components: dict[str, Tensor], weights: dict[str, float]) -> Te
         term = weight * (value if value.is_floating_point() else value.float())  # same shape as the component
         fused = term if fused is None else fused + term
     return fused
-
-
-def normalize_then_sum(components: dict[str, Tensor], weights: dict[str, float], eps: float = 1e-6) -> Tensor:
-    """Advantages from several rewards, each normalised within its group first (GDPO; TRL's
-    ``multi_objective_aggregation="normalize_then_sum"``)::
-
-        A_pg = sum_k w_k * (r_k,pg - mean_g r_k,p.) / (std_g r_k,p. + eps)
-
-    Each component is z-scored within its group (``group_advantages(r_k, "group")``:
-    unbiased std, exactly 0 where the component is constant in the group), so a
-    reward with a small spread (conversion: a few hundredths) pulls as hard as
-    one with a large spread (relevance: 0 / 0.5 / 1); the weights then say how
-    much each objective counts. The alternative, ``sum``, fuses the raw rewards
-    first (:func:`fuse_rewards`) and normalises the sum once.
-
-    Args:
-        components: name -> (P, G) rewards.
-        weights: name -> weight, one per component.
-
-    Returns:
-        (P, G) advantages.
-    """
-    if not components or set(components) != set(weights):
-        raise ValueError(f"need one weight per reward component, got {sorted(components)} and {sorted(weights)}")
-    total = None
-    for name, rewards in components.items():
-        term = float(weights[name]) * group_advantages(rewards, scale="group", eps=eps)  # (P, G)
-        total = term if total is None else total + term
-    return total
 
 
 def format_reward(queries: list[str], rewrites: list[str], well_formed: list[bool], known_words: set[str],

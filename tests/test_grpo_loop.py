@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from qrw.config import UserError
-from qrw.grpo import group_advantages
+from qrw.grpo import group_advantages, normalize_then_sum
 from qrw.lm.generate import sample
 from qrw.lm.model import ModelConfig, Transformer
-from qrw.rewards import fuse_rewards, normalize_then_sum
+from qrw.rewards import fuse_rewards
 from qrw.rollout import RolloutBatch, rollout_logprobs
 from qrw.update import GRPOConfig, grpo_update, update_policy
 from test_grpo_update import EOS, PAD, VOCAB, make_policy
