@@ -1,15 +1,18 @@
 """Stage 2's hyperparameters and its update step: mu optimisation passes over one rollout.
 
 ``train_grpo.py`` writes the GRPO loop out step by step (queries -> rollout ->
-rewards -> advantages -> update -> log -> checkpoint). The update is here:
+rewards -> advantages -> update -> log -> checkpoint). The update is here, and
+the loss is three calls from the script::
+
+    train_grpo.main -> update_policy -> grpo_update -> qrw.grpo.policy_loss
 
 - :class:`GRPOConfig`: every hyperparameter of stage 2, one documented field each
   (the command line is generated from it);
-- :func:`grpo_update`: old log-probs once, then mu passes of
-  :func:`qrw.grpo.policy_loss` over minibatches, gradient accumulation over
-  micro-batches with the minibatch's normaliser, gradient clipping, optimizer steps;
 - :func:`update_policy`: :func:`grpo_update` on the groups that dynamic sampling
-  kept, normalised by the whole rollout, with the sampler's log-probs as pi_old.
+  kept, normalised by the whole rollout, with the sampler's log-probs as pi_old;
+- :func:`grpo_update`: mu passes over minibatches, each a gradient accumulation
+  over micro-batches of :func:`qrw.grpo.policy_loss` with the minibatch's
+  normaliser, then gradient clipping and one optimizer step.
 
 The math itself (advantages, ratio, clipped surrogate, k3 KL, aggregation) is
 in :mod:`qrw.grpo`; sampling and scoring a rollout in :mod:`qrw.rollout`.
@@ -17,9 +20,11 @@ in :mod:`qrw.grpo`; sampling and scoring a rollout in :mod:`qrw.rollout`.
 Under torchrun (:mod:`qrw.distributed`) each rank holds the groups of its share of
 the step's queries. The update is then the single-process update of all ranks'
 rows concatenated in rank order: the minibatches are cut from that global row
-order (each rank forwards the rows it holds), every normaliser and the dynamic
-sampling scale are counted over all ranks, and the gradients are summed over the
-ranks before clipping, so every rank takes the same optimizer step.
+order (each rank forwards the rows it holds, :func:`qrw.distributed.held_rows`),
+every normaliser and the dynamic sampling scale are counted over all ranks
+(:func:`global_normalizer`), and the gradients are summed over the ranks before
+clipping, so every rank takes the same optimizer step. In a single process each
+of these calls is the identity: the loss computation itself never sees a rank.
 """
 
 from __future__ import annotations
@@ -130,59 +135,37 @@ class GRPOConfig:
               "--log-every, --sample-every, --ckpt-every and --kl-every must be >= 1")
 
 
-def token_entropy(logits: Tensor, temperature: float = 1.0) -> Tensor:
-    """Entropy of softmax(logits / T) at every position, in nats (a diagnostic).
+def update_policy(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: RolloutBatch, advantages: Tensor,
+                  keep: Tensor, cfg: GRPOConfig, *, old_logp: Tensor, ref_logp: Tensor | None) -> dict[str, float] | None:
+    """One GRPO update on the groups that dynamic sampling kept; None when no group was kept.
+
+    The dropped groups' rows are left out of the computation, but not out of the
+    normaliser: every minibatch's normaliser is multiplied by ``loss_normalizer(all
+    rows) / loss_normalizer(kept rows)``, so the gradient equals the whole rollout's
+    (a dropped row has A = 0 and, since dynamic sampling needs beta = 0, adds
+    exactly 0). "dr_grpo" divides by the fixed budget ``cfg.max_new_tokens``,
+    never by the rollout's longest completion.
 
     Args:
-        logits: (B, T, V).
-
-    Returns:
-        (B, T) float32: ``-sum_v pi_v log pi_v``.
+        batch: the whole rollout, N = P * G rows (under torchrun: this rank's groups); advantages: (P, G);
+            keep: (P,) bool.
+        old_logp: (N, L) the sampler's log-probs (pi_old: equal to a re-scoring forward).
+        ref_logp: (N, L) the frozen SFT model's log-probs, used when ``cfg.beta > 0``.
     """
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    logprobs = F.log_softmax(logits.float() / temperature, dim=-1)  # (B, T, V)
-    return -(logprobs.exp() * logprobs).sum(dim=-1)  # (B, T, V) -> (B, T)
-
-
-def _accumulate_minibatch(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: RolloutBatch, rows: Tensor,
-                          advantages: Tensor, old_logp: Tensor, ref_logp: Tensor | None, totals: dict[str, float],
-                          token_keys: list[str], *, microbatch_size: int, beta: float, clip_low: float,
-                          clip_high: float, loss_type: str, max_len: int, temperature: float, where: str,
-                          normalizer_scale: float = 1.0) -> float:
-    """Forward/backward the micro-batches of one minibatch (``rows``); returns the minibatch's loss.
-
-    Every micro-batch's summed loss is divided by the *minibatch's* normaliser,
-    so the accumulated gradient is that of the whole minibatch (property 20 of
-    docs/GRPO_TESTS.md). Token-weighted statistics are added into ``totals``.
-    """
-    normalizer = normalizer_over_ranks(batch.completion_mask[rows], loss_type, max_len) * normalizer_scale
-    minibatch_loss = 0.0
-    for micro_start in range(0, rows.numel(), microbatch_size):
-        micro_rows = rows[micro_start:micro_start + microbatch_size]  # (m,)
-        micro = batch.select(micro_rows)
-        logits = completion_logits(policy, micro.input_ids, micro.attention_mask, micro.completion_start)  # (m, L, V)
-        logp = token_logprobs(logits, micro.completion_tokens, temperature)  # (m, L)
-        loss, stats = policy_loss(
-            logp, old_logp[micro_rows], advantages[micro_rows], micro.completion_mask,
-            ref_logp=None if ref_logp is None else ref_logp[micro_rows], beta=beta,
-            clip_low=clip_low, clip_high=clip_high, loss_type=loss_type, max_len=max_len, normalizer=normalizer)
-        if not bool(torch.isfinite(loss)):
-            optimizer.zero_grad(set_to_none=True)
-            raise NonFiniteLossError(
-                f"non-finite GRPO loss ({loss.item()}) in {where}: the optimizer was not stepped. Check the "
-                f"rewards and advantages for NaN, lower the learning rate, and resume from the last good checkpoint.")
-        loss.backward()
-        with torch.no_grad():
-            entropy = token_entropy(logits.detach(), temperature)  # (m, L)
-            valid = micro.completion_mask > 0  # (m, L)
-            stats["entropy"] = (torch.where(valid, entropy, torch.zeros_like(entropy)).sum()
-                                / valid.sum().clamp(min=1)).item()
-        for key in token_keys:
-            totals[key] += stats[key] * stats["num_tokens"]
-        totals["tokens"] += stats["num_tokens"]
-        minibatch_loss += loss.item()
-    return minibatch_loss
+    if distributed.all_reduce_sum(int(keep.sum())) == 0:  # no group kept (on any rank)
+        return None
+    G = advantages.shape[1]
+    rows = keep.repeat_interleave(G).nonzero().squeeze(1).to(batch.input_ids.device)  # (N_kept,) row indices
+    kept = batch.select(rows)
+    scale = (global_normalizer(batch.completion_mask, cfg.loss_type, cfg.max_new_tokens)
+             / global_normalizer(kept.completion_mask, cfg.loss_type, cfg.max_new_tokens))  # whole / kept
+    return grpo_update(policy, optimizer, kept, advantages.reshape(-1)[rows.cpu()].to(rows.device), mu=cfg.mu,
+                       minibatch_size=cfg.minibatch_size or distributed.all_reduce_sum(kept.num_sequences),
+                       microbatch_size=cfg.microbatch_size, beta=cfg.beta, clip_low=cfg.clip_low,
+                       clip_high=cfg.clip_high, loss_type=cfg.loss_type, temperature=cfg.temperature,
+                       max_grad_norm=cfg.max_grad_norm, old_logp=old_logp[rows],
+                       ref_logp=ref_logp[rows] if cfg.beta > 0 else None, max_len=cfg.max_new_tokens,
+                       normalizer_scale=scale)
 
 
 def grpo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: RolloutBatch, advantages: Tensor, *,
@@ -202,12 +185,20 @@ def grpo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: Roll
                     loss.backward()               gradients accumulate
                 clip the gradient norm to max_grad_norm; optimizer.step()
 
-    Only the first optimizer step is on-policy (rho == 1 in value). Keep dropout
-    off (``policy.eval()`` still trains) so that rho is 1 where it should be.
-    ``advantages``: (N,) or (P, G); ``ref_logp``/``old_logp``: (N, L); the loss
-    arguments as in :func:`qrw.grpo.policy_loss`; ``generator`` shuffles the rows
-    each pass; ``normalizer_scale`` multiplies every minibatch's normaliser
-    (dynamic sampling: whole rollout / kept rows, :func:`update_policy`).
+    Each micro-batch's summed loss is divided by the *minibatch's* normaliser, so
+    the accumulated gradient is that of the whole minibatch (property 20 of
+    docs/GRPO_TESTS.md). Only the first optimizer step is on-policy (rho == 1 in
+    value). Keep dropout off (``policy.eval()`` still trains) so that rho is 1
+    where it should be. ``advantages``: (N,) or (P, G); ``ref_logp``/``old_logp``:
+    (N, L); the loss arguments as in :func:`qrw.grpo.policy_loss`; ``generator``
+    shuffles the rows each pass; ``normalizer_scale`` multiplies every minibatch's
+    normaliser (dynamic sampling: whole rollout / kept rows, :func:`update_policy`).
+
+    Under torchrun the minibatches are cut from all ranks' rows in rank order and
+    each rank forwards the rows it holds; the bookkeeping is four calls into
+    :mod:`qrw.distributed`, outside the loss: the rows a rank holds, the
+    normaliser counted over the ranks, the minibatch loss and the gradients
+    summed over the ranks before clipping (every rank takes the same step).
 
     Returns means over the optimizer steps of ``loss`` and ``grad_norm`` (before
     clipping), token-weighted means of ``clip_frac_low``, ``clip_frac_high``,
@@ -232,22 +223,35 @@ def grpo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: Roll
     token_keys = ["clip_frac_low", "clip_frac_high", "ratio_mean", "approx_kl", "entropy"] + ["kl"] * (ref_logp is not None)
     totals = dict.fromkeys(token_keys, 0.0) | {"tokens": 0.0}
     losses, grad_norms = [], []
-    counts = distributed.all_gather_object(num_rows)  # rows held by each rank ([num_rows] in one process)
-    offset, total_rows = sum(counts[:distributed.rank()]), sum(counts)  # this rank: rows offset .. offset + N - 1
+    offset, total_rows = distributed.rows_of_rank(num_rows)  # (0, N) in one process
     for pass_index in range(mu):
         order = torch.randperm(total_rows, generator=generator) if generator is not None else torch.arange(total_rows)
         order = order.to(batch.input_ids.device)  # (N,)
         for start in range(0, total_rows, minibatch_size):
-            rows = order[start:start + minibatch_size]  # (b,) the minibatch's rows
-            if distributed.world_size() > 1:  # the minibatch's rows that this rank holds, as its own row indices
-                rows = rows[(rows >= offset) & (rows < offset + num_rows)] - offset  # (b_rank,)
+            rows = distributed.held_rows(order[start:start + minibatch_size], offset, num_rows)  # (b,) this minibatch
             where = f"pass {pass_index + 1}/{mu}, minibatch starting at row {start}"
+            normalizer = global_normalizer(batch.completion_mask[rows], loss_type, max_len) * normalizer_scale
             optimizer.zero_grad(set_to_none=True)
-            losses.append(distributed.all_reduce_sum(_accumulate_minibatch(
-                policy, optimizer, batch, rows, advantages, old_logp, ref_logp, totals, token_keys,
-                microbatch_size=microbatch_size, beta=beta, clip_low=clip_low, clip_high=clip_high,
-                loss_type=loss_type, max_len=max_len, temperature=temperature, where=where,
-                normalizer_scale=normalizer_scale)))
+            minibatch_loss = 0.0
+            for micro_start in range(0, rows.numel(), microbatch_size):
+                micro_rows = rows[micro_start:micro_start + microbatch_size]  # (m,)
+                micro = batch.select(micro_rows)
+                logits = completion_logits(policy, micro.input_ids, micro.attention_mask,
+                                           micro.completion_start)  # (m, L, V)
+                logp = token_logprobs(logits, micro.completion_tokens, temperature)  # (m, L)
+                loss, stats = policy_loss(
+                    logp, old_logp[micro_rows], advantages[micro_rows], micro.completion_mask,
+                    ref_logp=None if ref_logp is None else ref_logp[micro_rows], beta=beta,
+                    clip_low=clip_low, clip_high=clip_high, loss_type=loss_type, max_len=max_len,
+                    normalizer=normalizer)
+                _check_finite_loss(loss, optimizer, where)
+                loss.backward()
+                stats["entropy"] = mean_entropy(logits, micro.completion_mask, temperature)
+                for key in token_keys:
+                    totals[key] += stats[key] * stats["num_tokens"]
+                totals["tokens"] += stats["num_tokens"]
+                minibatch_loss += loss.item()
+            losses.append(distributed.all_reduce_sum(minibatch_loss))  # the whole minibatch's loss
             distributed.all_reduce_gradients(parameters)  # sum over the ranks: the whole minibatch's gradient
             grad_norms.append(_clip_and_step(parameters, optimizer, max_grad_norm, where))
 
@@ -259,16 +263,45 @@ def grpo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: Roll
     return result
 
 
-def normalizer_over_ranks(mask: Tensor, loss_type: str, max_len: int) -> float:
+def global_normalizer(mask: Tensor, loss_type: str, max_len: int) -> float:
     """:func:`qrw.grpo.loss_normalizer` of the rows that all ranks hold together (this process's in one process).
 
     Every normaliser is a count of sequences or tokens, so the ranks' counts add
-    up; a rank holding no rows adds 0 (``loss_normalizer`` would clamp it to 1).
+    up (:func:`qrw.distributed.count_over_ranks`).
     """
-    if distributed.world_size() == 1:
-        return loss_normalizer(mask, loss_type, max_len)
-    count = loss_normalizer(mask, loss_type, max_len) if mask.shape[0] > 0 else 0.0
-    return max(distributed.all_reduce_sum(count), 1.0)
+    return distributed.count_over_ranks(loss_normalizer(mask, loss_type, max_len), holds_rows=mask.shape[0] > 0)
+
+
+def token_entropy(logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """Entropy of softmax(logits / T) at every position, in nats (a diagnostic).
+
+    Args:
+        logits: (B, T, V).
+
+    Returns:
+        (B, T) float32: ``-sum_v pi_v log pi_v``.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    logprobs = F.log_softmax(logits.float() / temperature, dim=-1)  # (B, T, V)
+    return -(logprobs.exp() * logprobs).sum(dim=-1)  # (B, T, V) -> (B, T)
+
+
+@torch.no_grad()
+def mean_entropy(logits: Tensor, mask: Tensor, temperature: float) -> float:
+    """The mean :func:`token_entropy` over the completion tokens (``mask`` (B, T) > 0) of ``logits`` (B, T, V)."""
+    entropy = token_entropy(logits.detach(), temperature)  # (B, T)
+    valid = mask > 0  # (B, T)
+    return (torch.where(valid, entropy, torch.zeros_like(entropy)).sum() / valid.sum().clamp(min=1)).item()
+
+
+def _check_finite_loss(loss: Tensor, optimizer: torch.optim.Optimizer, where: str) -> None:
+    """Raise :class:`NonFiniteLossError` (gradients dropped, no step) on a NaN/inf loss."""
+    if not bool(torch.isfinite(loss)):
+        optimizer.zero_grad(set_to_none=True)
+        raise NonFiniteLossError(
+            f"non-finite GRPO loss ({loss.item()}) in {where}: the optimizer was not stepped. Check the "
+            f"rewards and advantages for NaN, lower the learning rate, and resume from the last good checkpoint.")
 
 
 def _clip_and_step(parameters: list[Tensor], optimizer: torch.optim.Optimizer, max_grad_norm: float | None,
@@ -302,36 +335,3 @@ def _check_update_args(num_rows: int, length: int, advantages: Tensor, ref_logp:
     for name, value in (("ref_logp", ref_logp), ("old_logp", old_logp)):
         if value is not None and tuple(value.shape) != (num_rows, length):
             raise ValueError(f"{name} must be (N, L) = {(num_rows, length)}, got {tuple(value.shape)}")
-
-
-def update_policy(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: RolloutBatch, advantages: Tensor,
-                  keep: Tensor, cfg: GRPOConfig, *, old_logp: Tensor, ref_logp: Tensor | None) -> dict[str, float] | None:
-    """One GRPO update on the groups that dynamic sampling kept; None when no group was kept.
-
-    The dropped groups' rows are left out of the computation, but not out of the
-    normaliser: every minibatch's normaliser is multiplied by ``loss_normalizer(all
-    rows) / loss_normalizer(kept rows)``, so the gradient equals the whole rollout's
-    (a dropped row has A = 0 and, since dynamic sampling needs beta = 0, adds
-    exactly 0). "dr_grpo" divides by the fixed budget ``cfg.max_new_tokens``,
-    never by the rollout's longest completion.
-
-    Args:
-        batch: the whole rollout, N = P * G rows (under torchrun: this rank's groups); advantages: (P, G);
-            keep: (P,) bool.
-        old_logp: (N, L) the sampler's log-probs (pi_old: equal to a re-scoring forward).
-        ref_logp: (N, L) the frozen SFT model's log-probs, used when ``cfg.beta > 0``.
-    """
-    if distributed.all_reduce_sum(int(keep.sum())) == 0:  # no group kept (on any rank)
-        return None
-    G = advantages.shape[1]
-    rows = keep.repeat_interleave(G).nonzero().squeeze(1).to(batch.input_ids.device)  # (N_kept,) row indices
-    kept = batch.select(rows)
-    scale = (normalizer_over_ranks(batch.completion_mask, cfg.loss_type, cfg.max_new_tokens)
-             / normalizer_over_ranks(kept.completion_mask, cfg.loss_type, cfg.max_new_tokens))  # whole / kept
-    return grpo_update(policy, optimizer, kept, advantages.reshape(-1)[rows.cpu()].to(rows.device), mu=cfg.mu,
-                       minibatch_size=cfg.minibatch_size or distributed.all_reduce_sum(kept.num_sequences),
-                       microbatch_size=cfg.microbatch_size, beta=cfg.beta, clip_low=cfg.clip_low,
-                       clip_high=cfg.clip_high, loss_type=cfg.loss_type, temperature=cfg.temperature,
-                       max_grad_norm=cfg.max_grad_norm, old_logp=old_logp[rows],
-                       ref_logp=ref_logp[rows] if cfg.beta > 0 else None, max_len=cfg.max_new_tokens,
-                       normalizer_scale=scale)
