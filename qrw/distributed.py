@@ -201,3 +201,37 @@ def all_reduce_gradients(parameters) -> None:
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
     for g, part in zip(grads, flat.split([g.numel() for g in grads])):
         g.copy_(part.view_as(g))
+
+
+# ---------------------------------------------------------------------------
+# Rows split over the ranks (the GRPO update's bookkeeping, qrw.update)
+# ---------------------------------------------------------------------------
+
+
+def rows_of_rank(num_rows: int) -> tuple[int, int]:
+    """``(offset, total)``: this rank holds rows ``offset .. offset + num_rows - 1`` of the ``total`` rows of all
+    ranks concatenated in rank order (``(0, num_rows)`` in a single process)."""
+    counts = all_gather_object(num_rows)  # rows held by each rank
+    return sum(counts[:rank()]), sum(counts)
+
+
+def held_rows(rows: torch.Tensor, offset: int, num_rows: int) -> torch.Tensor:
+    """Of the global row indices ``rows`` (b,), those this rank holds, as its own row indices (b_rank,).
+
+    ``offset``, ``num_rows``: this rank's rows (:func:`rows_of_rank`). ``rows`` itself in a single process.
+    """
+    if world_size() == 1:
+        return rows
+    return rows[(rows >= offset) & (rows < offset + num_rows)] - offset  # (b_rank,)
+
+
+def count_over_ranks(count: float, holds_rows: bool = True) -> float:
+    """A loss normaliser's count (sequences or tokens) over the rows of all ranks together.
+
+    ``count`` itself in a single process. Under torchrun the ranks' counts are
+    summed (every normaliser is a count, so they add up), at least 1; a rank that
+    holds no rows (``holds_rows=False``) adds 0, not the 1 its own count is clamped to.
+    """
+    if world_size() == 1:
+        return count
+    return max(all_reduce_sum(count if holds_rows else 0.0), 1.0)
