@@ -236,7 +236,7 @@ def test_parallel_jobs_start_each_run_after_its_init(monkeypatch, tmp_path):
     import time
     from types import SimpleNamespace
 
-    import qrw.reproduce as rep
+    import qrw.reproduce.grid as rep  # the module whose train_all calls train
 
     events, lock = [], threading.Lock()
 
@@ -302,7 +302,7 @@ def test_regime_readings_follow_the_intervals_and_the_hacking_counts():
 
 
 def test_a_claim_not_reproduced_says_when_every_seed_agrees_in_sign():
-    from qrw.reproduce import _seeds_agree_text
+    from qrw.reproduce.claims import _seeds_agree_text
 
     assert "(+0.013, +0.056, +0.211)" in _seeds_agree_text([0.013, 0.056, 0.211])
     assert _seeds_agree_text([-0.01, -0.02]) != ""

@@ -1,0 +1,166 @@
+"""The grid of runs: one :class:`Arm` per comparison, trained over seeds in subprocesses.
+
+:data:`GRID` names every arm (one line each to add another) with its training
+command and, for GRPO, the arm whose run it starts from; :func:`train_all` trains
+every (seed, arm) into ``OUT/seed-S/NAME`` (a finished run is reused), ``--jobs``
+at a time; :func:`grid_command` is the command that regenerates the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from qrw.config import UserError, check
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm of the grid: a training command and, for GRPO, the arm whose run it starts from."""
+
+    label: str  # its row in the report's tables
+    script: str  # train_sft.py or train_grpo.py
+    flags: tuple[str, ...] = ()  # on top of --out, --seed, --device, --quiet
+    init: str | None = None  # the arm whose run is --init (GRPO)
+
+
+# sft-multi and grpo-fusion are the scripts' defaults; an arm starts after the arm it starts from
+GRID = {
+    "sft-multi": Arm("multi-task SFT", "train_sft.py"),
+    "sft-single": Arm("single-task SFT", "train_sft.py", ("--tasks", "rewrite")),
+    "sft-nopretrain": Arm("multi-task SFT, no pretrain", "train_sft.py", ("--no-pretrain",)),
+    "sft-single-gold": Arm("single-task SFT, gold pairs", "train_sft.py", ("--tasks", "rewrite", "--rewrite-data", "gold")),
+    "grpo-fusion": Arm("GRPO fusion", "train_grpo.py", ("--reward", "fusion"), "sft-multi"),
+    "grpo-relevance": Arm("GRPO relevance", "train_grpo.py", ("--reward", "relevance"), "sft-multi"),
+    "grpo-conversion": Arm("GRPO conversion", "train_grpo.py", ("--reward", "conversion"), "sft-multi"),
+    "grpo-norules": Arm("GRPO fusion, no rules", "train_grpo.py", ("--reward", "fusion", "--rules", "none"), "sft-multi"),
+    "grpo-oracle": Arm("GRPO fusion, oracle relevance", "train_grpo.py",
+                       ("--reward", "fusion", "--relevance-judge", "oracle"), "sft-multi"),
+}
+LABELS = {"none": "no rewrite", **{name: arm.label for name, arm in GRID.items()}}
+# (before, after) pairs compared on the same queries: the claims' and the upper bounds' (after minus before)
+CLAIM_PAIRS = [("sft-single", "sft-multi"), ("sft-nopretrain", "sft-multi"), ("sft-multi", "grpo-fusion"),
+               ("sft-multi", "grpo-relevance"), ("sft-multi", "grpo-conversion"), ("grpo-fusion", "grpo-conversion")]
+BOUND_PAIRS = [("sft-single-gold", "sft-single"), ("grpo-norules", "grpo-fusion"), ("grpo-oracle", "grpo-fusion")]
+QUICK = {"train_sft.py": ["--pretrain-steps", "150", "--sft-steps", "500"], "train_grpo.py": ["--steps", "40"]}
+SMOKE = {"train_sft.py": ["--smoke", "--sft-eval-every", "4"], "train_grpo.py": ["--smoke"]}  # tests: seconds a run
+
+
+def selected_arms(spec: str | None) -> list[str]:
+    """The arms of ``--arms`` plus the arms they start from, in :data:`GRID` order (all of them when None)."""
+    if spec is None:
+        return list(GRID)
+    asked = [a.strip() for a in spec.split(",") if a.strip()]
+    check(asked, "--arms needs at least one arm")
+    unknown = [a for a in asked if a not in GRID]
+    check(not unknown, f"--arms: unknown arm {', '.join(unknown)} (arms: {', '.join(GRID)})")
+    needed = set(asked)
+    for name in asked:
+        while GRID[name].init is not None:
+            name = GRID[name].init
+            needed.add(name)
+    return [name for name in GRID if name in needed]
+
+
+def seed_list(args: argparse.Namespace) -> list[int]:
+    return list(range(args.seed, args.seed + args.seeds))
+
+
+def mode_flags(script: str, args: argparse.Namespace) -> list[str]:
+    """The step-count flags of ``--quick`` or ``--smoke`` for a script (none for the full grid)."""
+    return SMOKE[script] if args.smoke else QUICK[script] if args.quick else []
+
+
+def train(name: str, seed: int, out: Path, args: argparse.Namespace, threads: int = 0) -> tuple[float, bool]:
+    """Train one arm with one seed in a subprocess, into ``out/name`` (output to ``out/name.log``).
+
+    ``out`` is the seed's directory (``OUT/seed-S``); ``threads`` > 0 sets the
+    subprocess's CPU threads (``OMP_NUM_THREADS``). Returns (its training wall time,
+    whether a finished run was reused).
+    """
+    arm = GRID[name]
+    run_dir = out / name
+    if (run_dir / "metrics.json").exists() and not args.force:
+        print(f"  seed {seed} {name}: reusing {run_dir}")
+        return json.loads((run_dir / "metrics.json").read_text()).get("train_seconds", 0.0), True
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    cmd = [sys.executable, arm.script, "--out", str(run_dir), "--seed", str(seed), "--device", args.device,
+           "--quiet", *arm.flags, *mode_flags(arm.script, args)]
+    if arm.init:
+        cmd += ["--init", str(out / arm.init)]
+    print(f"  seed {seed} {name}: {' '.join(cmd[1:])}", flush=True)
+    t0 = time.perf_counter()
+    root = Path(__file__).resolve().parents[2]  # the repository
+    out.mkdir(parents=True, exist_ok=True)
+    env = os.environ | ({"OMP_NUM_THREADS": str(threads)} if threads > 0 else {})
+    with open(out / f"{name}.log", "w") as log:
+        result = subprocess.run(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT, env=env)
+    if result.returncode != 0:
+        raise UserError(f"{name} (seed {seed}) failed (exit {result.returncode}); see {out / f'{name}.log'}")
+    return time.perf_counter() - t0, False
+
+
+def train_all(names: list[str], seeds: list[int], out: Path, args: argparse.Namespace) -> dict:
+    """Train every (seed, arm), ``args.jobs`` at a time; (seed, arm) -> :func:`train`'s result.
+
+    The runs go seed by seed, each seed's in :data:`GRID` order (so the first seed's
+    arms are all done first, and an arm's init is queued before it). With more than
+    one job, a run waits for its init's run before starting (never a deadlock: the
+    queue is served in order, so the init is running or done by then), and each run
+    gets ``cpu_count // jobs`` threads.
+    """
+    if args.jobs == 1:
+        return {(seed, name): train(name, seed, out / f"seed-{seed}", args) for seed in seeds for name in names}
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    futures: dict = {}
+
+    def job(seed: int, name: str) -> tuple[float, bool]:
+        init = GRID[name].init
+        if init is not None:
+            futures[(seed, init)].result()  # raises if the init failed
+        return train(name, seed, out / f"seed-{seed}", args, threads=threads)
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for seed in seeds:
+            for name in names:
+                futures[(seed, name)] = pool.submit(job, seed, name)
+        try:
+            return {(seed, name): futures[(seed, name)].result() for seed in seeds for name in names}
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # let the running runs finish; start no more
+            raise
+
+
+def command_of(name: str, args: argparse.Namespace) -> str:
+    """The arm's training command as a reader would type it (S: each seed)."""
+    arm = GRID[name]
+    parts = ["python", arm.script, *arm.flags, "--seed", "S", *mode_flags(arm.script, args)]
+    if arm.init:
+        parts += ["--init", f"<{arm.init}, seed S>"]
+    return " ".join(parts)
+
+
+def grid_command(args: argparse.Namespace) -> str:
+    """The ``python -m qrw.reproduce`` command that regenerates this report."""
+    parts = ["python -m qrw.reproduce"]
+    if args.seeds != 1:
+        parts.append(f"--seeds {args.seeds}")
+    if args.seed != 0:
+        parts.append(f"--seed {args.seed}")
+    if args.arms is not None:
+        parts.append(f"--arms {args.arms}")
+    if args.jobs != 1:
+        parts.append(f"--jobs {args.jobs}")
+    parts += ["--quick"] if args.quick else []
+    parts += ["--smoke"] if args.smoke else []
+    return " ".join(parts)
