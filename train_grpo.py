@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from qrw import distributed
+from qrw import distributed, preemption
 from qrw.checkpoint import CKPT_NAME
 from qrw.config import (NonFiniteLossError, Parser, add_config_args, arg, check, config_from_args, config_from_dict,
                         resolve_device, run_main)
@@ -268,7 +268,7 @@ def main(argv=None) -> int:
             run_dir.save("grpo", done, optimizer)
     if loop.stopped:
         print(f"stopped; continue with: python train_grpo.py --resume --out {out}")
-        return 0
+        return preemption.exit_code()  # 0 after --stop-after, 128 + signum after SIGTERM/SIGINT
     if grpo.steps == 0:
         run_dir.save("grpo", 0, torch.optim.AdamW(policy.parameters()))
     train_seconds = time.perf_counter() - t_start

@@ -30,7 +30,7 @@ from typing import Callable
 
 import torch
 
-from qrw import distributed
+from qrw import distributed, preemption
 from qrw.checkpoint import CKPT_NAME, CONFIG_NAME, TOKENIZER_NAME
 from qrw.config import (NonFiniteLossError, Parser, add_config_args, check, config_from_args, config_from_dict,
                         resolve_device, run_main)
@@ -273,8 +273,9 @@ def main(argv=None) -> int:
                                start_step=start_step, optimizer_state=state["optimizer"] if state else None,
                                stop_after=budget, **common)
         if not finished:
-            print(f"stopped after {budget} steps; continue with: python train_sft.py --resume --out {out}")
-            return 0
+            print(f"stopped{'' if preemption.received() else f' after {budget} steps'}; "
+                  f"continue with: python train_sft.py --resume --out {out}")
+            return preemption.exit_code()  # 0 after --stop-after, 128 + the signal's number after SIGTERM/SIGINT
         if budget is not None:
             budget -= pre.steps - start_step
             if budget <= 0:
@@ -295,7 +296,7 @@ def main(argv=None) -> int:
                                stop_after=budget, **common)
         if not finished:
             print(f"stopped; continue with: python train_sft.py --resume --out {out}")
-            return 0
+            return preemption.exit_code()
         if budget is not None:
             budget -= sft.steps - sft_start
             if budget <= 0 and configs["label"].steps > 0:
@@ -321,7 +322,7 @@ def main(argv=None) -> int:
                                stop_after=budget, **common)
         if not finished:
             print(f"stopped; continue with: python train_sft.py --resume --out {out}")
-            return 0
+            return preemption.exit_code()
     train_seconds = time.perf_counter() - t_start
     if not distributed.is_main():  # rank 0 alone evaluates
         return 0

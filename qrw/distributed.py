@@ -167,6 +167,18 @@ def all_reduce_mean(value):
     return total / world_size()
 
 
+def max_over_ranks(value: int) -> int:
+    """The largest of the ranks' integers ``value`` (``value`` itself in a single process): one tiny all-reduce.
+
+    The stage loops agree this way on a stop signal that reached some ranks only (:mod:`qrw.preemption`).
+    """
+    if not is_distributed():
+        return value
+    out = torch.tensor([value], dtype=torch.int64, device=_comm_device())
+    dist.all_reduce(out, op=dist.ReduceOp.MAX)
+    return int(out.item())
+
+
 def mean_over_ranks(value: float, weight: float) -> float:
     """The mean over ranks of each rank's mean ``value`` of ``weight`` items (``value`` itself in a single process)."""
     if not is_distributed():

@@ -35,6 +35,7 @@ except ImportError:  # Windows: run directories are not locked
 import torch
 from tqdm.auto import tqdm
 
+from qrw import distributed, preemption
 from qrw.checkpoint import (CKPT_NAME, CONFIG_NAME, TOKENIZER_NAME, file_sha256, load_checkpoint, read_json,
                             restore_model, save_checkpoint, write_json)
 from qrw.config import UserError, config_from_dict
@@ -101,6 +102,7 @@ class RunDir:
         self.log: MetricsLog | None = None
         self.model: torch.nn.Module | None = None
         self.tokenizer_sha256 = ""
+        self.checkpoint_step: int | None = None  # the step of the checkpoint on disk (resumed or last saved)
         self._unlock: weakref.finalize | None = None
         if resume and not self.out.is_dir():
             raise UserError(f"no run to resume in {self.out} (no such directory): start it without --resume")
@@ -157,16 +159,19 @@ class RunDir:
         ``tokenizer.json`` must already be in the directory. Returns the checkpoint
         state on resume (``optimizer``, ``stage``, ``step``), else None: a fresh
         run, or a resumed one stopped before its first checkpoint, which starts
-        again from step 0 (saying so) with an emptied ``metrics.jsonl``.
+        again from step 0 (saying so) with an emptied ``metrics.jsonl``. A resume
+        whose ``config`` differs from the saved one (``train_grpo.py --resume --lr``)
+        rewrites ``config.json``, so that later resumes keep the change.
         """
         self.create()
-        if not self.resume and self.writer:
+        if self.writer and (not self.resume or config != self.saved_config):
             write_json(self.out / CONFIG_NAME, config)
         self.tokenizer_sha256 = file_sha256(self.tokenizer_path)
         self.model = model
         state = None
         if self.resume and (self.out / CKPT_NAME).exists():
             state = restore_model(self.out, model, self.tokenizer_sha256)
+            self.checkpoint_step = state["step"]
         elif self.resume and self.writer:
             print(f"no checkpoint in {self.out} yet: starting the run from step 0")
         if not self.writer:
@@ -185,6 +190,7 @@ class RunDir:
 
     def save(self, stage: str, step: int, optimizer: torch.optim.Optimizer) -> None:
         """Checkpoint the model and optimizer after ``step`` completed steps of ``stage`` (atomic write)."""
+        self.checkpoint_step = step
         if not self.writer:
             return
         save_checkpoint(self.out / CKPT_NAME, {"model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -215,6 +221,14 @@ class StageLoop:
     ``stop_after`` counts the steps taken in this invocation; a checkpoint is due
     at every ``ckpt_every`` steps (0: never in between), at the stage's last step,
     and at the step where ``stop_after`` stops the loop.
+
+    **Preemption** (:mod:`qrw.preemption`): while the steps run, SIGTERM and
+    SIGINT are caught; the step in progress finishes, :meth:`checkpoint_due`
+    says yes at it, and the loop ends with ``stopped`` set and ``signal`` the
+    signal's number (the script then prints its ``--resume`` command and exits
+    with :func:`qrw.preemption.exit_code`). Every rank agrees on the step: the
+    first call of :meth:`checkpoint_due` at a step boundary (the scripts call it
+    once per step, on every rank) all-reduces the signal under torchrun.
     """
 
     def __init__(self, stage: str, start: int, total: int, *, log_every: int, ckpt_every: int,
@@ -224,18 +238,41 @@ class StageLoop:
         self.progress = progress
         self.steps_run = 0
         self.stopped = False
+        self.signal: int | None = None  # the stop signal that ended the loop (qrw.preemption), if one did
+        self._agreed: tuple[int, int] | None = None  # (steps done, signal or 0) agreed by the ranks at a boundary
         self.bar = None
 
     def __iter__(self) -> Iterator[int]:
         self.bar = tqdm(range(self.start, self.total), desc=self.stage, initial=self.start, total=self.total,
                         disable=not self.progress, dynamic_ncols=True, leave=False)
-        for step in self.bar:
-            self.steps_run += 1
-            yield step
-            if self.stopping(step + 1):
-                self.stopped = True
-                break
-        self.bar.close()
+        preemption.catch()
+        try:
+            for step in self.bar:
+                self.steps_run += 1
+                yield step
+                if self.stopping(step + 1) or self.signalled(step + 1):
+                    self.stopped = True
+                    break
+        finally:
+            self.bar.close()
+            if preemption.received() is None:  # after a signal, a second one during the save still exits at once
+                preemption.release()
+        if self.signal is not None and distributed.is_main():
+            print(f"{preemption.name(self.signal)}: {self.stage} stopped at step {self.done}/{self.total}, "
+                  f"checkpointed there")
+
+    @property
+    def done(self) -> int:
+        """Steps of the stage completed so far (by this and earlier invocations)."""
+        return self.start + self.steps_run
+
+    def signalled(self, done: int) -> bool:
+        """True when a stop signal ends the stage after ``done`` steps: agreed by every rank, once per boundary."""
+        if self._agreed is None or self._agreed[0] != done:
+            self._agreed = (done, distributed.max_over_ranks(preemption.received() or 0))
+        if self._agreed[1]:
+            self.signal = self._agreed[1]
+        return bool(self._agreed[1])
 
     def stopping(self, done: int) -> bool:
         """True when ``--stop-after`` ends the stage after ``done`` steps (and the stage is not finished)."""
@@ -245,7 +282,8 @@ class StageLoop:
         return self.progress and (done % self.log_every == 0 or done == self.total)
 
     def checkpoint_due(self, done: int) -> bool:
-        return bool(self.ckpt_every and done % self.ckpt_every == 0) or done == self.total or self.stopping(done)
+        return (bool(self.ckpt_every and done % self.ckpt_every == 0) or done == self.total or self.stopping(done)
+                or self.signalled(done))
 
     def write(self, text: str) -> None:
         """Print a line above the progress bar."""
