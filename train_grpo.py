@@ -48,6 +48,7 @@ from qrw.checkpoint import CKPT_NAME
 from qrw.config import (NonFiniteLossError, Parser, add_config_args, arg, check, config_from_args, config_from_dict,
                         resolve_device, run_main)
 from qrw.lm.precision import DTYPES, resolve_dtype, set_precision
+from qrw.health import HealthConfig, read_records, replay
 from qrw.grpo import dynamic_sampling_mask, group_advantages, kl_k3, masked_mean, normalize_then_sum
 from qrw.lm.generate import Rollout
 from qrw.rewards import COMPONENTS, RewardConfig, RewardFunction
@@ -95,6 +96,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_config_args(p, GRPORunConfig, group_title="run")
     add_config_args(p, GRPOConfig, group_title="GRPO")
     add_config_args(p, RewardConfig, group_title="rewards")
+    add_config_args(p, HealthConfig, group_title="health monitor (qrw.health)")
     return p.parse_args(argv)
 
 
@@ -168,6 +170,8 @@ def main(argv=None) -> int:
         saved = run_dir.saved_config
         run = config_from_dict(GRPORunConfig, {"dtype": "fp32"} | saved["run"])  # runs before --dtype: fp32
         grpo = config_from_dict(GRPOConfig, saved["grpo"])
+        if args.lr is not None:  # --resume --lr: go on at another learning rate (after a collapse: qrw.health)
+            grpo = dataclasses.replace(grpo, lr=args.lr)
         rewards_cfg = config_from_dict(RewardConfig, saved["rewards"])
 
     # ---- policy (trainable) and reference (frozen SFT copy) ----------------------------
@@ -203,6 +207,8 @@ def main(argv=None) -> int:
           f"processes ({distributed.world_size()}), got {grpo.queries_per_step}")
     G = grpo.group_size
     start = state["step"] if state else 0
+    health = replay(config_from_args(HealthConfig, args), read_records(out / "metrics.jsonl") if state else [],
+                    grpo.steps)  # resumed: the monitor as the logged steps left it
     loop = StageLoop("grpo", start, grpo.steps, log_every=grpo.log_every, ckpt_every=grpo.ckpt_every,
                      stop_after=args.stop_after, progress=progress)
     for step in loop:
@@ -252,6 +258,9 @@ def main(argv=None) -> int:
                    "seconds_update": t3 - t2}
         run_dir.log.write(record)
         done = step + 1
+        verdict = health.observe(record)  # the health monitor: a verdict every step, a stop on a collapse
+        if health.collapsed:
+            raise health.failure(out, run_dir.checkpoint_step, grpo.lr)
         loop.show(reward=record["reward_fused_mean"], kl=record["kl"])
         if loop.print_due(done):
             shown = {"loss": record["loss"], "reward": record["reward_fused_mean"],
@@ -259,12 +268,13 @@ def main(argv=None) -> int:
                      "kl": record["kl"], "clip": (record["clip_frac_low"] or 0.0) + (record["clip_frac_high"] or 0.0),
                      "kept": record["groups_kept"], "len": record["length_mean"]}
             loop.log_line(done, {k: float("nan") if v is None else v for k, v in shown.items()}, record["seconds"])
+            loop.write(verdict)
         if progress and done % grpo.sample_every == 0:
             for i in [p * G + g for p in range(min(len(queries), 2)) for g in range(min(G, 3))]:
                 parts = " ".join(f"{c} {scores[c][i]:.2f}" for c in reward_fn.weights)
                 loop.write(f"  {queries[i // G].text!r} -> {groups.rewrites[i]!r}: reward {scores['fused'][i]:.2f} "
                            f"({parts})")
-        if loop.checkpoint_due(done):
+        if loop.checkpoint_due(done) and (health.healthy or done == grpo.steps):  # none while the monitor warns
             run_dir.save("grpo", done, optimizer)
     if loop.stopped:
         print(f"stopped; continue with: python train_grpo.py --resume --out {out}")
