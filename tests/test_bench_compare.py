@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from qrw.bench.compare import (INSTALL_HINT, SHAPES, IdRewriter, _row, autocast_forward, hf_llama, lm_loss,
-                               max_logit_difference, qrw_from_hf, text_length_reward, word_tokenizer)
+from qrw.bench.compare import INSTALL_HINT, SHAPES, _row
+from qrw.bench.compare_hf import autocast_forward, hf_llama, lm_loss, max_logit_difference, qrw_from_hf
+from qrw.bench.compare_trl import IdRewriter, text_length_reward, word_tokenizer
 from qrw.lm.generate import Rollout
 
 ROOT = Path(__file__).resolve().parents[1]

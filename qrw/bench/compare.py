@@ -35,30 +35,28 @@ not generation) and so does its default gradient checkpointing (it would recompu
 Each number is the median of ``repeats`` timed runs after warm-up. qrw's runs and HF's (TRL's) alternate,
 so load from a neighbour on a shared machine hits both alike. ratio = qrw's speed / theirs (> 1: qrw is
 faster).
+
+The command is written in three modules: this one (the sizes, the shapes, FLOPs and :func:`run_compare`,
+which prints the tables), :mod:`qrw.bench.compare_hf` (the HF ``LlamaForCausalLM`` with qrw's weights, the
+bf16 wrapper, the side-by-side clock, the generation and training workloads) and
+:mod:`qrw.bench.compare_trl` (the GRPO workload: qrw's step beside TRL's ``GRPOTrainer``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import functools
 import json
 import platform
-import statistics
-import tempfile
-import time
-import warnings
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from qrw.config import UserError, check
-from qrw.grpo import group_advantages
 from qrw.lm.generate import sample
-from qrw.lm.model import ModelConfig, Transformer
-from qrw.rollout import frozen_reference, groups_batch, rollout_logprobs, sample_groups
-from qrw.update import GRPOConfig, update_policy
+from qrw.lm.model import Transformer
+from qrw.bench.compare_hf import (autocast_forward, hf_llama, max_logit_difference, qrw_from_hf, time_generation,
+                                  time_training, train_steps)
+from qrw.bench.compare_trl import time_grpo
 
 SHAPES: dict[str, dict] = {
     # the shape of issue 12: qrw's "cpu" preset widened to d 256 (Llama's d_ff ~ 8/3 d), vocabulary 4096
@@ -97,306 +95,6 @@ def require_bench_deps(need_trl: bool) -> None:
             import trl  # noqa: F401
     except ImportError:
         raise UserError(INSTALL_HINT) from None
-
-
-# ---- the two models, one set of weights ------------------------------------------------------------
-
-def hf_llama(shape: dict, seed: int):
-    """A randomly initialised ``LlamaForCausalLM`` of ``shape`` (a :data:`SHAPES` entry); pad and EOS are
-    the two top ids, no BOS."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    V = shape["vocab_size"]
-    config = LlamaConfig(vocab_size=V, hidden_size=shape["d_model"], intermediate_size=shape["d_ff"],
-                         num_hidden_layers=shape["n_layer"], num_attention_heads=shape["n_head"],
-                         num_key_value_heads=shape["n_head"], max_position_embeddings=shape["max_seq_len"],
-                         rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=True, attention_bias=False,
-                         mlp_bias=False, bos_token_id=None, eos_token_id=V - 1, pad_token_id=V - 2)
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(config)
-
-
-def qrw_from_hf(hf_model, shape: dict) -> Transformer:
-    """qrw's ``Transformer`` holding ``hf_model``'s weights: HF's ``model.`` prefix dropped, names otherwise equal."""
-    model = Transformer(ModelConfig(**shape))
-    state = {name.removeprefix("model."): tensor for name, tensor in hf_model.state_dict().items()}
-    model.load_state_dict(state, strict=True)  # every name on both sides, or an error
-    return model
-
-
-@torch.no_grad()
-def max_logit_difference(hf_model, model: Transformer, seed: int, batch: int = 4, length: int = 96) -> float:
-    """max |logits_HF - logits_qrw| over a (batch, length) random batch, fp32, eval mode."""
-    gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, model.config.vocab_size - 2, (batch, length), generator=gen)  # (B, T)
-    hf_model.eval(), model.eval()
-    return float((hf_model(ids).logits.float() - model(ids)).abs().max())
-
-
-@contextlib.contextmanager
-def autocast_forward(models, dtype: torch.dtype, device_type: str):
-    """Run every ``forward`` of ``models`` under ``torch.autocast(device_type, dtype)`` (fp32: unchanged).
-
-    The wrapper keeps the wrapped signature (``functools.wraps``): HF's ``generate`` reads it to decide
-    which arguments the model takes (``logits_to_keep`` among them). Restored on exit.
-    """
-    models = [m for m in models if m is not None]
-    if dtype == torch.float32:
-        yield
-        return
-    saved = [m.__dict__.get("forward") for m in models]  # an instance-level forward (TRL patches one) or None
-    for m in models:
-        inner = m.forward
-
-        @functools.wraps(inner)
-        def forward(*args, _inner=inner, **kwargs):
-            with torch.autocast(device_type, dtype=dtype):
-                return _inner(*args, **kwargs)
-
-        m.forward = forward
-    try:
-        yield
-    finally:
-        for m, old in zip(models, saved):
-            if old is None:
-                del m.forward
-            else:
-                m.forward = old
-
-
-# ---- timing ---------------------------------------------------------------------------------------
-
-def _seconds(fn, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0
-
-
-def side_by_side(ours, theirs, repeats: int, warmup: int, device: torch.device) -> tuple[float, float]:
-    """Median seconds of ``ours()`` and ``theirs()``, run alternately ``repeats`` times after ``warmup`` runs each."""
-    for _ in range(warmup):
-        ours(), theirs()
-    times_ours, times_theirs = [], []
-    for _ in range(repeats):
-        times_ours.append(_seconds(ours, device))
-        times_theirs.append(_seconds(theirs, device))
-    return statistics.median(times_ours), statistics.median(times_theirs)
-
-
-# ---- generation and training step ----------------------------------------------------------------
-
-def time_generation(hf_model, model: Transformer, sizes: Sizes, dtype, repeats: int, device, seed: int):
-    """Median seconds of one sampling call (``sizes.gen_prompts`` prompts) for qrw and HF."""
-    V = model.config.vocab_size
-    gen = torch.Generator().manual_seed(seed)
-    prompts = torch.randint(0, V - 2, (sizes.gen_prompts, sizes.gen_prompt_len), generator=gen)  # (B, P)
-    prompt_lists, prompts = prompts.tolist(), prompts.to(device)
-    hf_model.eval(), model.eval()
-
-    def ours():
-        sample(model, prompt_lists, max_new_tokens=sizes.gen_new_tokens, temperature=1.0, eos_id=V - 1,
-               pad_id=V - 2)
-
-    def theirs():
-        hf_model.generate(prompts, attention_mask=torch.ones_like(prompts), do_sample=True, temperature=1.0,
-                          top_k=0, top_p=1.0, max_new_tokens=sizes.gen_new_tokens, use_cache=True,
-                          eos_token_id=V - 1, pad_token_id=V - 2)
-
-    with autocast_forward([model, hf_model], dtype, device.type):
-        return side_by_side(ours, theirs, repeats, warmup=1, device=device)
-
-
-def lm_loss(model: Transformer, ids: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over every position of (B, T) ``ids`` that has a next token, the way qrw's
-    training computes it (``qrw.sft.multitask_loss``): the LM head runs only at the B * (T - 1) positions with a
-    target (``select=``), in row-major order, so the targets are ``ids[:, 1:]`` flattened and neither the logits
-    of the last column nor a shifted copy of the (B, T, V) logits is ever made. HF's loss computes all B * T rows
-    of logits and shifts the labels instead; the loss is the same (tests/test_bench_compare.py)."""
-    has_target = torch.ones_like(ids, dtype=torch.bool)  # (B, T)
-    has_target[:, -1] = False
-    logits = model(ids, select=has_target)  # (B * (T - 1), V) float32
-    return F.cross_entropy(logits, ids[:, 1:].reshape(-1))
-
-
-def train_steps(hf_model, model: Transformer, sizes: Sizes, seed: int, device):
-    """Four closures over one random (B, T) batch: qrw step, HF step, qrw forward+backward, HF forward+backward."""
-    gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, model.config.vocab_size, (sizes.train_batch, sizes.train_len), generator=gen).to(device)
-    hf_model.train(), model.train()
-    optimizers = {id(m): torch.optim.AdamW(m.parameters(), lr=1e-4) for m in (model, hf_model)}
-
-    def qrw_loss():
-        return lm_loss(model, ids)
-
-    def hf_loss():
-        return hf_model(input_ids=ids, labels=ids).loss  # HF shifts the labels itself
-
-    def forward_backward(m, loss_fn):
-        loss_fn().backward()
-        m.zero_grad(set_to_none=True)
-
-    def step(m, loss_fn):
-        loss_fn().backward()
-        optimizers[id(m)].step()
-        optimizers[id(m)].zero_grad(set_to_none=True)
-
-    return (functools.partial(step, model, qrw_loss), functools.partial(step, hf_model, hf_loss),
-            functools.partial(forward_backward, model, qrw_loss), functools.partial(forward_backward, hf_model, hf_loss))
-
-
-def time_training(hf_model, model: Transformer, sizes: Sizes, dtype, repeats: int, device, seed: int):
-    """Median seconds of (qrw step, HF step, qrw forward+backward, HF forward+backward)."""
-    ours, theirs, ours_fb, theirs_fb = train_steps(hf_model, model, sizes, seed, device)
-    with autocast_forward([model, hf_model], dtype, device.type):
-        step = side_by_side(ours, theirs, repeats, warmup=2, device=device)
-        fwd_bwd = side_by_side(ours_fb, theirs_fb, repeats, warmup=1, device=device)
-    return step + fwd_bwd
-
-
-# ---- GRPO step -------------------------------------------------------------------------------------
-
-def text_length_reward(completions: list[str], **kwargs) -> list[float]:
-    """The trivial reward of the GRPO workload: characters in the decoded completion (a TRL reward function)."""
-    return [float(len(text)) for text in completions]
-
-
-def word_tokenizer(vocab_size: int):
-    """A ``transformers`` tokenizer whose token i is the word ``t{i}``; ids V-2 and V-1 are ``<pad>`` and ``<eos>``."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {f"t{i}": i for i in range(vocab_size - 2)} | {"<pad>": vocab_size - 2, "<eos>": vocab_size - 1}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", padding_side="left")
-
-
-class IdRewriter:
-    """What ``qrw.rollout.sample_groups`` needs of a ``qrw.rewriter.Rewriter``, for prompts of random ids.
-
-    A query is the text ``"t12 t873 ..."`` of its token ids (what TRL's tokenizer reads); a completion
-    decodes to the words of its tokens before EOS (what TRL's ``batch_decode`` gives its reward function).
-    """
-
-    def __init__(self, model: Transformer, max_new_tokens: int):
-        self.model, self.max_new_tokens = model, max_new_tokens
-        self.pad_id, self.eos_id = model.config.vocab_size - 2, model.config.vocab_size - 1
-
-    def prepare(self, queries: list[str]) -> list[str]:
-        return list(queries)
-
-    def prompts(self, queries: list[str]) -> list[list[int]]:
-        return [[int(word[1:]) for word in query.split()] for query in queries]
-
-    def rollout(self, queries, *, num_samples, temperature, top_k, top_p, generator):
-        return sample(self.model, self.prompts(queries), num_samples=num_samples, max_new_tokens=self.max_new_tokens,
-                      temperature=temperature, top_k=top_k, top_p=top_p, eos_id=self.eos_id, pad_id=self.pad_id,
-                      generator=generator)
-
-    def decode_rollout(self, rollout) -> list[str]:
-        return [" ".join(f"t{t}" for t, m in zip(tokens, mask) if m > 0 and t < self.pad_id)
-                for tokens, mask in zip(rollout.tokens.tolist(), rollout.mask.tolist())]
-
-    def well_formed(self, rollout) -> list[bool]:
-        return [bool(ids) and ids[-1] == self.eos_id
-                for ids in ([t for t, m in zip(tokens, mask) if m > 0]
-                            for tokens, mask in zip(rollout.tokens.tolist(), rollout.mask.tolist()))]
-
-
-def grpo_prompts(vocab_size: int, sizes: Sizes, steps: int, seed: int) -> list[str]:
-    """``steps * grpo_prompts`` prompts of random ids as text, ``grpo_prompts`` per step."""
-    gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, vocab_size - 2, (steps * sizes.grpo_prompts, sizes.grpo_prompt_len), generator=gen)
-    return [" ".join(f"t{t}" for t in row) for row in ids.tolist()]
-
-
-def qrw_grpo_step(model: Transformer, sizes: Sizes, prompts: list[str], device, seed: int):
-    """qrw's GRPO step as ``train_grpo.py`` takes it: returns ``step(index)`` (prompts of step ``index``)
-    and the two models (policy, frozen reference) whose forwards it runs."""
-    P, G = sizes.grpo_prompts, sizes.grpo_group
-    cfg = GRPOConfig(queries_per_step=P, group_size=G, max_new_tokens=sizes.grpo_new_tokens, beta=sizes.grpo_beta,
-                     dynamic_sampling=False, mu=1, minibatch_size=0, microbatch_size=P * G, loss_type="grpo",
-                     lr=1e-5, temperature=1.0)
-    policy, reference = model, frozen_reference(model)
-    rewriter = IdRewriter(policy, cfg.max_new_tokens)
-    optimizer = torch.optim.AdamW(policy.param_groups(cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.99))
-    keep = torch.ones(P, dtype=torch.bool)  # no dynamic sampling: every group is updated
-
-    def step(index: int) -> None:
-        generator = torch.Generator(device=device).manual_seed(seed + index)
-        groups = sample_groups(rewriter, prompts[index * P:(index + 1) * P], G, temperature=cfg.temperature,
-                               generator=generator)
-        rewards = torch.tensor(text_length_reward(groups.rewrites)).view(P, G)  # (N,) -> (P, G)
-        advantages = group_advantages(rewards, scale="group")  # (P, G)
-        batch = groups_batch(groups, pad_id=rewriter.pad_id, eos_id=rewriter.eos_id, device=device)
-        ref_logp = rollout_logprobs(reference, batch, temperature=cfg.temperature)  # (N, L)
-        update_policy(policy, optimizer, batch, advantages, keep, cfg, old_logp=groups.rollout.logprobs.to(device),
-                      ref_logp=ref_logp)
-
-    return step, [policy, reference]
-
-
-def time_grpo(hf_model, model: Transformer, sizes: Sizes, dtype, repeats: int, device,
-              seed: int) -> tuple[float, float, str]:
-    """Median seconds of a qrw GRPO step and of a TRL ``GRPOTrainer`` step, and the optimizer TRL used.
-
-    TRL's loop owns its steps, so qrw's run inside it: TRL's step-end callback stops TRL's clock, then
-    takes and times one qrw step on the same prompts; the two alternate as in :func:`side_by_side`. The
-    first step of each is warm-up.
-    """
-    import transformers
-    from datasets import Dataset
-    from trl import GRPOConfig as TRLGRPOConfig
-    from trl import GRPOTrainer
-
-    prompts = grpo_prompts(hf_model.config.vocab_size, sizes, repeats + 1, seed)
-    qrw_step, qrw_models = qrw_grpo_step(model, sizes, prompts, device, seed)
-
-    class Alternate(transformers.TrainerCallback):
-        def __init__(self):
-            self.trl, self.qrw, self.start = [], [], 0.0
-
-        def on_step_begin(self, args, state, control, **kwargs):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            self.start = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            self.trl.append(time.perf_counter() - self.start)
-            self.qrw.append(_seconds(functools.partial(qrw_step, len(self.qrw)), device))
-
-    V = hf_model.config.vocab_size
-    threads = torch.get_num_threads()
-    timer = Alternate()
-    with tempfile.TemporaryDirectory() as workdir, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        transformers.logging.set_verbosity_error()
-        transformers.logging.disable_progress_bar()
-        hf_model.save_pretrained(f"{workdir}/model")  # TRL builds its reference model from this directory
-        args = TRLGRPOConfig(
-            output_dir=f"{workdir}/out", per_device_train_batch_size=sizes.grpo_prompts * sizes.grpo_group,
-            num_generations=sizes.grpo_group, max_completion_length=sizes.grpo_new_tokens, beta=sizes.grpo_beta,
-            loss_type="grpo", scale_rewards="group", temperature=1.0, top_k=0, top_p=1.0, learning_rate=1e-5,
-            max_steps=repeats + 1, bf16=False, gradient_checkpointing=False, use_cpu=device.type == "cpu",
-            report_to="none", save_strategy="no", logging_steps=10_000, disable_tqdm=True, seed=seed,
-            shuffle_dataset=False, dataloader_num_workers=0, model_init_kwargs={"dtype": "float32"})
-        trainer = GRPOTrainer(model=f"{workdir}/model", reward_funcs=text_length_reward, args=args,
-                              train_dataset=Dataset.from_dict({"prompt": prompts}),
-                              processing_class=word_tokenizer(V), callbacks=[timer])
-        trainer.remove_callback(transformers.PrinterCallback)  # no log lines in the tables
-        torch.set_num_threads(threads)  # in case the trainer's setup changed it
-        with autocast_forward([trainer.model, trainer.ref_model] + qrw_models, dtype, device.type):
-            trainer.train()
-        optimizer = type(trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer)
-        fused = any(group.get("fused") for group in trainer.optimizer.param_groups)
-    return (statistics.median(timer.qrw[1:]), statistics.median(timer.trl[1:]),
-            f"{optimizer.__name__}{' (fused)' if fused else ''}")
 
 
 def cpu_description() -> str:
