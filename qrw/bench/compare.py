@@ -36,9 +36,9 @@ Each number is the median of ``repeats`` timed runs after warm-up. qrw's runs an
 so load from a neighbour on a shared machine hits both alike. ratio = qrw's speed / theirs (> 1: qrw is
 faster).
 
-The command is written in three modules: this one (the sizes, the shapes, FLOPs and :func:`run_compare`,
-which prints the tables), :mod:`qrw.bench.compare_hf` (the HF ``LlamaForCausalLM`` with qrw's weights, the
-bf16 wrapper, the side-by-side clock, the generation and training workloads) and
+The command is written in three modules: this one (the shapes, FLOPs and :func:`run_compare`, which
+prints the tables), :mod:`qrw.bench.compare_hf` (the sizes, the HF ``LlamaForCausalLM`` with qrw's weights,
+the bf16 wrapper, the side-by-side clock, the generation and training workloads) and
 :mod:`qrw.bench.compare_trl` (the GRPO workload: qrw's step beside TRL's ``GRPOTrainer``).
 """
 
@@ -47,15 +47,14 @@ from __future__ import annotations
 import copy
 import json
 import platform
-from dataclasses import dataclass
 
 import torch
 
 from qrw.config import UserError, check
 from qrw.lm.generate import sample
 from qrw.lm.model import Transformer
-from qrw.bench.compare_hf import (autocast_forward, hf_llama, max_logit_difference, qrw_from_hf, time_generation,
-                                  time_training, train_steps)
+from qrw.bench.compare_hf import (Sizes, autocast_forward, hf_llama, max_logit_difference, qrw_from_hf,
+                                  time_generation, time_training, train_steps)
 from qrw.bench.compare_trl import time_grpo
 
 SHAPES: dict[str, dict] = {
@@ -68,22 +67,6 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 WORKLOADS = ("generate", "train", "grpo")
 LOGIT_TOLERANCE = 1e-4
 INSTALL_HINT = "python -m qrw.bench compare needs transformers and trl: pip install -e .[bench]"
-
-
-@dataclass(frozen=True)
-class Sizes:
-    """The work of each workload (issue 12's numbers)."""
-
-    gen_prompts: int = 64
-    gen_prompt_len: int = 32
-    gen_new_tokens: int = 64
-    train_batch: int = 64
-    train_len: int = 48
-    grpo_prompts: int = 8
-    grpo_group: int = 8
-    grpo_prompt_len: int = 16
-    grpo_new_tokens: int = 16
-    grpo_beta: float = 0.04
 
 
 def require_bench_deps(need_trl: bool) -> None:

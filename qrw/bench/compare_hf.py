@@ -1,7 +1,8 @@
 """The HF transformers side of ``python -m qrw.bench compare``: one Llama, two libraries, the same weights.
 
-:func:`hf_llama` builds HF's ``LlamaForCausalLM`` with random weights and :func:`qrw_from_hf` loads them
-one to one into qrw's ``Transformer``; :func:`autocast_forward` is the bf16 wrapper of both libraries;
+:class:`Sizes` is the work of every workload (the TRL side's too). :func:`hf_llama` builds HF's
+``LlamaForCausalLM`` with random weights and :func:`qrw_from_hf` loads them one to one into qrw's
+``Transformer``; :func:`autocast_forward` is the bf16 wrapper of both libraries;
 :func:`side_by_side` the alternating clock; :func:`time_generation` and :func:`time_training` the two
 workloads timed against HF (see :mod:`qrw.bench.compare` for what each measures).
 """
@@ -12,7 +13,7 @@ import contextlib
 import functools
 import statistics
 import time
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -20,8 +21,21 @@ import torch.nn.functional as F
 from qrw.lm.generate import sample
 from qrw.lm.model import ModelConfig, Transformer
 
-if TYPE_CHECKING:
-    from qrw.bench.compare import Sizes
+
+@dataclass(frozen=True)
+class Sizes:
+    """The work of each workload (issue 12's numbers)."""
+
+    gen_prompts: int = 64
+    gen_prompt_len: int = 32
+    gen_new_tokens: int = 64
+    train_batch: int = 64
+    train_len: int = 48
+    grpo_prompts: int = 8
+    grpo_group: int = 8
+    grpo_prompt_len: int = 16
+    grpo_new_tokens: int = 16
+    grpo_beta: float = 0.04
 
 
 # ---- the two models, one set of weights ------------------------------------------------------------

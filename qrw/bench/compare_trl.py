@@ -12,7 +12,6 @@ import statistics
 import tempfile
 import time
 import warnings
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -21,10 +20,7 @@ from qrw.lm.generate import sample
 from qrw.lm.model import Transformer
 from qrw.rollout import frozen_reference, groups_batch, rollout_logprobs, sample_groups
 from qrw.update import GRPOConfig, update_policy
-from qrw.bench.compare_hf import autocast_forward, seconds
-
-if TYPE_CHECKING:
-    from qrw.bench.compare import Sizes
+from qrw.bench.compare_hf import Sizes, autocast_forward, seconds
 
 
 # ---- GRPO step -------------------------------------------------------------------------------------
