@@ -6,5 +6,7 @@ measure it:
 - :mod:`qrw.bench.cli`: ``python -m qrw.bench generate|train|profile|compare``, the dispatcher
   and the generation and training-step timings;
 - :mod:`qrw.bench.profile`: every stage's seconds a step, matmul share and FLOP rate;
-- :mod:`qrw.bench.compare`: qrw beside HF transformers and TRL at the same shapes.
+- :mod:`qrw.bench.compare`: qrw beside HF transformers and TRL at the same shapes;
+- :mod:`qrw.bench.mutation`: ``python -m qrw.bench.mutation``, the tests' mutation score over
+  the method's math (targets and equivalent mutants in :mod:`qrw.bench.mutation_targets`).
 """
