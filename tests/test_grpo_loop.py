@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from qrw.config import UserError
-from qrw.grpo import group_advantages, normalize_then_sum
+from qrw.grpo import group_advantages, kl_k3, normalize_then_sum
 from qrw.lm.generate import sample
 from qrw.lm.model import ModelConfig, Transformer
 from qrw.rewards import fuse_rewards
-from qrw.rollout import RolloutBatch, rollout_logprobs
+from qrw.rollout import RolloutBatch, rollout_logprobs, sequence_logprobs
 from qrw.update import GRPOConfig, grpo_update, update_policy
 from test_grpo_update import EOS, PAD, VOCAB, make_policy
 
@@ -107,7 +107,15 @@ def test_departure_3_kl_without_dynamic_sampling_covers_every_sample():
     kl_only = gradient_of_update(policy, batch, zero_advantages, torch.ones(len(PROMPTS), dtype=torch.bool), cfg,
                                  ref_logp=ref_logp)
     assert kl_only["grad"].norm() > 1e-4  # the KL alone pulls, also on groups without a signal
-    assert with_kl["stats"]["kl"] > 0
+    # ... exactly as beta * (grpo's mean over all 12 sequences of their mean k3), computed here directly
+    direct = copy.deepcopy(policy)
+    logp = sequence_logprobs(direct, batch.input_ids, batch.attention_mask, batch.completion_start)  # (N, L)
+    mask = batch.completion_mask
+    k3 = kl_k3(logp, ref_logp) * mask  # (N, L)
+    (0.1 * ((k3.sum(1) / mask.sum(1)).mean())).backward()
+    torch.testing.assert_close(kl_only["grad"], torch.cat([p.grad.flatten() for p in direct.parameters()]),
+                               rtol=1e-5, atol=1e-8)
+    assert with_kl["stats"]["kl"] == pytest.approx((k3.sum() / mask.sum()).item(), rel=1e-5)
 
 
 def test_departure_4_minibatch_zero_is_one_on_policy_update_per_rollout():

@@ -275,12 +275,20 @@ def test_p17_reference_model_gets_no_gradient_and_is_unchanged():
 
 
 def test_p17_beta_zero_needs_no_reference():
-    """P17: beta = 0 runs without ref_logp (and reports no kl); beta > 0 without it is a ValueError."""
-    policy = make_policy()
+    """P17: beta = 0 runs without ref_logp (and reports no kl): the same step as with a reference and beta = 0,
+    and the on-policy values (rho = 1, loss = grpo's mean over sequences of -A); beta > 0 without it is a ValueError."""
+    policy, with_reference = make_policy(), make_policy()
     batch, advantages = make_batch()
     optimizer = torch.optim.SGD(policy.parameters(), lr=0.1)
     stats = grpo_update(policy, optimizer, batch, advantages, **update_kwargs(beta=0.0))
-    assert "kl" not in stats and math.isfinite(stats["loss"])
+    assert "kl" not in stats
+    assert stats["loss"] == pytest.approx(-advantages.mean().item(), abs=1e-6)  # every row has a token
+    assert (stats["ratio_mean"], stats["approx_kl"], stats["clip_frac_low"], stats["clip_frac_high"]) == (1, 0, 0, 0)
+    reference_stats = grpo_update(with_reference, torch.optim.SGD(with_reference.parameters(), lr=0.1), batch,
+                                  advantages, **update_kwargs(beta=0.0),
+                                  ref_logp=rollout_logprobs(make_policy(seed=5), batch))
+    assert reference_stats.pop("kl") > 0 and reference_stats == stats  # the KL is only reported
+    assert all(torch.equal(a, b) for a, b in zip(policy.parameters(), with_reference.parameters()))
     with pytest.raises(ValueError, match="ref_logp"):
         grpo_update(policy, optimizer, batch, advantages, **update_kwargs(beta=0.04))
 
