@@ -9,7 +9,7 @@ SFT initialisation and of the GRPO policy) and prints the before/after table.
 
     python train_grpo.py                                # fused reward, from runs/sft
     python train_grpo.py --reward conversion --out runs/grpo-conversion
-    python train_grpo.py --relevance-judge tagger       # the SFT model's own tagger as relevance reward
+    python train_grpo.py --relevance-judge oracle       # the evaluation's own judge as relevance reward (upper bound)
     python train_grpo.py --smoke                        # tiny end-to-end check (trains its own tiny SFT first)
     python train_grpo.py --resume --out runs/grpo       # continue an interrupted run exactly
 
@@ -17,7 +17,8 @@ One GRPO step, written out in :func:`main` (DeepSeekMath, arXiv 2402.03300, sect
 
 1. P training queries; G rewrites each sampled from the current policy  (qrw.rollout.sample_groups)
 2. every reward component and their fusion, (P, G)                      (qrw.rewards.RewardFunction)
-3. group-relative advantages; dynamic sampling skips groups with none (qrw.grpo.group_advantages)
+3. group-relative advantages: each reward z-scored in its group, then
+   weighted and summed (--aggregation sum: fused, then normalised)      (qrw.grpo.normalize_then_sum)
 4. pi_old from the sampler, pi_ref once, then mu passes of the clipped
    surrogate (+ beta * KL to the frozen SFT model)                      (qrw.update.update_policy)
 5. log, sample rewrites, checkpoint                                     (qrw.runs)
@@ -59,7 +60,7 @@ from qrw.runs import RunDir, StageLoop, load_run, lr_at, set_lr
 from qrw.scorecard import HACKING, compare_rewrites, evaluate_run, format_comparison, format_table, rewrite_kinds
 from qrw.shop.metrics import METRICS
 from qrw.shop.shop import Shop
-from qrw.update import GRPOConfig, update_policy
+from qrw.update import GRPOConfig, grpo_config_from_saved, update_policy
 
 
 @dataclass
@@ -69,10 +70,10 @@ class GRPORunConfig:
     init: str = arg("runs/sft", "SFT run directory to start from (the policy's init and the frozen reference)")
     seed: int = arg(0, "seed of the query order and the sampling")
     queries: str = arg("logs", "GRPO's training queries: the search logs' queries (unlabelled: the rewards need "
-                       "no gold rewrite) or the SFT training queries", choices=["logs", "train"])
+                       "no gold rewrite) or the SFT training queries", choices=["logs", "train"], advanced=True)
     dtype: str = arg("fp32", "compute precision of the policy and the reference: 'fp32', 'bf16' (autocast, "
                      "float32 weights, logits and log-probs), or 'auto' (bf16 where the hardware runs it fast)",
-                     choices=list(DTYPES))
+                     choices=list(DTYPES), advanced=True)
 
     def __post_init__(self) -> None:
         check(self.seed >= 0, f"--seed must be >= 0 (got {self.seed})")
@@ -90,9 +91,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true",
                    help="tiny run end to end in seconds (trains a tiny SFT run first when --init is missing)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--stop-after", type=int, default=None,
+    p.add_argument("--stop-after", type=int, default=None, advanced=True,
                    help="stop (with a checkpoint) after this many steps in this invocation; continue with --resume")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines, only the final table")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines, only the final table",
+                   advanced=True)
     add_config_args(p, GRPORunConfig, group_title="run")
     add_config_args(p, GRPOConfig, group_title="GRPO")
     add_config_args(p, RewardConfig, group_title="rewards")
@@ -169,7 +171,7 @@ def main(argv=None) -> int:
     if args.resume:
         saved = run_dir.saved_config
         run = config_from_dict(GRPORunConfig, {"dtype": "fp32"} | saved["run"])  # runs before --dtype: fp32
-        grpo = config_from_dict(GRPOConfig, saved["grpo"])
+        grpo = grpo_config_from_saved(saved["grpo"])
         if args.lr is not None:  # --resume --lr: go on at another learning rate (after a collapse: qrw.health)
             grpo = dataclasses.replace(grpo, lr=args.lr)
         rewards_cfg = config_from_dict(RewardConfig, saved["rewards"])
@@ -217,13 +219,12 @@ def main(argv=None) -> int:
         #    (rows p * G + g)
         queries = distributed.shard(step_queries(pool, step, grpo.queries_per_step, run.seed))
         groups = sample_groups(rewriter, [q.text for q in queries], G, temperature=grpo.temperature,
-                               top_k=grpo.top_k, top_p=grpo.top_p,
                                generator=step_generator(run.seed, step, device, rank=distributed.rank()))
         t1 = time.perf_counter()
         # 2. rewards: each component and their fusion
         scores = reward_fn([q for q in queries for _ in range(G)], groups.rewrites, groups.well_formed)
         t2 = time.perf_counter()
-        # 3. group-relative advantages, (P, G); dynamic sampling skips the groups without a signal
+        # 3. group-relative advantages, (P, G); --dynamic-sampling skips the groups without a signal
         if rewards_cfg.aggregation == "sum":  # weight and sum the raw rewards, then normalise the sum
             rewards = reward_fn.as_tensor(scores, G)  # (P, G)
             advantages = group_advantages(rewards, scale=grpo.scale)  # (P, G)

@@ -58,17 +58,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--smoke", action="store_true", help="tiny world, model and step counts: an end-to-end check in seconds")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--stop-after", type=int, default=None,
+    p.add_argument("--stop-after", type=int, default=None, advanced=True,
                    help="stop (with a checkpoint) after this many optimizer steps in this invocation; continue with --resume")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines, only the final summary")
-    p.add_argument("--init-from-hf", default=None, metavar="HF_DIR",
+    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines, only the final summary",
+                   advanced=True)
+    p.add_argument("--init-from-hf", default=None, metavar="HF_DIR", advanced=True,
                    help="start from a local Hugging Face Llama directory: its shape and weights (instead of --preset "
                         "and a random init) and its tokenizer.json (a qrw tokenizer, instead of training one)")
-    add_config_args(p, SFTRunConfig, group_title="run")
-    add_config_args(p, WorldConfig, skip=("seed",), group_title="world")
-    add_config_args(p, TrainConfig, prefix="pretrain", group_title="stage 0 (pretraining)", base=DEFAULT_PRETRAIN)
-    add_config_args(p, TrainConfig, prefix="sft", group_title="stage 1 (multi-task SFT)", base=DEFAULT_SFT)
-    add_config_args(p, TrainConfig, prefix="label", base=DEFAULT_LABEL,
+    # --help: the flags a user touches first; --help-all: every stage's optimiser and logging knobs, the world's
+    add_config_args(p, SFTRunConfig, group_title="run", shown=("seed", "tasks", "pretrain", "rewrite_data"))
+    add_config_args(p, WorldConfig, skip=("seed",), group_title="world", advanced=True)
+    add_config_args(p, TrainConfig, prefix="pretrain", group_title="stage 0 (pretraining)", base=DEFAULT_PRETRAIN,
+                    shown=("steps",))
+    add_config_args(p, TrainConfig, prefix="sft", group_title="stage 1 (multi-task SFT)", base=DEFAULT_SFT,
+                    shown=("steps",))
+    add_config_args(p, TrainConfig, prefix="label", base=DEFAULT_LABEL, advanced=True,
                     group_title="stage 1b (with --label-rewrites: a labelling round of the model's own rewrites)")
     return p.parse_args(argv)
 

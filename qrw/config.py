@@ -4,7 +4,10 @@ Every concern has one dataclass config (``WorldConfig``, ``ModelConfig``,
 ``SFTConfig``, ``GRPOConfig``). Each field is declared once with :func:`arg`,
 which carries its one-line help; :func:`add_config_args` maps the dataclass onto
 an ``argparse`` parser (``n_products`` -> ``--n-products``) and
-:func:`config_from_args` maps it back. Configs validate themselves in
+:func:`config_from_args` maps it back. A field declared ``arg(..., advanced=True)``
+is an advanced knob: ``--help`` lists only the flags a user touches first and
+counts the others, ``--help-all`` lists every flag (:class:`Parser`); an advanced
+flag works like any other. Configs validate themselves in
 ``__post_init__`` and raise :class:`UserError`; scripts run under
 :func:`run_main`, which turns a ``UserError`` into one line on stderr and exit
 code 2 (a :class:`NonFiniteLossError` into one line and exit code 1), never a
@@ -34,11 +37,17 @@ class NonFiniteLossError(RuntimeError):
     """
 
 
-def arg(default: Any, help: str, **kwargs: Any) -> Any:
-    """A dataclass field with its one-line documentation (used for ``--help``)."""
+def arg(default: Any, help: str, *, advanced: bool = False, **kwargs: Any) -> Any:
+    """A dataclass field with its one-line documentation (used for ``--help``).
+
+    ``advanced=True``: a knob past the first ones a user touches (a stage's
+    optimiser and logging settings, a reward's sub-weights): listed by
+    ``--help-all`` only. ``kwargs`` (``choices``, ``metavar``) go to argparse.
+    """
+    metadata = {"help": help, "advanced": advanced, **kwargs}
     if isinstance(default, (list, dict, set)):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help, **kwargs})
-    return dataclasses.field(default=default, metadata={"help": help, **kwargs})
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def check(condition: bool, message: str) -> None:
@@ -73,15 +82,62 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 
 class Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors are one line (no usage block) and whose --help shows defaults."""
+    """An ``ArgumentParser`` whose errors are one line (no usage block) and whose --help shows defaults.
+
+    Advanced flags (``add_argument(..., advanced=True)``, or a config field declared
+    ``arg(..., advanced=True)``) are left out of ``--help``, which ends with a line
+    counting them; ``--help-all`` (added with the first advanced flag) lists every
+    flag. Both print and exit; parsing treats advanced flags like the others.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+        self.advanced_actions: list[argparse.Action] = []
+        self._show_all = False
+
+    def add_argument(self, *args: Any, advanced: bool = False, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        if advanced:
+            self.mark_advanced(action)
+        return action
+
+    def mark_advanced(self, action: argparse.Action) -> None:
+        """List ``action`` under ``--help-all`` only (adds ``--help-all`` the first time)."""
+        if not self.advanced_actions and self.add_help:
+            super().add_argument("--help-all", action=_HelpAll, help="show every flag, the advanced ones too, and exit")
+        self.advanced_actions.append(action)
+
+    def format_help(self) -> str:
+        """--help: every flag but the advanced ones, then a line counting those (--help-all: every flag)."""
+        hidden = [] if self._show_all else [a for a in self.advanced_actions if a.help is not argparse.SUPPRESS]
+        saved = [a.help for a in hidden]
+        for action in hidden:
+            action.help = argparse.SUPPRESS
+        try:
+            text = super().format_help()
+        finally:
+            for action, help_text in zip(hidden, saved):
+                action.help = help_text
+        if hidden:
+            text += f"\n{len(hidden)} advanced flags: see --help-all\n"
+        return text
 
     def error(self, message: str) -> typing.NoReturn:  # noqa: D401 - argparse API
         sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
         raise SystemExit(2)
+
+
+class _HelpAll(argparse.Action):
+    """``--help-all``: print the help with every flag, then exit."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> typing.NoReturn:
+        parser._show_all = True
+        parser.print_help()
+        parser.exit()
 
 
 def _field_type(cls: type, field: dataclasses.Field) -> Any:
@@ -95,14 +151,18 @@ def _field_type(cls: type, field: dataclasses.Field) -> Any:
 
 
 def add_config_args(parser: argparse.ArgumentParser, cls: type, *, prefix: str = "",
-                    skip: tuple[str, ...] = (), group_title: str | None = None, base: Any = None) -> None:
+                    skip: tuple[str, ...] = (), group_title: str | None = None, base: Any = None,
+                    advanced: bool = False, shown: tuple[str, ...] | None = None) -> None:
     """Add one ``--flag`` per field of dataclass ``cls`` (defaults shown in --help).
 
     Booleans become ``--flag`` / ``--no-flag``; ``choices`` in the field's
     metadata restrict the values. ``prefix`` namespaces the flags
     (``prefix="model"`` -> ``--model-n-layer``). ``base``, an instance of ``cls``,
     supplies the defaults shown in --help when a script's defaults differ from the
-    dataclass's.
+    dataclass's. A field is an advanced flag (``--help-all`` only, on a
+    :class:`Parser`) when declared ``arg(..., advanced=True)``, when ``advanced``
+    is True (the whole config), or when ``shown`` is given and does not name it
+    (a config used several times, one stage's knobs more advanced than another's).
     """
     target = parser.add_argument_group(group_title) if group_title else parser
     for f in dataclasses.fields(cls):
@@ -117,13 +177,16 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, *, prefix: str =
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         dest = (f"{prefix}_{f.name}" if prefix else f.name)
         if t is bool:
-            target.add_argument(f"--{name}", dest=dest, action=argparse.BooleanOptionalAction,
-                                default=None, help=f"{help_text} (default: {default})")
+            action = target.add_argument(f"--{name}", dest=dest, action=argparse.BooleanOptionalAction,
+                                         default=None, help=f"{help_text} (default: {default})")
         else:
             kind = t if t in (int, float, str) else str
-            target.add_argument(f"--{name}", dest=dest, type=kind, default=None,
-                                choices=f.metadata.get("choices"), metavar=f.metadata.get("metavar"),
-                                help=f"{help_text} (default: {default})")
+            action = target.add_argument(f"--{name}", dest=dest, type=kind, default=None,
+                                         choices=f.metadata.get("choices"), metavar=f.metadata.get("metavar"),
+                                         help=f"{help_text} (default: {default})")
+        is_advanced = f.metadata.get("advanced", False) or advanced or (shown is not None and f.name not in shown)
+        if is_advanced and isinstance(parser, Parser):
+            parser.mark_advanced(action)
 
 
 def config_from_args(cls: type, args: argparse.Namespace, *, prefix: str = "", base: Any = None, **overrides: Any) -> Any:

@@ -77,18 +77,19 @@ class RewardConfig:
     relevance_judge: str = arg("tagger", "relevance reward from the frozen SFT model's tagger (a learned relevance "
                                "model, as in production) or the oracle judge (the evaluation's own: an upper bound)",
                                choices=["tagger", "oracle"])
-    w_relevance: float = arg(1.0, "fusion weight of the relevance reward")
-    w_conversion: float = arg(1.0, "fusion weight of the conversion reward")
-    w_recall: float = arg(0.0, "fusion weight of the recall reward (fusion only)")
-    w_format: float = arg(0.5, "weight of the rule-based format reward")
-    conversion_scale: float = arg(0.5, "UCVR is divided by this to give the conversion reward (~[0, 1])")
-    max_words: int = arg(16, "format rule: at most this many words in a rewrite")
+    w_relevance: float = arg(1.0, "fusion weight of the relevance reward", advanced=True)
+    w_conversion: float = arg(1.0, "fusion weight of the conversion reward", advanced=True)
+    w_recall: float = arg(0.0, "fusion weight of the recall reward (fusion only)", advanced=True)
+    w_format: float = arg(0.5, "weight of the rule-based format reward", advanced=True)
+    conversion_scale: float = arg(0.5, "UCVR is divided by this to give the conversion reward (~[0, 1])",
+                                  advanced=True)
+    max_words: int = arg(16, "format rule: at most this many words in a rewrite", advanced=True)
     rules: str = arg("category,anchors,brand,vocabulary", "comma-separated rule checks rewarded as the 'rules' "
                      "component, or 'none': category (names a catalog category), anchors (keeps the catalog words a "
                      "mined dictionary reads in the query), brand (adds no brand the query lacks), vocabulary (the "
                      "share of its words the search index knows), one-category (names exactly one catalog category, once; "
-                     "opt-in)")
-    w_rules: float = arg(0.5, "weight of the 'rules' component (when --rules names any)")
+                     "opt-in)", advanced=True)
+    w_rules: float = arg(0.5, "weight of the 'rules' component (when --rules names any)", advanced=True)
     aggregation: str = arg("normalize-then-sum", "how GRPO turns several rewards into advantages: "
                            "'normalize-then-sum' z-scores each reward within its group, then weights and sums (GDPO; "
                            "measured better here, README); 'sum' weights and sums the raw rewards, then normalises "

@@ -80,21 +80,25 @@ class SampledGroups:
 
 
 @torch.no_grad()
-def sample_groups(rewriter, queries: list[str], group_size: int, *, temperature: float, top_k: int = 0,
-                  top_p: float = 1.0, generator: torch.Generator | None = None) -> SampledGroups:
+def sample_groups(rewriter, queries: list[str], group_size: int, *, temperature: float,
+                  generator: torch.Generator | None = None) -> SampledGroups:
     """Sample ``group_size`` rewrites per query from ``rewriter``'s model (in eval mode: no dropout).
+
+    Samples come from the unfiltered ``softmax(logits / temperature)``, the
+    distribution that the ratio and the KL score them under: no top-k or nucleus
+    filter is offered (sampling under a filter and scoring without it would be
+    another policy; property 26 of docs/GRPO_TESTS.md).
 
     Args:
         rewriter: a :class:`qrw.rewriter.Rewriter` (model, tokenizer, ``max_new_tokens``).
         queries: P query texts (normalised and length-checked here).
         group_size: G.
-        temperature, top_k, top_p: the sampling distribution.
+        temperature: the sampling temperature (scoring uses the same).
         generator: the step's random generator (a resumed run draws the same samples).
     """
     texts = rewriter.prepare(queries)
     rewriter.model.eval()
-    rollout = rewriter.rollout(texts, num_samples=group_size, temperature=temperature, top_k=top_k,
-                               top_p=top_p, generator=generator)
+    rollout = rewriter.rollout(texts, num_samples=group_size, temperature=temperature, generator=generator)
     return SampledGroups(rewriter.prompts(texts), rollout, rewriter.decode_rollout(rollout),
                          rewriter.well_formed(rollout), group_size)
 

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from qrw import distributed
-from qrw.config import NonFiniteLossError, arg, check, invariant
+from qrw.config import NonFiniteLossError, arg, check, config_from_dict, invariant
 from qrw.grpo import LOSS_TYPES, check_loss_args, loss_normalizer, policy_loss, token_logprobs
 from qrw.rollout import RolloutBatch, completion_logits, rollout_logprobs
 
@@ -74,37 +74,37 @@ class GRPOConfig:
     steps: int = arg(250, "GRPO steps (one rollout batch each)")
     queries_per_step: int = arg(64, "P: training queries per step")
     group_size: int = arg(8, "G: rewrites sampled per query (the group that advantages compare within)")
-    temperature: float = arg(1.0, "sampling temperature (scoring uses the same temperature)")
-    top_k: int = arg(0, "must stay 0: GRPO scores each sample under the distribution it was drawn from, "
-                     "and qrw does not score under a top-k filter")
-    top_p: float = arg(1.0, "must stay 1: no nucleus filter, for the same reason as --top-k")
-    max_new_tokens: int = arg(24, "longest rewrite in tokens; longer ones are truncated (format reward 0)")
+    temperature: float = arg(1.0, "sampling temperature (scoring uses the same temperature)", advanced=True)
+    max_new_tokens: int = arg(24, "longest rewrite in tokens; longer ones are truncated (format reward 0)",
+                              advanced=True)
     lr: float = arg(3e-4, "learning rate (AdamW, linear warmup then constant)")
-    warmup_steps: int = arg(5, "linear warmup steps")
-    weight_decay: float = arg(0.0, "AdamW weight decay")
-    max_grad_norm: float = arg(1.0, "max global gradient norm")
+    warmup_steps: int = arg(5, "linear warmup steps", advanced=True)
+    weight_decay: float = arg(0.0, "AdamW weight decay", advanced=True)
+    max_grad_norm: float = arg(1.0, "max global gradient norm", advanced=True)
     beta: float = arg(0.04, "KL coefficient (k3 estimator, to the frozen SFT reference; DeepSeekMath's 0.04: it "
                       "keeps the policy where the learned relevance reward can be trusted; > 0 needs "
                       "--no-dynamic-sampling)")
-    clip_low: float = arg(0.2, "clip range below 1, 0 < clip_low < 1: ratio >= 1 - clip_low")
+    clip_low: float = arg(0.2, "clip range below 1, 0 < clip_low < 1: ratio >= 1 - clip_low", advanced=True)
     clip_high: float | None = arg(None, "clip range above 1, > 0: ratio <= 1 + clip_high "
-                                  "(None: clip_low; DAPO: 0.28)")
+                                  "(None: clip_low; DAPO: 0.28)", advanced=True)
     loss_type: str = arg("grpo", "loss aggregation", choices=list(LOSS_TYPES))
     scale: str = arg("none", "with --aggregation sum: advantage scaling by the group std (DeepSeekMath), the "
                      "batch std, or none (Dr. GRPO)",
-                     choices=["group", "batch", "none"])
+                     choices=["group", "batch", "none"], advanced=True)
     mu: int = arg(1, "optimisation passes over each rollout (with --minibatch-size 0 and mu 1: one on-policy "
                   "update, ratio == 1 in value)")
-    minibatch_size: int = arg(128, "completions per optimizer step within a pass (0: the whole rollout, one step)")
-    microbatch_size: int = arg(128, "completions per forward/backward (gradient accumulation: memory, not math)")
+    minibatch_size: int = arg(128, "completions per optimizer step within a pass (0: the whole rollout, one step)",
+                              advanced=True)
+    microbatch_size: int = arg(128, "completions per forward/backward (gradient accumulation: memory, not math)",
+                               advanced=True)
     dynamic_sampling: bool = arg(False, "skip groups whose rewards are all equal in the update (DAPO; the loss is "
-                                 "still normalised by the whole rollout; needs --beta 0)")
-    log_every: int = arg(5, "steps between log lines (every step goes to metrics.jsonl)")
+                                 "still normalised by the whole rollout; needs --beta 0)", advanced=True)
+    log_every: int = arg(5, "steps between log lines (every step goes to metrics.jsonl)", advanced=True)
     kl_every: int = arg(5, "with --beta 0: steps between measurements of the KL to the SFT reference over all "
                         "samples (a forward of the reference over the whole rollout; with --beta > 0 the loss "
-                        "needs it every step)")
-    sample_every: int = arg(25, "steps between printed sample rewrites with their rewards")
-    ckpt_every: int = arg(25, "steps between checkpoints")
+                        "needs it every step)", advanced=True)
+    sample_every: int = arg(25, "steps between printed sample rewrites with their rewards", advanced=True)
+    ckpt_every: int = arg(25, "steps between checkpoints", advanced=True)
 
     def __post_init__(self) -> None:
         check(self.steps >= 0, f"--steps must be >= 0 (got {self.steps})")
@@ -113,9 +113,6 @@ class GRPOConfig:
                                     f"(got {self.group_size})")
         check(math.isfinite(self.temperature) and self.temperature > 0,
               f"--temperature must be > 0 for sampling (got {self.temperature})")
-        check(self.top_k == 0 and self.top_p == 1.0,
-              "--top-k/--top-p are not supported in GRPO: the ratio and the KL must score each sample under the "
-              "distribution it was drawn from, and qrw scores under the unfiltered softmax (use --temperature)")
         check(self.max_new_tokens >= 1, f"--max-new-tokens must be >= 1 (got {self.max_new_tokens})")
         check(math.isfinite(self.lr) and self.lr > 0, f"--lr must be > 0 (got {self.lr})")
         check(self.warmup_steps >= 0 and self.weight_decay >= 0, "--warmup-steps and --weight-decay must be >= 0")
@@ -133,6 +130,14 @@ class GRPOConfig:
               "pass --no-dynamic-sampling, or --beta 0 (DAPO)")
         check(self.log_every >= 1 and self.sample_every >= 1 and self.ckpt_every >= 1 and self.kl_every >= 1,
               "--log-every, --sample-every, --ckpt-every and --kl-every must be >= 1")
+
+
+def grpo_config_from_saved(saved: dict) -> GRPOConfig:
+    """The :class:`GRPOConfig` of a run's ``config.json`` (``--resume``). Runs saved while GRPO still had
+    ``top_k``/``top_p`` fields hold their only allowed values (0 and 1: no filter); those keys are dropped."""
+    check(saved.get("top_k", 0) == 0 and saved.get("top_p", 1.0) == 1.0, "this run sampled under a top-k/top-p "
+          "filter, which GRPO no longer offers")
+    return config_from_dict(GRPOConfig, {k: v for k, v in saved.items() if k not in ("top_k", "top_p")})
 
 
 def update_policy(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: RolloutBatch, advantages: Tensor,

@@ -93,6 +93,24 @@ def test_trl_and_qrw_see_the_same_prompt_ids_and_completion_text():
     assert text_length_reward(texts) == [2.0, 11.0]
 
 
+def test_qrw_grpo_step_of_the_trl_workload_runs_without_trl():
+    """The qrw side of the GRPO workload (sample_groups through IdRewriter, update_policy) needs no TRL: one step
+    samples G completions per prompt and moves the weights."""
+    from qrw.bench.compare_hf import Sizes
+    from qrw.bench.compare_trl import grpo_prompts, qrw_grpo_step
+    from qrw.lm.model import ModelConfig, Transformer
+
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(**SHAPES["tiny"]))
+    sizes = Sizes(grpo_prompts=2, grpo_group=3, grpo_prompt_len=4, grpo_new_tokens=5)
+    prompts = grpo_prompts(SHAPES["tiny"]["vocab_size"], sizes, steps=1, seed=0)
+    assert len(prompts) == 2 and all(len(p.split()) == 4 for p in prompts)
+    step, (policy, reference) = qrw_grpo_step(model, sizes, prompts, torch.device("cpu"), seed=0)
+    before = policy.lm_head.weight.detach().clone()
+    step(0)
+    assert not torch.equal(before, policy.lm_head.weight) and policy is not reference
+
+
 def test_rows_report_ratios_as_qrw_speed_over_theirs():
     rate = _row("generate", "fp32", "tokens/s", 300.0, 100.0, flops=2e9)
     assert rate["ratio"] == 3.0 and rate["qrw_gflops"] == 600.0 and rate["theirs_gflops"] == 200.0

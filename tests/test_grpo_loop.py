@@ -135,11 +135,22 @@ def test_departure_4_minibatch_zero_is_one_on_policy_update_per_rollout():
     assert stats["optimizer_steps"] == 3 and stats["ratio_mean"] != 1.0  # 12 rows / 4: only the first is on-policy
 
 
-def test_departure_5_top_k_and_top_p_are_refused_in_grpo():
-    """P26: sampling under a filter and scoring under the full softmax would be another policy: refused."""
-    for flags in (dict(top_k=5), dict(top_p=0.9)):
-        with pytest.raises(UserError, match="not supported in GRPO"):
-            GRPOConfig(**flags)
+def test_departure_5_top_k_and_top_p_are_refused_in_grpo(capsys):
+    """P26: sampling under a filter and scoring under the full softmax would be another policy: not offered.
+
+    GRPOConfig has no filter field, sample_groups no filter argument, and train_grpo.py refuses the flags."""
+    import dataclasses
+    import inspect
+
+    import train_grpo
+    from qrw.rollout import sample_groups
+
+    assert not {f.name for f in dataclasses.fields(GRPOConfig)} & {"top_k", "top_p"}
+    assert not set(inspect.signature(sample_groups).parameters) & {"top_k", "top_p"}
+    for flag in (["--top-k", "5"], ["--top-p", "0.9"]):
+        with pytest.raises(SystemExit) as exit_info:
+            train_grpo.parse_args(flag)
+        assert exit_info.value.code == 2 and f"unrecognized arguments: {' '.join(flag)}" in capsys.readouterr().err
 
 
 def test_sampler_logprobs_equal_a_rescoring_forward():

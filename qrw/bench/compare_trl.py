@@ -58,10 +58,9 @@ class IdRewriter:
     def prompts(self, queries: list[str]) -> list[list[int]]:
         return [[int(word[1:]) for word in query.split()] for query in queries]
 
-    def rollout(self, queries, *, num_samples, temperature, top_k, top_p, generator):
+    def rollout(self, queries, *, num_samples, temperature, generator):
         return sample(self.model, self.prompts(queries), num_samples=num_samples, max_new_tokens=self.max_new_tokens,
-                      temperature=temperature, top_k=top_k, top_p=top_p, eos_id=self.eos_id, pad_id=self.pad_id,
-                      generator=generator)
+                      temperature=temperature, eos_id=self.eos_id, pad_id=self.pad_id, generator=generator)
 
     def decode_rollout(self, rollout) -> list[str]:
         return [" ".join(f"t{t}" for t, m in zip(tokens, mask) if m > 0 and t < self.pad_id)
