@@ -28,9 +28,10 @@ query channels, one tagger forward):
   knows (words of the catalog's titles); ``one-category`` (opt-in): the rewrite
   names exactly one catalog category, once (a second category widens the page's
   reach, which conversion pays for: ``computer bag brown 15 inch handbag``; the
-  tagger lets it through). They target what a *learned* relevance
-  judge misses (README, "GRPO": the tagger reward drifts towards dropped
-  attributes and rewrites with no category, and without ``vocabulary`` the policy
+  tagger lets it through). They target what a *learned* relevance judge
+  misses (docs/EXPERIMENTS.md, "GRPO: how the defaults were chosen": the tagger
+  reward drifts towards dropped attributes and rewrites with no category, and
+  without ``vocabulary`` the policy
   learned to pad rewrites with words no title has, ``quality xiaomi power bank
   with xiaomi's's's's's deals``, which the tagger rated equivalent); with the
   oracle judge they are redundant.
@@ -92,8 +93,8 @@ class RewardConfig:
     w_rules: float = arg(0.5, "weight of the 'rules' component (when --rules names any)", advanced=True)
     aggregation: str = arg("normalize-then-sum", "how GRPO turns several rewards into advantages: "
                            "'normalize-then-sum' z-scores each reward within its group, then weights and sums (GDPO; "
-                           "measured better here, README); 'sum' weights and sums the raw rewards, then normalises "
-                           "the sum as --scale says",
+                           "measured better here, docs/EXPERIMENTS.md); 'sum' weights and sums the raw rewards, then "
+                           "normalises the sum as --scale says",
                            choices=["sum", "normalize-then-sum"])
 
     def __post_init__(self) -> None:

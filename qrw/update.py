@@ -8,8 +8,9 @@ the loss is three calls from the script::
 
 - :class:`GRPOConfig`: every hyperparameter of stage 2, one documented field each
   (the command line is generated from it);
-- :func:`update_policy`: :func:`grpo_update` on the groups that dynamic sampling
-  kept, normalised by the whole rollout, with the sampler's log-probs as pi_old;
+- :func:`update_policy`: :func:`grpo_update` on the step's groups (with
+  ``--dynamic-sampling``, an opt-in: those with a signal), normalised by the whole
+  rollout, with the sampler's log-probs as pi_old;
 - :func:`grpo_update`: mu passes over minibatches, each a gradient accumulation
   over micro-batches of :func:`qrw.grpo.policy_loss` with the minibatch's
   normaliser, then gradient clipping and one optimizer step.
@@ -50,7 +51,7 @@ class GRPOConfig:
     learned relevance reward (the production regime's default) that penalty is
     what keeps the policy where the tagger can be trusted: measured without it
     (``beta=0`` with DAPO's dynamic sampling, round 2's defaults) the tagger was
-    hacked (README, "GRPO"). Two defaults depart from DeepSeekMath's GRPO:
+    hacked (docs/EXPERIMENTS.md, "GRPO: how the defaults were chosen"). Two defaults depart from DeepSeekMath's GRPO:
 
     - ``scale="none"`` (Dr. GRPO), for ``--aggregation sum``: an advantage is the
       fused reward's difference from its group mean. (The default aggregation,
