@@ -8,14 +8,20 @@
   process, by design, so the comparison is made on a fixed rollout), and the
   gathered log of a step is the whole step;
 - a 2-rank ``train_grpo.py`` run completes, logs every step, and resumed after
-  ``--stop-after`` ends bitwise equal to an uninterrupted 2-rank run.
+  ``--stop-after`` and after SIGTERM to rank 1 alone ends bitwise equal to an
+  uninterrupted 2-rank run (the ranks agree on the signalled step);
+- the ranks leave no process-group thread running at exit (the cause of a rare
+  abort at exit, :func:`qrw.distributed.import_world_default_modules`).
 """
 
 from __future__ import annotations
 
 import doctest
+import glob
 import json
 import os
+import random
+import re
 import signal
 import socket
 import subprocess
@@ -181,7 +187,9 @@ def update_worker(rank: int, port: int, out: str) -> None:
                           distributed.all_reduce_mean(torch.tensor([float(rank), 4.0])),
                           distributed.mean_over_ranks(float(rank), 1.0 + 2 * rank))  # (0 * 1 + 1 * 3) / 4
     torch.save(results, Path(out) / f"rank{rank}.pt")
-    distributed.cleanup()
+    distributed.finish()  # as the training scripts leave: barrier, then destroy
+    threads = [Path(p).read_text().strip() for p in glob.glob("/proc/self/task/*/comm")]  # Linux: thread names
+    (Path(out) / f"rank{rank}.threads").write_text(json.dumps(threads))
 
 
 def gathered_step(rank: int) -> tuple:
@@ -226,6 +234,9 @@ def test_grpo_update_split_over_two_ranks_equals_one_process(tmp_path):
             assert got_stats["optimizer_steps"] == stats["optimizer_steps"] == 2 * minibatches
         for k in expected:  # both ranks hold the same weights
             assert torch.equal(ranks[0][name][1][k], ranks[1][name][1][k])
+    for rank in range(2):  # update_policy built an AdamW after the ranks joined: its imports hold no group
+        threads = json.loads((tmp_path / f"rank{rank}.threads").read_text())
+        assert not threads or not {"gloo_tcp_loop", "pt_gloo_runloop"} & set(threads), threads
     for rank, results in enumerate(ranks):
         assert results["helpers"][:3] == (rank, 2, rank == 0)
         assert results["helpers"][3] == 3 and isinstance(results["helpers"][3], int)
@@ -261,9 +272,40 @@ def test_grpo_on_two_ranks_runs_and_resumes_exactly(sft_run, tmp_path):
         assert r["groups_kept"] == round((1 - r["zero_spread_frac"]) * 4)  # one rank's 2 groups would break it
         assert r["length_min"] <= r["length_mean"] <= r["length_max"] <= 12
     assert (full / "metrics.json").is_file()
-    torchrun("train_grpo.py", common + ["--out", str(resumed), "--stop-after", "2"])
-    assert torch.load(resumed / "ckpt.pt", weights_only=True)["step"] == 2
+    torchrun("train_grpo.py", common + ["--out", str(resumed), "--stop-after", "1"])
+    assert torch.load(resumed / "ckpt.pt", weights_only=True)["step"] == 1
+    signalled = sigterm_rank_1(["--resume", "--quiet", "--device", "cpu", "--out", str(resumed)], resumed)
+    state = torch.load(resumed / "ckpt.pt", weights_only=True)
+    assert state["step"] == signalled == records(resumed)[-1]["step"], "the ranks stopped at different steps"
     torchrun("train_grpo.py", ["--resume", "--quiet", "--device", "cpu", "--out", str(resumed)])
     wa, wb = weights(full), weights(resumed)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert records(resumed) == logged
+
+
+def sigterm_rank_1(args: list[str], out: Path) -> int:
+    """A 2-rank ``train_grpo.py args`` sent SIGTERM on rank 1's process alone, at a random moment after step 2
+    was logged; returns the step of the checkpoint it stopped at (rank 0 wrote it, told by the all-reduce)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(free_port()), "train_grpo.py", *args]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "metrics.jsonl").exists() or len(records(out)) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended or hung before step 2"
+            time.sleep(0.005)
+        time.sleep(random.uniform(0, 0.1))
+        workers = [int(p.split("/")[2]) for p in glob.glob("/proc/[0-9]*/environ")
+                   if f"{proc.pid}" == Path(p).with_name("stat").read_text().split()[3]]
+        rank_1 = [pid for pid in workers if b"\0RANK=1\0" in b"\0" + Path(f"/proc/{pid}/environ").read_bytes()]
+        assert len(rank_1) == 1, workers
+        os.kill(rank_1[0], signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=240)
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    assert proc.returncode != 0 and re.search(r"exitcode\s*:\s*143", stderr), stderr[-3000:]  # 128 + SIGTERM
+    assert "SIGTERM: grpo stopped at step" in stdout  # rank 0 (never signalled) stopped too
+    return torch.load(out / "ckpt.pt", weights_only=True)["step"]
