@@ -106,9 +106,9 @@ def finish() -> None:
 
     Ranks other than 0 finish training first (rank 0 alone evaluates); leaving
     the group together means no rank tears its connections down while another
-    still holds them (a rare abort at exit, "terminate called without an active
-    exception", was seen with ranks leaving at different times). A no-op in a
-    single process. The training scripts call it after ``main`` returns, not
+    still holds them. Destroying the group ends its threads only if nothing else
+    holds it (see :func:`import_world_default_modules`, the cause of a rare abort
+    at exit). A no-op in a single process. The training scripts call it after ``main`` returns, not
     inside it: the GRPO smoke run calls ``train_sft.main`` and goes on in the group.
     """
     if is_distributed():

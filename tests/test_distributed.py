@@ -209,8 +209,9 @@ def gathered_step(rank: int) -> tuple:
 def test_grpo_update_split_over_two_ranks_equals_one_process(tmp_path):
     # The test process hosts the rendezvous store, as torchrun's agent does. Hosted by rank 0 instead (plain
     # env:// init), rank 0 died with SIGABRT ("terminate called without an active exception") in 2 runs of about
-    # 125 here, one of them in CI (the likely cause: the store's server thread, torn down with the process that
-    # runs it); 0 of 29 since, under load. Never seen in the torchrun tests, whose agent hosts the store.
+    # 125 here, one of them in CI. The cause found since: the process group outlived its destruction, held by
+    # default arguments of torch modules imported after init (qrw.distributed.import_world_default_modules), so
+    # its threads ran at exit; the workers below check that none does.
     port = free_port()
     store = torch.distributed.TCPStore("127.0.0.1", port, world_size=2, is_master=True, wait_for_workers=False)
     workers = mp.spawn(update_worker, args=(port, str(tmp_path)), nprocs=2, join=False)
