@@ -8,5 +8,7 @@ measure it:
 - :mod:`qrw.bench.profile`: every stage's seconds a step, matmul share and FLOP rate;
 - :mod:`qrw.bench.compare`: qrw beside HF transformers and TRL at the same shapes;
 - :mod:`qrw.bench.mutation`: ``python -m qrw.bench.mutation``, the tests' mutation score over
-  the method's math (targets and equivalent mutants in :mod:`qrw.bench.mutation_targets`).
+  the method's math (targets and equivalent mutants in :mod:`qrw.bench.mutation_targets`);
+- :mod:`qrw.bench.conversion`: ``python -m qrw.bench.conversion``, a conversion model fit on logs only,
+  its AUC and calibration against the simulator on held-out sessions.
 """
