@@ -13,9 +13,13 @@ periodic checkpoint is lost. While the steps of a stage run
   with code :func:`exit_code`, ``128 + the signal's number`` (143 for SIGTERM,
   130 for SIGINT): the shell's code for a process stopped by that signal, so a
   scheduler or a shell script sees an unfinished run, never a success (0);
-- **second signal**: the signal's usual action at once (SIGTERM ends the
-  process, SIGINT raises ``KeyboardInterrupt``, exit 130); the last checkpoint
-  on disk is kept, whole (an atomic write is a rename).
+- **second signal** (:data:`REPEAT_SECONDS` or more after the first): the
+  signal's usual action at once (SIGTERM ends the process, SIGINT raises
+  ``KeyboardInterrupt``, exit 130); the last checkpoint on disk is kept, whole
+  (an atomic write is a rename). A copy that arrives sooner is the same stop
+  delivered twice and is ignored: Ctrl-C reaches every process of the terminal's
+  group and ``torchrun`` forwards the signal it got to its workers, so a worker
+  gets both within milliseconds; ``scancel`` signals a job's processes alike.
 
 ``--resume`` then continues from the signalled step: no step is redone, and the
 weights end bitwise equal to an uninterrupted run's (tests/test_preemption.py;
@@ -41,10 +45,13 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+REPEAT_SECONDS = 1.0  # a stop signal sooner than this after the first is a copy of it (a launcher's forward)
 
 _received: int | None = None  # the first stop signal's number since the process started (None: none)
+_received_at = 0.0  # when it came (time.monotonic())
 _previous: dict[int, object] = {}  # the handlers in place before :func:`catch` (empty: not catching)
 
 
@@ -84,14 +91,16 @@ def release() -> None:
 
 
 def _on_signal(signum: int, frame) -> None:
-    global _received
+    global _received, _received_at
+    if _received is not None and time.monotonic() - _received_at < REPEAT_SECONDS:
+        return  # the same stop, delivered twice
     if _received is not None:  # the second signal: its usual action, now
         release()
         sys.stderr.write(f"{name(signum)} again: exiting now (the last checkpoint on disk is kept)\n")
         sys.stderr.flush()
         signal.raise_signal(signum)
         return
-    _received = signum
+    _received, _received_at = signum, time.monotonic()
     sys.stderr.write(f"{name(signum)} received: finishing the step in progress, then a checkpoint at it "
                      f"(send it again to exit at once)\n")
     sys.stderr.flush()

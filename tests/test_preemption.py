@@ -73,8 +73,9 @@ def resume(script: str, out: Path) -> subprocess.Popen:
     return start(script, "--resume", "--quiet", "--out", str(out))
 
 
-def test_a_second_signal_acts_at_once_and_the_handlers_are_put_back():
-    """In this process: the first SIGINT is remembered (exit code 130), the second raises KeyboardInterrupt."""
+def test_a_second_signal_acts_at_once_and_the_handlers_are_put_back(monkeypatch):
+    """In this process: the first SIGINT is remembered (exit code 130), a copy within REPEAT_SECONDS is ignored,
+    a second one later raises KeyboardInterrupt."""
     before = signal.getsignal(signal.SIGINT)
     preemption.reset()
     try:
@@ -83,6 +84,10 @@ def test_a_second_signal_acts_at_once_and_the_handlers_are_put_back():
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.01)  # the handler runs at the next bytecode boundary
         assert (preemption.received(), preemption.exit_code()) == (signal.SIGINT, 130)
+        os.kill(os.getpid(), signal.SIGINT)  # a launcher's copy, within REPEAT_SECONDS: ignored
+        time.sleep(0.01)
+        assert preemption.catching()
+        monkeypatch.setattr(preemption, "REPEAT_SECONDS", 0.0)
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.01)
