@@ -146,6 +146,6 @@ def test_the_bench_command_prints_its_table(capsys):
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
     assert bench_main(flags) == 0
     out = capsys.readouterr().out
-    assert "AUC: model" in out and "ECE vs q" in out and "same-query order agreement" in out
+    assert "AUC: model" in out and "ECE vs q" in out and "same-query order agreement" in out and "label 2" in out
     with pytest.raises(UserError):
         bench_main(flags + ["--held-out-share", "1.5"])

@@ -19,9 +19,19 @@ the judge's grades and the simulator's purchase probabilities):
   serves it): the Pearson and Spearman correlation of the predicted page
   conversion with the simulator's expected purchases, and, what GRPO's
   group-relative advantages need, the share of same-query pairs of pages
-  (true difference > 0.01) the model orders as the simulator does.
+  (true difference > 0.01) the model orders as the simulator does; the mean
+  predicted and true conversion per kind of page (no rewrite, rewrite of label 0, 1, 2).
 
-Timings are not measured. The command prints one table per seed it is given.
+Measured on the default world, seeds 0 / 1 / 2 (``--seed N``): held-out AUC 0.825 / 0.827 /
+0.830 (simulator ceiling 0.874 / 0.878 / 0.879, position alone 0.745 / 0.748 / 0.752); ECE
+against q 0.0016 / 0.0034 / 0.0023 at a mean q of 0.037-0.040; corr(p, q) 0.79 / 0.76 / 0.78;
+page conversion vs expected purchases: Pearson 0.64 / 0.64 / 0.61, same-query order agreement
+0.76 / 0.73 / 0.75. Where it falls short: it underestimates pages served with a rewrite (products
+the query's own words do not reach never occur in the logs) and rates equivalent (label 2)
+rewrites no higher than partial ones (label 1: 0.310 vs 0.321 predicted on seed 0, 0.451 vs 0.409
+true), so as a reward it cannot tell a gold rewrite from a broadened one.
+
+Timings are not measured. The command prints one table for the world it is given.
 """
 
 from __future__ import annotations
@@ -110,7 +120,9 @@ def page_agreement(world, engine: SearchEngine, users: UserSimulator, model: Con
     """Predicted vs the simulator's expected purchases of validation (query, rewrite) pages."""
     queries = {q.text: q for q in world.queries["val"]}
     pairs = [(q.text, None) for q in world.queries["val"]]
-    pairs += [(text, rewrite) for text, rewrite, _ in world.relevance_examples("val") if text in queries]
+    examples = [(text, rewrite, label) for text, rewrite, label in world.relevance_examples("val") if text in queries]
+    pairs += [(text, rewrite) for text, rewrite, _ in examples]
+    kinds = np.array(["none"] * len(queries) + [f"label {label}" for _, _, label in examples])
     texts = [t for t, _ in pairs]
     pages = engine.pages(texts, [r for _, r in pairs], k=10)  # (P, k)
     grades = np.stack([world.judge.grade_products(queries[t].intent)[np.maximum(page, 0)]
@@ -131,7 +143,9 @@ def page_agreement(world, engine: SearchEngine, users: UserSimulator, model: Con
     return {"pages": len(pairs), "page pearson": _pearson(predicted, true),
             "page spearman": _pearson(_ranks(predicted), _ranks(true)),
             "page mean predicted": float(predicted.mean()), "page mean true": float(true.mean()),
-            "same-query pairs": total, "same-query order agreement": agree / total if total else float("nan")}
+            "same-query pairs": total, "same-query order agreement": agree / total if total else float("nan"),
+            "by rewrite": {kind: (float(predicted[kinds == kind].mean()), float(true[kinds == kind].mean()))
+                           for kind in ("none", "label 0", "label 1", "label 2") if (kinds == kind).any()}}
 
 
 def format_report(seed: int, r: dict) -> str:
@@ -148,6 +162,8 @@ def format_report(seed: int, r: dict) -> str:
                  f"{r['page pearson']:.3f}, spearman {r['page spearman']:.3f}, mean predicted "
                  f"{r['page mean predicted']:.3f} vs true {r['page mean true']:.3f}; same-query order agreement "
                  f"{r['same-query order agreement']:.3f} over {r['same-query pairs']} pairs")
+    lines.append("  mean page conversion predicted / true by rewrite: " + ", ".join(
+        f"{kind} {p:.3f} / {q:.3f}" for kind, (p, q) in r["by rewrite"].items()))
     lines.append("  weights (standardised features): " + ", ".join(f"{k} {v:+.2f}" for k, v in
                                                                     r["coefficients"].items()))
     return "\n".join(lines)
