@@ -9,7 +9,8 @@ file that keeps a second writer out.
   writer at a time, write its config, restore the model from its checkpoint,
   checkpoint it atomically;
 - :class:`StageLoop`: the steps of one stage with a progress bar, the log-line
-  cadence, the checkpoint cadence and ``--stop-after``;
+  cadence, the checkpoint cadence, ``--stop-after`` and SIGTERM/SIGINT (a
+  checkpoint at the step in progress, :mod:`qrw.preemption`);
 - :func:`lr_at`: linear warmup, then cosine decay (stages 0 and 1) or constant (GRPO);
 - :func:`load_run`: a finished run as world + tokenizer + model, for evaluation and the CLIs.
 
