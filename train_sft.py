@@ -8,6 +8,7 @@ Writes a run directory (default ``runs/sft``): ``config.json``, ``tokenizer.json
 
     python train_sft.py                      # the default run (CPU, minutes)
     python train_sft.py --smoke              # tiny end-to-end check (seconds)
+    python train_sft.py --classroom          # a small world and short stages (train_grpo.py --classroom runs it)
     python train_sft.py --tasks rewrite      # single-task SFT ablation
     python train_sft.py --no-pretrain        # no stage 0 ablation
     python train_sft.py --label-rewrites 8000  # + stage 1b: a labelling round of the model's own rewrites
@@ -54,9 +55,11 @@ from qrw.shop.world import World, WorldConfig
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = Parser(prog="train_sft.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default="runs/sft", help="run directory")
+    p.add_argument("--out", default=None, help="run directory (default: runs/sft; with --classroom: runs/classroom-sft)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--smoke", action="store_true", help="tiny world, model and step counts: an end-to-end check in seconds")
+    p.add_argument("--classroom", action="store_true",
+                   help="a small world and short stages (CLASSROOM below): readable rewrites in about two minutes")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--stop-after", type=int, default=None, advanced=True,
                    help="stop (with a checkpoint) after this many optimizer steps in this invocation; continue with --resume")
@@ -74,12 +77,30 @@ def parse_args(argv=None) -> argparse.Namespace:
                     shown=("steps",))
     add_config_args(p, TrainConfig, prefix="label", base=DEFAULT_LABEL, advanced=True,
                     group_title="stage 1b (with --label-rewrites: a labelling round of the model's own rewrites)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.out = args.out or ("runs/classroom-sft" if args.classroom else "runs/sft")
+    return args
+
+
+# --classroom (python train_grpo.py --classroom runs it first): the default recipe (mined rewrite pairs, multi-task
+# SFT, the production relevance data), a smaller world and shorter stages, so that the three stages fit in three
+# minutes on 2 CPU cores; sizes and step counts were chosen on the validation split.
+CLASSROOM = {
+    "world": dict(n_products=600, n_train_queries=1500, n_val_queries=200, n_test_queries=300, n_log_sessions=3000),
+    "run": dict(vocab_size=1024, val_examples=64),
+    "pretrain": dict(steps=100, batch_size=32, micro_batch_size=32, warmup_steps=10, log_every=50, ckpt_every=0),
+    "sft": dict(steps=800, batch_size=32, micro_batch_size=32, lr=2e-3, warmup_steps=20, log_every=100,
+                eval_every=0, ckpt_every=0),
+    "label": {},
+}
 
 
 def build_configs(args: argparse.Namespace) -> dict:
-    """All configs of the run: defaults (or --smoke's) overridden by the flags given."""
+    """All configs of the run: defaults (or --smoke's, or --classroom's) overridden by the flags given."""
+    check(not (args.smoke and args.classroom), "--smoke and --classroom are two presets: pass one of them")
     base = default_configs(smoke=args.smoke)
+    if args.classroom:
+        base = {name: dataclasses.replace(config, **CLASSROOM[name]) for name, config in base.items()}
     run = config_from_args(SFTRunConfig, args, base=base["run"])
     world = config_from_args(WorldConfig, args, base=base["world"], seed=run.seed)
     pre = config_from_args(TrainConfig, args, prefix="pretrain", base=base["pretrain"])
