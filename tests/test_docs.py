@@ -12,8 +12,8 @@ flags generated from a config dataclass (:func:`qrw.config.add_config_args`) tha
 the dataclass default the ``--help`` line states, so a default changed in the code
 alone fails here. Every ``--flag`` any page names must exist in some command's parser
 (a removed or renamed flag fails), and every ``tests/test_x.py::test_name`` a page
-cites must be a test of that file. The README's ``qrw.module.name`` references must
-resolve.
+cites must be a test of that file; every ``qrw/...``, ``tests/...`` or ``docs/...`` path a
+page names must exist, and the README's ``qrw.module.name`` references must resolve.
 """
 
 from __future__ import annotations
@@ -335,4 +335,13 @@ def test_the_readmes_functions_exist():
             break
         else:
             bad.append(ref)
+    assert bad == []
+
+
+def test_every_file_the_docs_name_exists():
+    bad = []
+    for page in PAGES:
+        for path in re.findall(r"`((?:qrw|tests|docs)/[\w./-]*)`", page.read_text()):
+            if not (ROOT / path).exists():
+                bad.append(f"{_name(page)}: {path}")
     assert bad == []
