@@ -309,13 +309,34 @@ def _test_names(path: Path) -> set[str]:
     return {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
 
 
-def test_every_cited_test_exists():
+def missing_tests(pages=PAGES) -> list[str]:
+    """The ``tests/test_x.py::test_name`` citations of ``pages`` that name no test of that file."""
     bad = []
-    for page in PAGES:
+    for page in pages:
         for file, name in re.findall(r"(tests/test_\w+\.py)::(test_\w+)\b(?!\.\.\.)", page.read_text()):
             if not (ROOT / file).exists() or name not in _test_names(ROOT / file):
                 bad.append(f"{_name(page)}: {file}::{name}")
-    assert bad == []
+    return bad
+
+
+def missing_paths(pages=PAGES) -> list[str]:
+    """The ``qrw/...``, ``tests/...``, ``docs/...`` paths in code spans of ``pages`` that do not exist."""
+    return [f"{_name(page)}: {path}" for page in pages
+            for path in re.findall(r"`((?:qrw|tests|docs)/[\w./-]*)`", page.read_text()) if not (ROOT / path).exists()]
+
+
+def test_every_cited_test_and_file_exists():
+    assert missing_tests() == []
+    assert missing_paths() == []
+
+
+def test_the_reference_checks_by_hand(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("`tests/test_docs.py::test_same_value_by_hand`, `tests/test_docs.py::test_no_such_thing`,\n"
+                    "`tests/test_nothing.py::test_x`, `test_p16_...` in `qrw/grpo.py`, not in `qrw/no_such.py`.\n")
+    assert missing_tests([page]) == ["page.md: tests/test_docs.py::test_no_such_thing",
+                                     "page.md: tests/test_nothing.py::test_x"]
+    assert missing_paths([page]) == ["page.md: qrw/no_such.py"]
 
 
 def test_the_readmes_functions_exist():
@@ -337,11 +358,3 @@ def test_the_readmes_functions_exist():
             bad.append(ref)
     assert bad == []
 
-
-def test_every_file_the_docs_name_exists():
-    bad = []
-    for page in PAGES:
-        for path in re.findall(r"`((?:qrw|tests|docs)/[\w./-]*)`", page.read_text()):
-            if not (ROOT / path).exists():
-                bad.append(f"{_name(page)}: {path}")
-    assert bad == []
