@@ -197,6 +197,8 @@ def same_value(stated: str, actual: str | None) -> bool:
     truth = {"on": "true", "yes": "true", "true": "true", "off": "false", "no": "false", "false": "false"}
     if a in ("true", "false") and s in truth:
         return truth[s] == a
+    if a == "none" and s.startswith("="):  # "= low": unset means another flag's value (--clip-high)
+        return True
     try:
         return float(s) == float(a)
     except ValueError:
@@ -301,6 +303,7 @@ def test_same_value_by_hand():
     assert same_value("3e-4", "0.0003") and same_value("off", "False") and same_value("on", "True")
     assert same_value("runs/grpo", "runs/grpo, or runs/grpo-REWARD for a single reward")
     assert not same_value("category", "category,anchors,brand,vocabulary")
+    assert same_value("= low", "None") and not same_value("= low", "0.2")
     assert not same_value("0", "0.04") and not same_value("on", "False") and not same_value("none", "group")
 
 
