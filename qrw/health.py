@@ -146,7 +146,7 @@ class HealthMonitor:
     def failure(self, out: Path | str, checkpoint_step: int | None, lr: float) -> TrainingCollapsed:
         """The one-line error of a collapse: what collapsed, the checkpoint kept, how to resume with a lower lr."""
         kept = (f"the last healthy checkpoint (step {checkpoint_step}) is kept in {out}" if checkpoint_step
-                else f"no checkpoint was taken before it; start again with a lower --lr")
+                else "no checkpoint was taken before it (the resume starts from step 0)")
         return TrainingCollapsed(f"GRPO health monitor: {self.reason}; {kept}; resume with a lower learning rate: "
                                  f"python train_grpo.py --resume --out {out} --lr {lr / 10:g} "
                                  f"(or --no-health to go on regardless)")
