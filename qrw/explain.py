@@ -358,6 +358,8 @@ def format_trace(t: Trace, show: int = 3) -> str:
                   "qrw.update.update_policy -> grpo_update",
                   "   per token: rho = exp(logp - old); l = -min(rho A, clip(rho, 1 - eps_low, 1 + eps_high) A) + "
                   "beta k3;  k3 = exp(ref - logp) - (ref - logp) - 1   qrw.grpo.policy_loss, kl_k3",
+                  "   clipped: the clip zeroes the token's policy gradient (rho > 1 + eps_high with A > 0, or "
+                  "rho < 1 - eps_low with A < 0; on the other side min() keeps the unclipped, worse term)",
                   f"   the loss sums the shares ('{cfg.loss_type}': qrw.grpo.aggregate_loss / loss_normalizer)"]
         for index, s in enumerate(t.steps):
             lines += [""] + _step_lines(t, index, s, show)
