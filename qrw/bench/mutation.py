@@ -44,12 +44,14 @@ from __future__ import annotations
 
 import ast
 import copy
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -82,6 +84,8 @@ class MutationConfig:
                          "(0: three times the unmutated tests' time, plus 10 s)")
     list: bool = arg(False, "print the mutants without running them")
     limit: int = arg(0, "test only the first N mutants of each module (0: all); for a quick look")
+    cache: str = arg("", "a JSON file of outcomes, written after every mutant: a mutant it records as killed "
+                     "for the same module source is not run again (survivors always are); for iterating")
 
     def __post_init__(self) -> None:
         check(self.jobs >= 1, "--jobs must be >= 1")
@@ -329,7 +333,11 @@ for line in sys.stdin:
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
-        os._exit(int(pytest.main(request["args"])))
+        for args in request["stages"]:  # one pytest session per test file, in order, until one fails
+            code = int(pytest.main(args))
+            if code != 0:
+                os._exit(code)
+        os._exit(0)
     outcome = "timeout"
     while time.perf_counter() - start < request["timeout"]:
         done, status = os.waitpid(pid, os.WNOHANG)
@@ -369,15 +377,27 @@ class PytestServer:
     ``preload``: the modules it imports once for all its children (never ``qrw``).
     """
 
-    def __init__(self, tree: Path, preload: tuple[str, ...] = ("numpy", "torch")):
+    def __init__(self, tree: Path, preload: tuple[str, ...] = ("numpy", "torch", "tokenizers")):
         self.tree = tree
         self.process = subprocess.Popen([sys.executable, "-c", SERVER, *preload], cwd=tree, env=_environment(tree),
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         invariant(self.process.stdout.readline().strip() == "ready", "the mutation test server did not start")
 
     def run(self, tests: tuple[str, ...], timeout: float) -> str:
-        """"passed" | "failed" | "timeout" for the tree as it is now."""
-        self.process.stdin.write(json.dumps({"args": [*PYTEST_FLAGS, *tests], "timeout": timeout}) + "\n")
+        """"passed" | "failed" | "timeout" for the tree as it is now.
+
+        Each test file is its own pytest session, in the order given (node ids of one file
+        share a session): a mutant that the first, fast file kills never costs the
+        collection of the slower ones.
+        """
+        stages: list[list[str]] = []
+        for test in tests:
+            if stages and stages[-1][-1].split("::")[0] == test.split("::")[0]:
+                stages[-1].append(test)
+            else:
+                stages.append([test])
+        request = {"stages": [[*PYTEST_FLAGS, *stage] for stage in stages], "timeout": timeout}
+        self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
         return json.loads(self.process.stdout.readline())[0]
 
@@ -387,8 +407,11 @@ class PytestServer:
 
 
 def run_mutants(mutants: list[Mutant], tests: tuple[str, ...], servers: list[PytestServer],
-                 timeout: float) -> list[str]:
-    """Each mutant's outcome, "killed" | "timeout" | "survived", testing ``len(servers)`` mutants at once."""
+                 timeout: float, on_result=None) -> list[str]:
+    """Each mutant's outcome, "killed" | "timeout" | "survived", testing ``len(servers)`` mutants at once.
+
+    ``on_result(mutant, outcome)``, if given, is called as each outcome arrives (from the worker threads).
+    """
     free, done = list(servers), []
 
     def one(mutant: Mutant) -> str:
@@ -402,8 +425,13 @@ def run_mutants(mutants: list[Mutant], tests: tuple[str, ...], servers: list[Pyt
             target.write_text(original)
             free.append(server)
             done.append(mutant)
-            print(f"\r  {mutant.path}: {len(done)}/{len(mutants)} mutants tested", end="", file=sys.stderr, flush=True)
-        return {"passed": "survived", "failed": "killed", "timeout": "timeout"}[outcome]
+            print(f"  {mutant.path}: {len(done)}/{len(mutants)} tested", end="\r", file=sys.stderr, flush=True)
+        if outcome == "passed":
+            print(f"  survived: {mutant.path}:{mutant.line} {mutant.mutated}", file=sys.stderr, flush=True)
+        result = {"passed": "survived", "failed": "killed", "timeout": "timeout"}[outcome]
+        if on_result is not None:
+            on_result(mutant, result)
+        return result
 
     with ThreadPoolExecutor(max_workers=len(servers)) as pool:
         outcomes = list(pool.map(one, mutants))
@@ -422,7 +450,27 @@ def score_module(target: Target, servers: list[PytestServer], cfg: MutationConfi
     baseline, seconds, output = run_tests(servers[0].tree, target.tests, None)
     check(baseline == "passed", f"{target.name}: the unmutated tests fail in the copy; fix them first:\n{output}")
     timeout = cfg.timeout or 3 * seconds + 10
-    outcomes = run_mutants(mutants, target.tests, servers, timeout)
+    for server in servers:  # the unmutated tree through the server too: a mutant is killed only by its bug
+        check(server.run(target.tests, timeout) == "passed", f"{target.name}: the unmutated tests fail "
+              f"when run one file a session; run them with pytest in {server.tree} to see why")
+    cache_path = Path(cfg.cache) if cfg.cache else None
+    cache = json.loads(cache_path.read_text()) if cache_path and cache_path.exists() else {}
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+
+    def cache_key(m: Mutant) -> str:
+        return "\t".join((digest, *m.key))
+
+    cached = {i: cache[cache_key(m)] for i, m in enumerate(mutants) if cache.get(cache_key(m)) in ("killed", "timeout")}
+    lock = threading.Lock()
+
+    def record(mutant: Mutant, outcome: str) -> None:
+        with lock:
+            cache[cache_key(mutant)] = outcome
+            cache_path.write_text(json.dumps(cache, indent=0, sort_keys=True))
+
+    todo = [m for i, m in enumerate(mutants) if i not in cached]
+    fresh = iter(run_mutants(todo, target.tests, servers, timeout, record if cache_path else None))
+    outcomes = [cached[i] if i in cached else next(fresh) for i in range(len(mutants))]
     survivors = [m for m, o in zip(mutants, outcomes) if o == "survived"]
     declared = [m for m in survivors if m.key in equivalent]
     generated, equivalents = len(mutants), len(declared)
@@ -430,7 +478,7 @@ def score_module(target: Target, servers: list[PytestServer], cfg: MutationConfi
     return {"module": target.name, "path": target.path, "generated": generated, "killed": killed,
             "timeouts": outcomes.count("timeout"), "survived": len(survivors) - equivalents,
             "equivalent": equivalents, "score": killed / max(generated - equivalents, 1),
-            "survivors": survivors, "equivalents": declared, "baseline_s": seconds,
+            "survivors": survivors, "equivalents": declared, "baseline_s": seconds, "cached": len(cached),
             "missing": missing_functions(source, target.functions)}
 
 
@@ -462,7 +510,8 @@ def main(argv: list[str] | None = None) -> int:
                 row = score_module(target, servers, cfg)
                 rows.append(row)
                 print(f"{target.name}: {row['generated']} mutants, {row['killed']} killed "
-                      f"({row['timeouts']} by the time limit), tests {row['baseline_s']:.1f} s", flush=True)
+                      f"({row['timeouts']} by the time limit, {row['cached']} from the cache), "
+                      f"tests {row['baseline_s']:.1f} s", flush=True)
         finally:
             for server in servers:
                 server.close()
