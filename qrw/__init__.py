@@ -32,6 +32,7 @@ Commands (each module's docstring is its ``--help``):
 - ``python -m qrw.rewrite``: rewrite one query with a trained run;
 - ``python -m qrw.explain``: one GRPO update, number by number;
 - ``python -m qrw.curves``: training beside validation loss per task;
+- ``python -m qrw.figure``: a GRPO run's curves and held-out before/after as a PNG;
 - ``python -m qrw.health``: a finished run's steps through the health monitor;
 - ``python -m qrw.export``: a run as a Hugging Face Llama directory;
 - ``python -m qrw.reproduce`` (package): the grid of the paper's comparisons over seeds;
