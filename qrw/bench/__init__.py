@@ -10,5 +10,7 @@ measure it:
 - :mod:`qrw.bench.mutation`: ``python -m qrw.bench.mutation``, the tests' mutation score over
   the method's math (targets and equivalent mutants in :mod:`qrw.bench.mutation_targets`);
 - :mod:`qrw.bench.conversion`: ``python -m qrw.bench.conversion``, a conversion model fit on logs only,
-  its AUC and calibration against the simulator on held-out sessions.
+  its AUC and calibration against the simulator on held-out sessions;
+- :mod:`qrw.bench.preempt`: ``python -m qrw.bench.preempt``, stop signals at random moments of each
+  stage, then ``--resume``: steps redone and bitwise equality, over many trials.
 """
