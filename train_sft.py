@@ -83,13 +83,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # --classroom (python train_grpo.py --classroom runs it first): the default recipe (mined rewrite pairs, multi-task
-# SFT, the production relevance data), a smaller world and shorter stages, so that the three stages fit in three
-# minutes on 2 CPU cores; sizes and step counts were chosen on the validation split.
+# SFT, the production relevance data) on a smaller world with shorter stages (batches of 32; stage 1's peak learning
+# rate 2e-3 for its short schedule), so that the three stages fit in about three minutes on 2 CPU cores; sizes and
+# step counts were chosen on the validation split (docs/ALGORITHM.md, "The classroom run").
 CLASSROOM = {
     "world": dict(n_products=600, n_train_queries=1500, n_val_queries=200, n_test_queries=300, n_log_sessions=3000),
-    "run": dict(vocab_size=1024, val_examples=64),
-    "pretrain": dict(steps=100, batch_size=32, micro_batch_size=32, warmup_steps=10, log_every=50, ckpt_every=0),
-    "sft": dict(steps=800, batch_size=32, micro_batch_size=32, lr=2e-3, warmup_steps=20, log_every=100,
+    "run": dict(val_examples=64),
+    "pretrain": dict(steps=400, batch_size=32, micro_batch_size=32, warmup_steps=10, log_every=100, ckpt_every=0),
+    "sft": dict(steps=1200, batch_size=32, micro_batch_size=32, lr=2e-3, warmup_steps=20, log_every=200,
                 eval_every=0, ckpt_every=0),
     "label": {},
 }
