@@ -11,7 +11,7 @@ SFT initialisation and of the GRPO policy) and prints the before/after table.
     python train_grpo.py --reward conversion --out runs/grpo-conversion
     python train_grpo.py --relevance-judge oracle       # the evaluation's own judge as relevance reward (upper bound)
     python train_grpo.py --smoke                        # tiny end-to-end check (trains its own tiny SFT first)
-    python train_grpo.py --classroom                    # all three stages in about three minutes, readable rewrites
+    python train_grpo.py --classroom                    # all three stages in minutes on a CPU, readable rewrites
     python train_grpo.py --resume --out runs/grpo       # continue an interrupted run exactly
 
 One GRPO step, written out in :func:`main` (DeepSeekMath, arXiv 2402.03300, section 4.1.2):
@@ -83,7 +83,7 @@ class GRPORunConfig:
 SMOKE_GRPO = dict(steps=4, queries_per_step=4, group_size=4, max_new_tokens=12, log_every=1, sample_every=2,
                   ckpt_every=2, minibatch_size=16)
 # --classroom: the default recipe (rewards, tagger as relevance judge, KL) at a size that fits, with the SFT run
-# that train_sft.py --classroom trains, in three minutes on 2 CPU cores; chosen on the validation split
+# that train_sft.py --classroom trains, aiming at three minutes on 2 CPU cores; chosen on the validation split
 CLASSROOM_GRPO = dict(steps=40, queries_per_step=16, group_size=8, log_every=5, sample_every=20, ckpt_every=40)
 PRESETS = {"smoke": (SMOKE_GRPO, "runs/smoke-sft", "runs/smoke-grpo"),  # GRPO config, its SFT init, its run
            "classroom": (CLASSROOM_GRPO, "runs/classroom-sft", "runs/classroom-grpo")}
@@ -97,7 +97,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true",
                    help="tiny run end to end in seconds (trains a tiny SFT run first when --init is missing)")
     p.add_argument("--classroom", action="store_true",
-                   help="the three stages in about three minutes on 2 CPU cores, with readable rewrites: trains "
+                   help="the three stages in minutes on a CPU, with readable rewrites (docs/ALGORITHM.md): trains "
                         "runs/classroom-sft first when --init is missing, then GRPO into runs/classroom-grpo")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--stop-after", type=int, default=None, advanced=True,
