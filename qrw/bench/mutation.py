@@ -78,7 +78,7 @@ CLAMPS = ("clamp", "clip", "clamp_min", "clamp_max")
 class MutationConfig:
     """Which modules to mutate and how to run their tests."""
 
-    module: str = arg("all", "comma-separated target modules (grpo, update, rewards, sft, metrics) or 'all'")
+    module: str = arg("all", "comma-separated target modules (grpo, update, ranks, rewards, sft, metrics) or 'all'")
     jobs: int = arg(2, "mutants tested in parallel (each in its own copy of the tree)")
     timeout: float = arg(0.0, "seconds a mutant's tests may run before it counts as killed "
                          "(0: three times the unmutated tests' time, plus 10 s)")
