@@ -81,11 +81,12 @@ class MutationConfig:
     module: str = arg("all", "comma-separated target modules (grpo, update, ranks, rewards, sft, metrics) or 'all'")
     jobs: int = arg(2, "mutants tested in parallel (each in its own copy of the tree)")
     timeout: float = arg(0.0, "seconds a mutant's tests may run before it counts as killed "
-                         "(0: three times the unmutated tests' time, plus 10 s)")
+                         "(0: three times the unmutated tests' time, plus 10 s)", advanced=True)
     list: bool = arg(False, "print the mutants without running them")
-    limit: int = arg(0, "test only the first N mutants of each module (0: all); for a quick look")
+    limit: int = arg(0, "test only the first N mutants of each module (0: all); for a quick look", advanced=True)
     cache: str = arg("", "a JSON file of outcomes, written after every mutant: a mutant it records as killed "
-                     "for the same module source is not run again (survivors always are); for iterating")
+                     "for the same module source is not run again (survivors always are); for iterating",
+                     advanced=True)
 
     def __post_init__(self) -> None:
         check(self.jobs >= 1, "--jobs must be >= 1")
