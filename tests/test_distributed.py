@@ -264,11 +264,12 @@ def sft_run(tmp_path_factory) -> Path:
 
 
 def test_grpo_on_two_ranks_runs_and_resumes_exactly(sft_run, tmp_path):
-    common = ["--smoke", "--quiet", "--device", "cpu", "--init", str(sft_run), "--steps", "4"]
+    # 6 steps: after step 2 is logged, the signal must find rank 1 still in its loop (not waiting at the exit)
+    common = ["--smoke", "--quiet", "--device", "cpu", "--init", str(sft_run), "--steps", "6"]
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     torchrun("train_grpo.py", common + ["--out", str(full)])
     logged = records(full)
-    assert [r["step"] for r in logged] == [1, 2, 3, 4]
+    assert [r["step"] for r in logged] == [1, 2, 3, 4, 5, 6]
     for r in logged:  # the log covers the whole step: P = 4 queries x G = 4 samples over both ranks
         assert r["groups_kept"] == round((1 - r["zero_spread_frac"]) * 4)  # one rank's 2 groups would break it
         assert r["length_min"] <= r["length_mean"] <= r["length_max"] <= 12
@@ -284,6 +285,19 @@ def test_grpo_on_two_ranks_runs_and_resumes_exactly(sft_run, tmp_path):
     assert records(resumed) == logged
 
 
+def rank_pids(parent: int, rank: int) -> list[int]:
+    """The pids of ``parent``'s child processes whose environment says ``RANK=rank`` (torchrun's workers)."""
+    pids = []
+    for path in glob.glob("/proc/[0-9]*/environ"):
+        try:
+            if Path(path).with_name("stat").read_text().split()[3] == f"{parent}" and \
+                    f"\0RANK={rank}\0".encode() in b"\0" + Path(path).read_bytes():
+                pids.append(int(path.split("/")[2]))
+        except OSError:  # a process that ended while we read
+            continue
+    return pids
+
+
 def sigterm_rank_1(args: list[str], out: Path) -> int:
     """A 2-rank ``train_grpo.py args`` sent SIGTERM on rank 1's process alone, at a random moment after step 2
     was logged; returns the step of the checkpoint it stopped at (rank 0 wrote it, told by the all-reduce)."""
@@ -293,14 +307,16 @@ def sigterm_rank_1(args: list[str], out: Path) -> int:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
+        rank_1 = []  # found before the wait: under load a scan of /proc can outlast the run's last steps
+        while not rank_1:
+            assert proc.poll() is None and time.monotonic() < deadline, "rank 1 never started"
+            rank_1 = rank_pids(proc.pid, 1)
+            time.sleep(0.005)
         while not (out / "metrics.jsonl").exists() or len(records(out)) < 2:
             assert proc.poll() is None and time.monotonic() < deadline, "the run ended or hung before step 2"
             time.sleep(0.005)
         time.sleep(random.uniform(0, 0.1))
-        workers = [int(p.split("/")[2]) for p in glob.glob("/proc/[0-9]*/environ")
-                   if f"{proc.pid}" == Path(p).with_name("stat").read_text().split()[3]]
-        rank_1 = [pid for pid in workers if b"\0RANK=1\0" in b"\0" + Path(f"/proc/{pid}/environ").read_bytes()]
-        assert len(rank_1) == 1, workers
+        assert len(rank_1) == 1, rank_1
         os.kill(rank_1[0], signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=240)
     except BaseException:
