@@ -18,7 +18,8 @@ Arms (:data:`GRID`; one line each to add another), all on each seed's held-out t
 
 The scripts' defaults are the production regime: SFT learns mined rewrite pairs (with their
 drift) and relevance labels of what production would label; GRPO's relevance reward is the
-frozen SFT model's tagger plus rule rewards, no oracle in the loop. The upper bounds swap in
+frozen SFT model's tagger plus rule rewards (its conversion reward, though, is still the
+simulator's expected purchases: the hidden truth's wall is not built yet). The upper bounds swap in
 what production does not have: gold rewrites, the evaluation's own judge as the reward.
 
 Seeds: ``--seeds N`` trains every arm with seeds S .. S+N-1 (S = ``--seed``), each run

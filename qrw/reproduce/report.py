@@ -200,7 +200,8 @@ def regime_lines(grid: GridEvaluation) -> list[str]:
         up = _excludes_zero(c["accuracy"], 1) and _excludes_zero(c["relevance"], 1)
         risen = [h for h in HACKING if mean_kinds["grpo-fusion"][h] > mean_kinds["sft-multi"][h]]
         counts = "; ".join(f"{h} {mean_kinds['sft-multi'][h]:.1f} -> {mean_kinds['grpo-fusion'][h]:.1f}" for h in HACKING)
-        lines.append(f"- *GRPO with the learned relevance reward (the SFT model's frozen tagger + rules; no oracle) "
+        lines.append(f"- *GRPO with the learned relevance reward (the SFT model's frozen tagger + rules; no oracle "
+                     f"relevance, though the conversion reward is still the simulator's) "
                      f"against its SFT init.* accuracy {ci_text(c['accuracy'])}, relevance@10 {ci_text(c['relevance'])}, "
                      f"recall@10 {ci_text(c['recall'])}, UCVR {ci_text(c['ucvr'])}; hacking counts per seed, init -> "
                      f"GRPO: {counts}. Accuracy and relevance@10 up with intervals excluding 0: **{'yes' if up else 'no'}**; "
