@@ -164,8 +164,9 @@ def normalize_then_sum(components: dict[str, Tensor], weights: dict[str, float],
     small spread (conversion: a few hundredths) pulls as hard as one with a large
     spread (relevance: 0 / 0.5 / 1); the weights then say how much each objective
     counts. Source: GDPO (Liu et al., arXiv 2601.05242), TRL's
-    ``multi_objective_aggregation="normalize_then_sum"``. Departure: GDPO then
-    standardises the summed advantage over the whole batch; qrw stops at the sum.
+    ``multi_objective_aggregation="normalize_then_sum"``. qrw stops at the weighted sum
+    (no further standardisation of the sum over the batch, which some descriptions of
+    GDPO add; not checked against its code here).
     ``--aggregation sum`` instead fuses the raw rewards (:func:`qrw.rewards.fuse_rewards`)
     and normalises the fused reward once with :func:`group_advantages`.
 
