@@ -78,9 +78,15 @@ class DictionaryRewriter:
                 for i in range(len(tokens) - n + 1)]
 
     def fit(self, train_queries: list[Query]) -> DictionaryRewriter:
-        """Mine the dictionary from the training queries' (text, gold) pairs; returns self."""
-        golds = [q.gold.split() for q in train_queries]
-        miner = _Miner(self, [q.text.split() for q in train_queries], golds)
+        """Mine the dictionary from the training queries' (text, gold) pairs (an upper bound: gold is hidden
+        from a shop); returns self."""
+        return self.fit_pairs([(q.text, q.gold) for q in train_queries])
+
+    def fit_pairs(self, pairs: list[tuple[str, str]]) -> DictionaryRewriter:
+        """Mine the dictionary from ``(query, target)`` text pairs, the target in catalog words (a gold
+        rewrite, or what a shop has: the title clicked for a logged query); returns self."""
+        golds = [target.split() for _, target in pairs]
+        miner = _Miner(self, [query.split() for query, _ in pairs], golds)
         order = miner.visit_order()
         miner.map_frequent_units(order)
         miner.map_rare_units(order)
