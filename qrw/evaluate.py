@@ -1,21 +1,28 @@
 """``python -m qrw.evaluate``: a trained rewriter's offline scorecard, or a simulated online A/B test.
 
 Offline (``python -m qrw.evaluate --ckpt DIR [--baselines]``): the run's greedy
-rewrites of the split's queries scored per difficulty segment (accuracy,
-relevance@k, recall@k, UCVR, length, diversity), beside no rewrite, the
-dictionary baseline and the gold rewrite with --baselines (and then the paired
-difference model - dictionary), and the relevance tagger's accuracy and
-macro-F1 against the judge when the run trained one: :mod:`qrw.scorecard`.
+rewrites of the split's queries scored per difficulty segment, overall and on
+the unseen intents (queries whose intent occurs in no training query, logged
+query or mined pair; accuracy, relevance@k, recall@k, UCVR, length,
+diversity), beside, with --baselines, no rewrite, the dictionary a shop can fit
+on its logs' (query, clicked title) pairs, and two upper bounds that read the
+hidden gold: the same dictionary fit on gold pairs (``gold-dictionary``) and the
+gold rewrite (and then the paired difference model - dictionary), and the
+relevance tagger's accuracy and macro-F1 against the judge when the run trained
+one: :mod:`qrw.scorecard`.
 With ``--gate THRESHOLD`` or ``--gate auto`` (chosen on val: the smallest
-threshold that serves a rewrite to at most ``--gate-target`` of the
+threshold that serves a rewrite to at most ``--gate-target`` of each set of
 out-of-domain val queries), the serving gate beside it: the metrics with a
 rewrite served only when the model's tagger gives it P(equivalent) above the
 threshold, their paired difference with the gate off, and the share of
 out-of-domain queries (products the catalog does not sell) served a rewrite,
-gate off and on. ``--gate-query dictionary`` or ``vocabulary`` also reads the
-query: a rewrite is served only where the shop's mined dictionary reads a
-catalog category or brand in the query (:meth:`qrw.shop.shop.Shop.reads_product`),
-or where the shop knows every word of it (:meth:`qrw.shop.shop.Shop.knows_query`).
+gate off and on, for two sets: the out-of-domain searches the shop's logs hold
+(their val and test halves) and queries of nouns the logs never hold.
+``--gate-query dictionary`` or ``vocabulary`` also reads the query, from the
+shop's observed side only: a rewrite is served only where the dictionary fit
+on the logs reads a catalog category or brand in the query
+(:meth:`qrw.shop.shop.Shop.reads_product`), or where the shop knows every word
+of it (:meth:`qrw.shop.shop.Shop.knows_query`).
 
 Offline, paired (``python -m qrw.evaluate --paired BEFORE AFTER``): two rewriters
 (run directories of one world, or baselines) on the same split's queries, per-query
@@ -44,8 +51,8 @@ import numpy as np
 
 from qrw.config import Parser, UserError, check, config_from_dict, resolve_device, run_main
 from qrw.rewriter import GATE_SCORES
-from qrw.scorecard import (GATE_QUERY_CHECKS, GATE_TARGET, OOD_QUERIES, evaluate_gate, evaluate_run, format_summary,
-                           run_name, tagger_source)
+from qrw.gate import GATE_QUERY_CHECKS, GATE_TARGET, OOD_QUERIES, evaluate_gate
+from qrw.scorecard import evaluate_run, format_summary, run_name, tagger_source
 from qrw.shop.abtest import AB_METRICS, MAX_AB_USERS, ab_test
 from qrw.shop.metrics import page_grades
 from qrw.shop.ood import MAX_OOD_QUERIES
@@ -117,7 +124,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ckpt", default=None, metavar="DIR",
                    help="run directory to evaluate; with --ab, the run whose world a baselines-only test "
                         "uses (default: the default world of train_sft.py)")
-    p.add_argument("--baselines", action="store_true", help="offline: also score no rewrite, dictionary and gold")
+    p.add_argument("--baselines", action="store_true",
+                   help="offline: also score no rewrite, the dictionary fit on the logs, and the upper bounds "
+                        "gold-dictionary (fit on gold pairs) and gold")
     p.add_argument("--ab", nargs=2, default=None, metavar=("CONTROL", "TREATMENT"),
                    help=f"simulated A/B test; each side a run directory or a baseline ({', '.join(BASELINES)}; "
                         "a baseline name wins over a directory of that name: write ./gold for the directory)")
@@ -136,18 +145,18 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="--gate: what the threshold applies to: the tagger's P(equivalent), or 1 - P(irrelevant) "
                         "(relevant: partial rewrites are served too)")
     p.add_argument("--gate-target", type=float, default=GATE_TARGET,
-                   help="--gate auto: the share of out-of-domain val queries the threshold may serve a rewrite "
-                        f"(default {GATE_TARGET})")
+                   help="--gate auto: the share of each set of out-of-domain val queries (logged searches, nouns "
+                        f"never logged) the threshold may serve a rewrite (default {GATE_TARGET})")
     p.add_argument("--gate-judge", default=None, metavar="RUN",
                    help="--gate: score the rewrites with this finished run's tagger (same world), e.g. a relevance "
                         "model refreshed after GRPO (default: the run's own tagger; a GRPO run's SFT init's)")
     p.add_argument("--gate-query", default="none", choices=list(GATE_QUERY_CHECKS),
-                   help="--gate: also read the query: dictionary serves a rewrite only when the shop's mined "
-                        "dictionary reads a catalog category or brand in the query; vocabulary only when the shop "
+                   help="--gate: also read the query: dictionary serves a rewrite only when the dictionary fit "
+                        "on the logs reads a catalog category or brand in the query; vocabulary only when the shop "
                         "knows every word of it, one typo forgiven in words of 5+ letters (default: none, the "
                         "tagger alone)")
     p.add_argument("--ood-queries", type=int, default=OOD_QUERIES,
-                   help=f"--gate: out-of-domain queries per split (default {OOD_QUERIES})")
+                   help=f"--gate: out-of-domain queries per split and set (default {OOD_QUERIES})")
     p.add_argument("--json", action="store_true",
                    help="print deterministic JSON (sorted keys, floats rounded to 6 decimals) instead of tables")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")

@@ -35,8 +35,9 @@ served: it is when the gate's tagger gives it P(equivalent) above THRESHOLD
 (a GRPO run's frozen SFT init's tagger, or ``--gate-judge RUN``'s, as in
 ``python -m qrw.evaluate --gate``, which also chooses a threshold on validation
 data: ``--gate auto`` there prints it) and, with ``--gate-query dictionary``,
-the shop reads a catalog category or brand in the query (``vocabulary``: it
-knows every word of the query). A withheld rewrite leaves page(q) alone as the
+the dictionary fit on the shop's logs reads a catalog category or brand in the
+query (``vocabulary``: the shop knows every word of the query, from its
+catalog, logs, training queries and mined pairs; the observed side only). A withheld rewrite leaves page(q) alone as the
 results.
 
 Input handling: any Unicode is accepted
@@ -59,7 +60,8 @@ import numpy as np
 from qrw.config import Parser, check, resolve_device, run_main
 from qrw.lm.tokenizer import normalize_query
 from qrw.rewriter import apply_gate
-from qrw.scorecard import GATE_QUERY_CHECKS, query_check_passes, run_name, tagger_source
+from qrw.gate import GATE_QUERY_CHECKS, query_check_passes
+from qrw.scorecard import run_name, tagger_source
 from qrw.shop.judge import COMPLEMENT, EXACT, IRRELEVANT, SUBSTITUTE, render_canonical
 from qrw.shop.lexicon import Intent, Query
 from qrw.shop.metrics import rewrite_metrics
@@ -237,7 +239,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="serve the greedy rewrite only when the gate's tagger gives it P(equivalent) above "
                         "THRESHOLD in [0, 1] (python -m qrw.evaluate --gate auto chooses one on validation data)")
     p.add_argument("--gate-query", default="none", choices=list(GATE_QUERY_CHECKS),
-                   help="--gate: also read the query: dictionary serves only when the shop's mined dictionary "
+                   help="--gate: also read the query: dictionary serves only when the dictionary fit on the logs "
                         "reads a catalog category or brand in it; vocabulary only when the shop knows every word "
                         "of it (one typo forgiven in words of 5+ letters)")
     p.add_argument("--gate-judge", default=None, metavar="RUN",

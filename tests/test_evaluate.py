@@ -225,8 +225,11 @@ def test_json_output_is_byte_identical_across_runs(run_dir):
     assert first.returncode == 0, first.stderr.decode()
     assert first.stdout == second.stdout
     results = json.loads(first.stdout)
-    assert set(results["rows"]) == {"no rewrite", "dictionary", "gold", "multi-task SFT"}
-    assert "all" in results["rows"]["gold"] and set(results["rows"]["gold"]) <= {"head", "torso", "tail", "all"}
+    assert set(results["rows"]) == {"no rewrite", "dictionary", "gold-dictionary (upper bound)", "gold",
+                                    "multi-task SFT"}
+    assert "all" in results["rows"]["gold"] and "unseen" in results["rows"]["gold"]
+    assert set(results["rows"]["gold"]) <= {"head", "torso", "tail", "all", "unseen"}
+    assert results["rows"]["gold"]["unseen"]["n"] == results["n_unseen"]
     assert results["tagger"] == "sft" and 0 <= results["tagging"]["tag_macro_f1"] <= 1
     # paired model - dictionary differences: for a metric with no missing values the mean of the
     # per-query differences is the difference of the two rows' means

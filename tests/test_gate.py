@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from types import SimpleNamespace
 
 import numpy as np
@@ -66,6 +67,23 @@ def test_ood_queries_name_nothing_the_catalog_sells(world):
                 shared_words |= {w for w in text.split() if w in judge.known_words}
     # not separable by vocabulary alone: colours, materials, sizes, fillers are catalog words
     assert {"black", "white", "leather", "wireless", "small", "cheap"} <= shared_words
+
+
+def test_logged_ood_queries_are_the_logs_out_of_domain_searches_in_two_halves(world):
+    """``Shop.logged_ood_queries``: the distinct logged searches that are no in-domain traffic, from the ``train``
+    nouns, split val / test without overlap; the gate's never-logged sets share no query with them."""
+    shop = Shop(world)
+    in_domain = {text for text, _, _ in world.logs}
+    expected = {s.query for s in shop.observed.sessions if s.query not in in_domain}
+    val, test = shop.logged_ood_queries("val"), shop.logged_ood_queries("test")
+    assert len(expected) >= 10 and set(val) | set(test) == expected and not set(val) & set(test)
+    assert len(val) - len(test) in (0, 1) and len(val) + len(test) == len(expected)
+    assert expected <= set(ood_queries(world.config.seed, 5000, "train"))
+    assert shop.logged_ood_queries("val", 3) == val[:3] and Shop(world).logged_ood_queries("test") == test
+    never = set(shop.ood_queries("val", 200) + shop.ood_queries("test", 200))
+    assert not never & {s.query for s in shop.observed.sessions}
+    texts = [s.query for s in shop.observed.sessions]
+    assert shop.logged_counts(test[:2] + ["never searched"]).tolist() == [texts.count(test[0]), texts.count(test[1]), 0]
 
 
 def test_shop_checks_its_ood_queries(world, monkeypatch):
@@ -166,12 +184,17 @@ def test_choose_gate_threshold_by_hand_and_against_brute_force():
 
 # ---- the evaluation ----------------------------------------------------------------------------
 
+def ood_texts(shop, split: str) -> list[str]:
+    """Both out-of-domain sets of ``split`` (20 each at most): the nouns never logged, the logged searches."""
+    return shop.ood_queries(split, 20) + shop.logged_ood_queries(split, 20)
+
+
 def gate_stub(world, shop):
     """Gold rewrites in-domain, a fixed catalog rewrite out of domain; P2 0.9 for every third query, else 0.1."""
     rewrites, probs = {}, {}
     texts = [q.text for s in ("val", "test") for q in world.queries[s]]
     golds = {q.text: q.gold for s in ("val", "test") for q in world.queries[s]}
-    texts += shop.ood_queries("val", 20) + shop.ood_queries("test", 20)
+    texts += [t for split in ("val", "test") for t in ood_texts(shop, split)]
     for i, text in enumerate(texts):
         rewrites[text] = golds.get(text, "tripod aluminium")
         p2 = 0.9 if i % 3 == 0 else 0.1
@@ -192,6 +215,13 @@ def test_evaluate_gate_serves_what_the_stub_vouches_for_and_searches_the_rest_al
     assert gate["ood"]["served_off"] == 1.0
     assert gate["ood"]["served_on"] == pytest.approx(np.mean([probs[(q, "tripod aluminium")][2] > 0.5
                                                               for q in ood_test]))
+    logged = shop.logged_ood_queries("test", 20)
+    logged_on = np.array([probs[(q, "tripod aluminium")][2] > 0.5 for q in logged])
+    counts = Counter(s.query for s in shop.observed.sessions)
+    weights = np.array([counts[q] for q in logged], dtype=float)
+    assert gate["ood_logged"]["n"] == len(logged) and gate["ood_logged"]["served_off"] == 1.0
+    assert gate["ood_logged"]["served_on"] == pytest.approx(logged_on.mean())
+    assert gate["ood_logged"]["served_on_traffic"] == pytest.approx((weights * logged_on).sum() / weights.sum())
     # gated queries go through the no-rewrite path: the same page, the same metrics as "no rewrite"
     served = apply_gate([q.gold for q in queries], [probs[(q.text, q.gold)][2] for q in queries], 0.5)
     texts = [q.text for q in queries]
@@ -222,7 +252,7 @@ def test_gate_reports_the_served_share_per_judge_grade(world):
         rewrites[q.text] = q.gold if i % 2 == 0 else "tripod aluminium"
         p2 = 0.9 if i % 2 == 0 or i % 4 == 1 else 0.1
         probs[(q.text, rewrites[q.text])] = [1 - p2, 0.0, p2]
-    for q in shop.ood_queries("test", 20):
+    for q in ood_texts(shop, "test"):
         rewrites[q] = "tripod aluminium"
         probs[(q, "tripod aluminium")] = [1.0, 0.0, 0.0]
     rw = stub_rewriter(rewrites, probs)
@@ -246,7 +276,7 @@ def test_relevant_gate_score_vouches_for_partial_rewrites(world):
     for i, q in enumerate(queries):
         rewrites[q.text] = q.gold
         probs[(q.text, q.gold)] = [[0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.8, 0.1, 0.1]][i % 3]
-    for q in shop.ood_queries("test", 20):
+    for q in ood_texts(shop, "test"):
         rewrites[q] = "tripod aluminium"
         probs[(q, "tripod aluminium")] = [0.3, 0.7, 0.0]
     rw = stub_rewriter(rewrites, probs)
@@ -270,8 +300,11 @@ def test_auto_threshold_is_chosen_on_val_out_of_domain_queries(world):
     results = evaluate_run(shop, rw, name="stub", baselines=False, tagging=False)
     gate = evaluate_gate(shop, rw, results, threshold="auto", target=0.05, n_ood=20)
     val_ood = [probs[(q, "tripod aluminium")][2] for q in shop.ood_queries("val", 20)]
+    val_logged = [probs[(q, "tripod aluminium")][2] for q in shop.logged_ood_queries("val", 20)]
     assert gate["threshold"] == choose_gate_threshold(val_ood, 0.05) == 0.9  # m = 1, and at least two score 0.9
+    assert gate["chosen"]["thresholds"] == {"logged": choose_gate_threshold(val_logged, 0.05), "unseen": 0.9}
     assert gate["chosen"]["ood_served"] == 0.0 and gate["chosen"]["n_ood"] == 20
+    assert gate["chosen"]["n_ood_logged"] == len(val_logged) > 0
     assert gate["in_domain"]["served"]["all"] == 0.0  # nothing scores above 0.9
     with pytest.raises(ValueError, match="evaluate it on the test split"):
         evaluate_gate(shop, rw, evaluate_run(shop, rw, name="stub", split="val", baselines=False, tagging=False),
@@ -297,17 +330,20 @@ def test_shop_knows_a_word_of_its_text_or_one_typo_from_a_long_one(world):
     from qrw.shop.shop import TYPO_MIN_LETTERS
 
     shop = Shop(world)
-    words = {w for text in world.corpus_texts() for w in text.lower().split()}
+    words = {w for text in shop.observed.corpus_texts() for w in text.lower().split()}  # the observed side's text
     long_word = next(w for w in sorted(words) if len(w) >= 7 and w.isalpha())
     short_word = next(w for w in sorted(words) if len(w) == 4 and w.isalpha())
     assert shop.knows_word(long_word) and shop.knows_word(short_word)
     assert shop.knows_word(long_word[:3] + long_word[4:])  # a letter dropped
     assert shop.knows_word(long_word[:2] + long_word[3] + long_word[2] + long_word[4:])  # two letters swapped
     assert shop.knows_word(long_word + "x") or long_word + "x" in words  # a letter added
-    assert shop.knows_word("12345xyz") and not shop.knows_word("dinosaur") and not shop.knows_word("sofa")
+    never_logged = [n for n in ood_nouns(world.config.seed, "val") if " " not in n and n not in words][:3]
+    assert len(never_logged) == 3 and shop.knows_word("12345xyz")
+    assert not any(shop.knows_word(n) for n in never_logged)
+    assert all(shop.knows_query(shop.logged_ood_queries("test")))  # a logged search's words are the shop's own
     typo = short_word[:1] + "q" + short_word[2:]  # one edit, but the word is short: not forgiven
     assert shop.knows_word(typo) == (typo in words)
-    assert shop.knows_query([long_word, f"{short_word} {long_word}", f"{long_word} sofa", ""]) == \
+    assert shop.knows_query([long_word, f"{short_word} {long_word}", f"{long_word} {never_logged[0]}", ""]) == \
         [True, True, False, True]
     rng = np.random.default_rng(0)
     letters = "abcdefghijklmnopqrstuvwxyz"
@@ -391,13 +427,16 @@ def test_gate_command_reports_threshold_and_ood_share(smoke_sft_run, capsys):
     gate = results["gate"]
     assert 0.0 <= gate["threshold"] <= 1.0 and gate["chosen"]["split"] == "val"
     assert gate["chosen"]["ood_served"] <= 0.05 and gate["ood"]["n"] == 20
+    assert gate["chosen"]["ood_logged_served"] <= 0.05 and 0 < gate["ood_logged"]["n"] <= 20
+    assert gate["threshold"] == max(gate["chosen"]["thresholds"].values())
     assert gate["ood"]["served_off"] == 1.0 and gate["ood"]["served_on"] <= 1.0
     assert set(gate["in_domain"]["diff"]) == {"relevance", "recall", "ucvr", "irrelevant_served"}
     assert f"{results['model']} + gate" in results["rows"]
     assert main(["--ckpt", str(smoke_sft_run), "--gate", "0.25", "--ood-queries", "20"]) == 0
     text = capsys.readouterr().out
     assert "serving gate: a rewrite is served iff" in text and "> 0.2500" in text
-    assert "out-of-domain test queries (20): rewrite served, gate off 100.0%" in text
+    assert "out-of-domain test queries, nouns never logged (20): rewrite served, gate off 100.0%" in text
+    assert f"out-of-domain test searches the logs hold ({results['gate']['ood_logged']['n']}): " in text
 
 
 def test_docstring_examples_run():
