@@ -134,6 +134,25 @@ def test_pooled_comparison_pairs_within_each_seed():
     assert (sub["low"], sub["high"]) == pytest.approx(tuple(paired_diff_ci([0, 0], [1, 0])[2:]))
 
 
+def test_pooled_comparison_on_the_tail_and_the_unseen_intents():
+    """``subset``: only the seed's tail queries, or its unseen-intent ones (by hand: one seed, four queries)."""
+    from types import SimpleNamespace
+
+    from qrw.reproduce import SeedEvaluation, pooled_comparison
+
+    metrics = {name: {m: np.asarray(v, dtype=float) for m in ("accuracy", "relevance", "recall", "ucvr")}
+               for name, v in (("dictionary", [0, 0, 1, 1]), ("grpo-fusion", [1, 0, 0, 1]))}
+    queries = [SimpleNamespace(segment=seg) for seg in ("tail", "head", "tail", "torso")]
+    s = SeedEvaluation(0, None, None, queries, {}, {}, metrics, {}, np.zeros(4, dtype=bool), {}, {}, None, None,
+                       np.array([1, 1, 0, 0], dtype=bool))
+    assert pooled_comparison([s], "dictionary", "grpo-fusion", subset="tail")["ucvr"]["diff"] == pytest.approx(0.0)
+    unseen = pooled_comparison([s], "dictionary", "grpo-fusion", subset="unseen")["accuracy"]
+    assert unseen["diff"] == pytest.approx(0.5) and unseen["n"] == 2 and unseen["before"] == 0.0
+    assert pooled_comparison([s], "dictionary", "grpo-fusion")["accuracy"]["n"] == 4
+    with pytest.raises(ValueError, match="subset must be one of"):
+        pooled_comparison([s], "dictionary", "grpo-fusion", subset="rare")
+
+
 def test_claims_without_their_arms_are_not_checked():
     from qrw.reproduce import check_claims
 

@@ -2,24 +2,27 @@
 
 :func:`evaluate_seed` scores one seed's runs (rows, rewrite kinds, tagger detail,
 the serving gate); :func:`evaluate_grid` pools the seeds: mean rows and every
-comparison's paired difference with its 95% interval (:mod:`qrw.shop.pooled`).
+comparison's paired difference with its 95% interval (:mod:`qrw.shop.pooled`),
+and each of :data:`VS_DICTIONARY_ARMS` against the dictionary a shop can fit on
+its logs, over all test queries, the tail and the unseen intents
+(:attr:`GridEvaluation.vs_dictionary`).
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from qrw.config import check
 from qrw.runs import load_run
-from qrw.scorecard import (GATE_QUERY_CHECKS, dropped_attribute_values, evaluate_gate, evaluate_run, rewrite_kinds,
-                           tagger_source)
+from qrw.gate import GATE_QUERY_CHECKS, evaluate_gate
+from qrw.scorecard import dropped_attribute_values, evaluate_run, rewrite_kinds, tagger_source
 from qrw.shop.metrics import METRICS, rewrite_metrics
 from qrw.shop.pooled import pooled_paired_diff
-from qrw.shop.shop import Shop
+from qrw.shop.shop import UNSEEN, Shop
 from qrw.shop.world import World
 from qrw.reproduce.grid import BOUND_PAIRS, CLAIM_PAIRS, GRID, LABELS
 
@@ -41,6 +44,7 @@ class SeedEvaluation:
     tag_detail: dict  # rewriter label -> qrw.scorecard.tagging_metrics (runs that trained a tagger)
     gates: dict  # arm -> the serving gate on it (qrw.scorecard.evaluate_gate), for the GATE_ARMS trained
     query_gates: dict  # query check ("dictionary", "vocabulary") -> arm -> the same gate with that query check
+    unseen: np.ndarray | None = None  # (Q,) bool: the query's intent is in no training query, log or mined pair
 
 
 @dataclass
@@ -53,6 +57,15 @@ class GridEvaluation:
     tagging: dict  # rewriter label -> the tagger's macro-F1, mean over seeds
     cmp: dict  # (before, after[, "log-only"]) -> metric -> pooled_comparison's entry
     n_log_only: int  # test queries that use a log-only variant, all seeds together
+    # (arm, subset) -> metric -> pooled_comparison's entry: the arm minus the log-fit dictionary (DICTIONARY) over
+    # the SUBSETS of the test queries, for the VS_DICTIONARY_ARMS trained
+    vs_dictionary: dict = field(default_factory=dict)
+    n_unseen: int = 0  # unseen-intent test queries, all seeds together
+
+
+DICTIONARY = "dictionary"  # per_query's key of the dictionary a shop fits on its logs (a baseline, not an arm)
+VS_DICTIONARY_ARMS = ("sft-multi", "grpo-fusion")
+SUBSETS = ("all", "tail", UNSEEN, "log-only")  # the test queries a comparison can be restricted to
 
 
 GATE_ARMS = ("sft-multi", "grpo-fusion")  # the serving gate is measured on each of these that was trained
@@ -86,6 +99,9 @@ def evaluate_seed(out: Path, names: list[str], seed: int) -> SeedEvaluation:
                 into = gates if check_ == "none" else query_gates.setdefault(check_, {})
                 into[name] = evaluate_gate(ctx, rewriter, res, threshold="auto", judge=judge, query_check=check_)
                 del res["rows"][f"{LABELS[name]} + gate"]
+        if i == 0:
+            dictionary = ctx.baseline_rewrites(DICTIONARY, queries)
+            per_query[DICTIONARY] = rewrite_metrics(world, ctx.engine, ctx.users, queries, dictionary, k=ctx.k)
         rows.update(res["rows"])
         rewrites[name] = res["rewrites"]
         per_query[name] = rewrite_metrics(world, ctx.engine, ctx.users, queries, res["rewrites"], k=ctx.k)
@@ -96,7 +112,7 @@ def evaluate_seed(out: Path, names: list[str], seed: int) -> SeedEvaluation:
             tag_detail[LABELS[name]] = res["tagging"]
     log_only = np.array([world.uses_log_only(q) for q in queries], dtype=bool)
     return SeedEvaluation(seed, world, ctx, queries, rows, rewrites, per_query, tagging, log_only, kinds, tag_detail,
-                          gates, query_gates)
+                          gates, query_gates, ctx.unseen(queries))
 
 
 def nan_mean(values) -> float:
@@ -114,15 +130,30 @@ def mean_rows(rows_by_seed: list[dict]) -> dict:
             for label, segments in rows_by_seed[0].items()}
 
 
-def pooled_comparison(seeds: list[SeedEvaluation], before: str, after: str, log_only: bool = False) -> dict:
+def subset_mask(s: SeedEvaluation, subset: str) -> np.ndarray:
+    """(Q,) bool: the seed's test queries in ``subset`` (:data:`SUBSETS`)."""
+    check(subset in SUBSETS, f"subset must be one of {', '.join(SUBSETS)} (got {subset!r})")
+    if subset == "log-only":
+        return s.log_only
+    if subset == UNSEEN:
+        return s.unseen
+    if subset == "tail":
+        return np.array([q.segment == "tail" for q in s.queries], dtype=bool)
+    return np.ones(len(s.queries), dtype=bool)
+
+
+def pooled_comparison(seeds: list[SeedEvaluation], before: str, after: str, log_only: bool = False,
+                      subset: str = "all") -> dict:
     """metric -> after minus before, paired within each seed and pooled over seeds (:mod:`qrw.shop.pooled`).
 
     Each entry: ``before`` / ``after`` (means over seeds), ``diff``, ``low``, ``high``
     (the pooled 95% interval), ``se``, ``seeds`` and ``per_seed`` (each seed's mean
-    paired difference). ``log_only``: only the test queries that use a log-only
-    variant (a seed with fewer than 2 of them is left out).
+    paired difference), ``n`` (the queries compared, all seeds together). ``subset``
+    (:data:`SUBSETS`): only those test queries (a seed with fewer than 2 of them is
+    left out); ``log_only=True`` is ``subset="log-only"``.
     """
-    used = [(s, s.log_only if log_only else np.ones(len(s.queries), dtype=bool)) for s in seeds]
+    subset = "log-only" if log_only else subset
+    used = [(s, subset_mask(s, subset)) for s in seeds]
     used = [(s, rows) for s, rows in used if rows.sum() >= 2]
     out = {}
     for metric in METRICS:
@@ -130,7 +161,8 @@ def pooled_comparison(seeds: list[SeedEvaluation], before: str, after: str, log_
         pooled = pooled_paired_diff(pairs)
         out[metric] = {"before": nan_mean([nan_mean(b) for b, _ in pairs]), "after": nan_mean([nan_mean(a) for _, a in pairs]),
                        "diff": pooled.diff, "low": pooled.low, "high": pooled.high, "se": pooled.se,
-                       "seeds": [s.seed for s, _ in used], "per_seed": [c.lift for c in pooled.per_seed]}
+                       "seeds": [s.seed for s, _ in used], "per_seed": [c.lift for c in pooled.per_seed],
+                       "n": int(sum(rows.sum() for _, rows in used))}
     return out
 
 
@@ -144,7 +176,11 @@ def evaluate_grid(out: Path, names: list[str], seeds: list[int]) -> GridEvaluati
     if ("sft-nopretrain", "sft-multi") in cmp and any(s.log_only.sum() >= 2 for s in per_seed):
         cmp[("sft-nopretrain", "sft-multi", "log-only")] = pooled_comparison(per_seed, "sft-nopretrain", "sft-multi",
                                                                             log_only=True)
-    return GridEvaluation(names, per_seed, rows, tagging, cmp, n_log_only)
+    vs_dictionary = {(arm, subset): pooled_comparison(per_seed, DICTIONARY, arm, subset=subset)
+                     for arm in VS_DICTIONARY_ARMS if arm in names for subset in ("all", "tail", UNSEEN)
+                     if any(subset_mask(s, subset).sum() >= 2 for s in per_seed)}
+    n_unseen = sum(int(s.unseen.sum()) for s in per_seed)
+    return GridEvaluation(names, per_seed, rows, tagging, cmp, n_log_only, vs_dictionary, n_unseen)
 
 
 # ---- the report ------------------------------------------------------------------------------------
