@@ -19,10 +19,15 @@ intent, while every catalog query parses to its own (a test checks both, and
 :meth:`qrw.shop.shop.Shop.ood_queries` asserts the first).
 
 Splits: the nouns are split by the seed into ``train`` (half), ``val`` and
-``test`` (a quarter each); the splits draw from disjoint nouns, so a gate
-threshold chosen on ``val`` is measured on products it never saw. Nothing
-trains on ``train`` by default: it is there for a tagger that learns to refuse
-out-of-domain rewrites without seeing the nouns it is measured on.
+``test`` (a quarter each); the splits draw from disjoint nouns. The ``train``
+nouns are what the shop's logs hold: the logged searches for products the shop
+does not sell (:mod:`qrw.shop.logs`) come from them, and so whatever training
+reads from the logs (stage 0, the vocabulary, labels bought for logged
+searches). The ``val`` and ``test`` nouns are never logged: the serving gate
+(:mod:`qrw.gate`) is measured both on them (products the shop has never been
+asked for) and on the logged searches themselves, split in val and test halves
+(:meth:`qrw.shop.shop.Shop.logged_ood_queries`: the out-of-domain traffic a
+shop really sees, which repeats).
 Deterministic: the same ``(seed, n, split)`` gives the same list, and a split's
 queries do not depend on the other splits.
 
