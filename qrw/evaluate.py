@@ -288,6 +288,11 @@ def _build_world(shared: tuple[str, dict] | None) -> World:
     return World(config)
 
 
+def _side_label(spec: str) -> str:
+    """A side's name in the printed tables: a baseline that reads the hidden gold says it is an upper bound."""
+    return f"{spec} (upper bound)" if spec == "gold-dictionary" else spec
+
+
 def side_rewrites(spec: str, ctx: Shop, queries, device) -> list[str | None]:
     """One side's greedy rewrites of ``queries``: a baseline by name, or a run directory's model."""
     from qrw.runs import load_run
@@ -313,7 +318,9 @@ def paired_main(args: argparse.Namespace) -> int:
                        "after": args.paired[1], "comparison": comparison}))
         return 0
     print(f"== paired differences on the {len(queries)} {args.split} queries: {args.paired[1]} - {args.paired[0]} ==")
-    print(format_comparison(comparison, args.paired[0][-12:], args.paired[1][-14:]))
+    before, after = (_side_label(spec) for spec in args.paired)
+    print(format_comparison(comparison, before if args.paired[0] in BASELINES else before[-12:],
+                            after if args.paired[1] in BASELINES else after[-14:]))
     return 0
 
 
@@ -335,7 +342,7 @@ def ab_main(args: argparse.Namespace) -> int:
     for role, spec in zip(("control", "treatment"), specs):
         if spec in BASELINES:
             rewrites = ctx.baseline_rewrites(spec, queries)
-            labels[role] = spec
+            labels[role] = _side_label(spec)
         else:
             loaded = load_run(spec, device)
             by_text = dict(zip(texts, loaded.rewriter(device).rewrite(texts)))
