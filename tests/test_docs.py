@@ -199,6 +199,8 @@ def same_value(stated: str, actual: str | None) -> bool:
         return truth[s] == a
     if a == "none" and s.startswith("="):  # "= low": unset means another flag's value (--clip-high)
         return True
+    if re.fullmatch(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?", s):  # "60,000": thousands written as prose writes them
+        s = s.replace(",", "")
     try:
         return float(s) == float(a)
     except ValueError:
@@ -305,6 +307,7 @@ def test_same_value_by_hand():
     assert not same_value("category", "category,anchors,brand,vocabulary")
     assert same_value("= low", "None") and not same_value("= low", "0.2")
     assert not same_value("0", "0.04") and not same_value("on", "False") and not same_value("none", "group")
+    assert same_value("60,000", "60000") and not same_value("60,000", "6000") and not same_value("6,00", "600")
 
 
 def _test_names(path: Path) -> set[str]:
