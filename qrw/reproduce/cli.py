@@ -29,11 +29,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--results", default=None, help="where to write the report (default docs/RESULTS[-quick].md)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--force", action="store_true", help="retrain runs that already finished")
+    p.add_argument("--train-only", action="store_true",
+                   help="train the runs and stop: no evaluation, no report (to split the grid across sessions; a "
+                        "later call with every seed reuses the finished runs and writes the report)")
     p.add_argument("--jobs", type=int, default=1,
                    help="train this many runs at once, the CPU threads split between them (default 1: on this "
                         "project's 2 cores a one-thread GRPO run beside another took about 12 s a step, one "
                         "two-thread run alone 4 s; for machines with more cores)")
     return p.parse_args(argv)
+
+
+def vs_dictionary_json(vs_dictionary: dict) -> dict:
+    """:attr:`GridEvaluation.vs_dictionary` (keys ``(arm, subset)``) as JSON: arm -> subset -> metric -> entry."""
+    out: dict = {}
+    for (arm, subset), c in vs_dictionary.items():
+        out.setdefault(arm, {})[subset] = c
+    return out
 
 
 def main(argv=None) -> int:
@@ -52,6 +63,11 @@ def main(argv=None) -> int:
           f"({'smoke' if args.smoke else 'quick' if args.quick else 'full'} settings): {', '.join(names)}")
     trained = train_all(names, seeds, out, args)
     t_eval = time.perf_counter()
+    if args.train_only:
+        print(f"trained {sum(not reused for _, reused in trained.values())} runs, reused "
+              f"{sum(reused for _, reused in trained.values())} ({(t_eval - t_start) / 60:.1f} min); no report "
+              f"(--train-only): a later call with every seed writes it from the finished runs")
+        return 0
 
     print("evaluating on each seed's test queries")
     grid = evaluate_grid(out, names, seeds)
@@ -71,7 +87,9 @@ def main(argv=None) -> int:
         "gate_by_seed": {str(s.seed): s.gates for s in grid.seeds},
         "query_gate_by_seed": {str(s.seed): s.query_gates for s in grid.seeds},
         "comparisons": {" minus ".join(reversed(key[:2])) + (" (log-only)" if len(key) > 2 else ""): c
-                        for key, c in grid.cmp.items()}}) + "\n")
+                        for key, c in grid.cmp.items()},
+        "vs_dictionary": vs_dictionary_json(grid.vs_dictionary), "n_unseen": grid.n_unseen,
+        "n_log_only": grid.n_log_only, "wall_by_seed": {str(s.seed): s.walls for s in grid.seeds}}) + "\n")
     print("\n".join(lines))
     print(f"wrote {results_path} and {out / 'results.json'} ({timing['total'] / 60:.1f} min in this call)")
     return 0

@@ -10,6 +10,7 @@ its logs, over all test queries, the tail and the unseen intents
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,9 @@ class SeedEvaluation:
     gates: dict  # arm -> the serving gate on it (qrw.scorecard.evaluate_gate), for the GATE_ARMS trained
     query_gates: dict  # query check ("dictionary", "vocabulary") -> arm -> the same gate with that query check
     unseen: np.ndarray | None = None  # (Q,) bool: the query's intent is in no training query, log or mined pair
+    # arm -> its run's record of the wall (metrics.json["wall"]: crossings, labels bought, budget, disagreement...;
+    # None for a run that has none)
+    walls: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -75,7 +79,8 @@ def evaluate_seed(out: Path, names: list[str], seed: int) -> SeedEvaluation:
     """Load the arms' runs from the seed's directory ``out`` and score them (the baselines with the first).
 
     Besides the rows: what kinds of rewrites each arm writes (the reward-hacking
-    counts), the tagger's accuracy per kind of pair, and the serving gate (threshold
+    counts), the tagger's accuracy per kind of pair, what each run recorded of the
+    wall (:func:`wall_records`), and the serving gate (threshold
     chosen on the seed's val queries) on each of :data:`GATE_ARMS` trained, by the
     tagger alone and with each query check (:data:`qrw.scorecard.GATE_QUERY_CHECKS`).
     """
@@ -112,7 +117,12 @@ def evaluate_seed(out: Path, names: list[str], seed: int) -> SeedEvaluation:
             tag_detail[LABELS[name]] = res["tagging"]
     log_only = np.array([world.uses_log_only(q) for q in queries], dtype=bool)
     return SeedEvaluation(seed, world, ctx, queries, rows, rewrites, per_query, tagging, log_only, kinds, tag_detail,
-                          gates, query_gates, ctx.unseen(queries))
+                          gates, query_gates, ctx.unseen(queries), wall_records(out, names))
+
+
+def wall_records(out: Path, names: list[str]) -> dict:
+    """arm -> what its run recorded of the hidden truth it used (``metrics.json["wall"]``; None when absent)."""
+    return {name: json.loads((out / name / "metrics.json").read_text()).get("wall") for name in names}
 
 
 def nan_mean(values) -> float:
@@ -182,5 +192,3 @@ def evaluate_grid(out: Path, names: list[str], seeds: list[int]) -> GridEvaluati
     n_unseen = sum(int(s.unseen.sum()) for s in per_seed)
     return GridEvaluation(names, per_seed, rows, tagging, cmp, n_log_only, vs_dictionary, n_unseen)
 
-
-# ---- the report ------------------------------------------------------------------------------------
