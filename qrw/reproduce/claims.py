@@ -1,4 +1,10 @@
-"""The paper's four claims, each judged from the pooled paired differences on the test queries."""
+"""The paper's four claims, each judged from the pooled paired differences on the test queries.
+
+In the regime behind the wall (:mod:`qrw.shop.wall`): the default arms' rewards are learned from what a
+shop has (the SFT tagger trained on labels bought through the annotation door, rules reading the dictionary
+fit on the logs, a conversion model fit on the logged sessions), so no claim is judged on a metric that a
+default arm's reward reads; each verdict's rule is printed beside it.
+"""
 
 from __future__ import annotations
 
@@ -45,10 +51,10 @@ def claim_multitask(cmp: dict) -> str:
             f"{ci_text(c['accuracy'])}, recall@10 {ci_text(c['recall'])}, UCVR {ci_text(c['ucvr'])}. "
             f"Reading: a relevance or accuracy gain whose interval excludes 0, with recall within 0.01 or better: "
             f"{verdict(rel_up and recall_similar)}." + ("" if rel_up and recall_similar else
-            " Likely reason: here the rewriter and the tagger share a 2M-parameter model, and the multi-task "
-            "batch gives most of its rows to relevance pairs, so single-task SFT sees several times more "
-            "rewrite examples per step; what the relevance task teaches (which words matter to the intent) "
-            "is also taught by the gold rewrites themselves in this world."))
+            " Likely reason (not tested here): the rewriter and the tagger share a 2M-parameter model, and the "
+            "multi-task batch gives most of its rows (70% by default) to relevance pairs, so single-task SFT sees "
+            "several times more mined rewrite pairs per step; and the relevance labels the multi-task run learns "
+            "are a budgeted sample of production's pairs, labelled with annotator disagreement."))
 
 
 def claim_pretraining(cmp: dict, rows: dict, n_log_only: int) -> str:
@@ -68,10 +74,11 @@ def claim_pretraining(cmp: dict, rows: dict, n_log_only: int) -> str:
             + log_only_text
             + f"Reading: accuracy or recall up with an interval excluding 0: {verdict(helps)}."
             + ("" if helps else _seeds_agree_text(c["accuracy"].get("per_seed", [])) +
-               " Likely reason: stage 0 teaches the log-only variants only weakly in its 600 steps on a "
-               "2M-parameter model, and what remains of its effect is no larger than the variation between "
-               "seeds (and between runs: float rounding alone moves accuracy by about 0.01 between runs of the "
-               "same command on two CPUs)."))
+               " Likely reason (not tested here): stage 0 reads the logged sessions as a shop records them "
+               "(searches, the titles shown and clicked, with position bias and noise), which teach the "
+               "log-only variants only weakly in its 600 steps on a 2M-parameter model, and what remains of its "
+               "effect is no larger than the variation between seeds (and between runs: float rounding alone "
+               "moves accuracy by about 0.01 between runs of the same command on two CPUs)."))
 
 
 def _seeds_agree_text(per_seed: list[float]) -> str:
@@ -87,15 +94,26 @@ def claim_fusion(cmp: dict, rows: dict) -> str:
     fusion, rel_only, conv_only = (rows[LABELS[n]]["all"] for n in ("grpo-fusion", "grpo-relevance", "grpo-conversion"))
     sft = rows["multi-task SFT"]["all"]
     c = cmp[("sft-multi", "grpo-fusion")]
-    balance = (c["relevance"]["diff"] >= 0 and c["ucvr"]["diff"] >= 0 and fusion["relevance"] >= conv_only["relevance"]
-               and fusion["ucvr"] >= rel_only["ucvr"] - 0.002)
-    return ("3. *GRPO with the fused reward (relevance + conversion) gives the best balance.* "
+    between = fusion["relevance"] >= conv_only["relevance"] and fusion["ucvr"] >= rel_only["ucvr"] - 0.002
+    sure = c["relevance"]["low"] > 0 and c["ucvr"]["low"] > 0  # both gains over the init resolved
+    direction = c["relevance"]["diff"] >= 0 and c["ucvr"]["diff"] >= 0
+    if between and sure:
+        reading = verdict(True)
+    elif between and direction:
+        reading = ("**partly reproduces**: the means point the claimed way, but fusion's gain over its init is not "
+                   "resolved in both metrics (an interval includes 0)")
+    else:
+        reading = verdict(False)
+    return ("3. *GRPO with the fused reward (relevance + conversion) gives the best balance.* Both rewards are "
+            "learned from what a shop has (relevance: the frozen SFT tagger plus rules; conversion: a model fit on "
+            "the logged sessions), while relevance@10 and UCVR below are the evaluation's judge and simulated "
+            "shoppers, which no reward reads. "
             f"relevance@10 / UCVR: SFT init {sft['relevance']:.4f} / {sft['ucvr']:.4f}, relevance-only "
             f"{rel_only['relevance']:.4f} / {rel_only['ucvr']:.4f}, conversion-only {conv_only['relevance']:.4f} / "
             f"{conv_only['ucvr']:.4f}, fusion {fusion['relevance']:.4f} / {fusion['ucvr']:.4f}. Fusion minus SFT "
-            f"init: relevance@10 {ci_text(c['relevance'])}, UCVR {ci_text(c['ucvr'])}. Reading: fusion improves "
-            f"both over its init, keeps relevance at least at conversion-only's and UCVR at relevance-only's "
-            f"(within 0.002): {verdict(balance)}.")
+            f"init: relevance@10 {ci_text(c['relevance'])}, UCVR {ci_text(c['ucvr'])}. Reading: fusion raises both "
+            f"over its init (pooled intervals excluding 0) and keeps relevance@10 at least at conversion-only's and "
+            f"UCVR at relevance-only's (means, within 0.002): {reading}.")
 
 
 def claim_conversion_alone(cmp: dict) -> str:
@@ -108,11 +126,12 @@ def claim_conversion_alone(cmp: dict) -> str:
         reading = verdict(True)
     elif below_fusion:
         reading = ("**partly reproduces**: conversion-only ends below fusion in relevance, but does not fall below "
-                   "its SFT init (no drift away from relevance within these steps; the KL to the SFT model and the "
-                   "format rule hold it, and in this world a relevant rewrite also converts well)")
+                   "its SFT init (no drift away from relevance within these steps; the KL to the SFT model, the "
+                   "format and rule rewards may hold it, and in this world a relevant rewrite also converts well)")
     else:
         reading = verdict(False)
-    return ("4. *Optimising conversion alone costs relevance.* Conversion-only minus fusion: relevance@10 "
+    return ("4. *Optimising conversion alone costs relevance.* The conversion-only reward is the conversion model "
+            "fit on the logged sessions (plus the format and rule rewards). Conversion-only minus fusion: relevance@10 "
             f"{ci_text(c['relevance'])}, accuracy {ci_text(c['accuracy'])}, UCVR {ci_text(c['ucvr'])}; "
             f"conversion-only minus SFT init: relevance@10 {ci_text(c0['relevance'])}, accuracy "
             f"{ci_text(c0['accuracy'])}. Reading: a relevance or accuracy loss (interval excluding 0) against "

@@ -1,4 +1,8 @@
-"""The report (docs/RESULTS.md): tables, regime readings, the serving gate, A/B tests and training curves."""
+"""The report (docs/RESULTS.md): the wall, tables, readings, the serving gate, A/B tests and training curves.
+
+:func:`report` assembles it; the prose readings (the wall, GRPO against its init and the
+log-fit dictionary, the upper bounds) are :mod:`qrw.reproduce.readings`.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +20,11 @@ from qrw.curves import format_curves, loss_curves, read_records, verdict as curv
 from qrw.scorecard import DROPPED_VALUES, HACKING
 from qrw.shop.abtest import ab_test
 from qrw.shop.metrics import METRICS, page_grades
-from qrw.shop.shop import Shop
+from qrw.shop.shop import BASELINE_LABELS, BASELINES, UNSEEN, Shop
 from qrw.reproduce.claims import check_claims, ci_text
 from qrw.reproduce.evaluation import GATE_ARMS, GridEvaluation, nan_mean
 from qrw.reproduce.grid import GRID, LABELS, command_of, grid_command
+from qrw.reproduce.readings import grpo_lines, regime_lines, vs_dictionary_table, wall_lines
 
 AB_USERS = 100_000
 
@@ -60,7 +65,8 @@ def table(rows: dict, segment: str, names: list[str], tagging: dict) -> list[str
 def _save_figure(fig, axes, path: Path) -> str:
     """Legends, tight layout, PNG at ``path``; returns the file name."""
     for ax in axes:
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # an axis with nothing drawn (no KL measured) gets no legend
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return path.name
@@ -128,7 +134,7 @@ def plot_curves(out: Path, docs: Path, suffix: str, names: list[str]) -> list[st
 def report_header(args: argparse.Namespace, grid: GridEvaluation, timing: dict) -> list[str]:
     """The report's title and the paragraphs on the command, the machine, the time, the world and the metrics."""
     first = grid.seeds[0]
-    world, queries = first.world, first.queries
+    world, queries, observed = first.world, first.queries, first.shop.observed
     seeds = [s.seed for s in grid.seeds]
     seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]} ({len(seeds)} seeds)"
     cpu = platform.processor() or platform.machine()
@@ -143,11 +149,18 @@ def report_header(args: argparse.Namespace, grid: GridEvaluation, timing: dict) 
             "call, their times as they recorded them). Everything below is measured, not edited.", "",
             f"World: each seed generates its own synthetic world (the training scripts' world config, "
             f"seed = the run's seed) and so its own test queries; seed {first.seed}'s has {len(world.products)} "
-            f"products, {len(world.queries['train'])} train / {len(queries)} test queries, {len(world.log_queries)} "
-            "distinct logged queries (GRPO's training queries). Metrics are on the held-out test queries (new intent and "
+            f"products, {len(world.queries['train'])} train / {len(queries)} test queries, "
+            f"{len(observed.sessions):,} logged sessions and {len(observed.grpo_texts):,} distinct logged searches "
+            "with a click (GRPO's training queries). Metrics are on the held-out test queries (new intent and "
             "variant combinations); relevance@10 and recall@10 are on the results page "
             "`page(q, r) = dedupe(interleave(top10(r), top10(q)))[:10]`, UCVR is the simulated shoppers' expected "
-            "purchases per user, accuracy is the share of rewrites the judge grades 2 (equivalent).", ""]
+            "purchases per user, accuracy is the share of rewrites the judge grades 2 (equivalent): the judge and "
+            "the shoppers are the hidden truth, which no default arm's reward reads. Baselines: \"dictionary\" is "
+            "the synonym dictionary a shop fits on its logs' (query, clicked title) pairs (the fair baseline, and "
+            "the dictionary the rules and the gate read); \"gold-dictionary (upper bound)\" is the same rewriter "
+            "fit on the training queries' gold rewrites, and \"gold\" the gold rewrites themselves: no shop has "
+            "either. The unseen intents are the test queries whose intent occurs in no training query, logged "
+            f"query or mined pair ({grid.n_unseen} over the seeds).", ""]
 
 
 def per_seed_table(grid: GridEvaluation, labels: list[str]) -> list[str]:
@@ -176,60 +189,6 @@ def comparison_table(grid: GridEvaluation) -> list[str]:
     return lines
 
 
-def _excludes_zero(c: dict, sign: int) -> bool:
-    return c["low"] > 0 if sign > 0 else c["high"] < 0
-
-
-def regime_lines(grid: GridEvaluation) -> list[str]:
-    """The production regime against its upper bounds: what mined pairs cost, whether the learned reward works.
-
-    Each reading is judged on the pooled intervals; a pair whose arms were not trained is left out.
-    """
-    cmp, lines = grid.cmp, []
-    mean_kinds = {name: {h: nan_mean([s.kinds[name][h] for s in grid.seeds]) for h in tuple(HACKING) + DROPPED_VALUES}
-                  for name in grid.names}
-    if ("sft-single-gold", "sft-single") in cmp:
-        c = cmp[("sft-single-gold", "sft-single")]
-        drift = _excludes_zero(c["accuracy"], -1) and _excludes_zero(c["relevance"], -1)
-        lines.append(f"- *Mined pairs drift, and the drift costs.* Single-task SFT on mined pairs minus the same on gold "
-                     f"pairs: accuracy {ci_text(c['accuracy'])}, relevance@10 {ci_text(c['relevance'])}, recall@10 "
-                     f"{ci_text(c['recall'])}, UCVR {ci_text(c['ucvr'])}. Lower accuracy and relevance@10, both "
-                     f"intervals excluding 0: **{'yes' if drift else 'no'}**.")
-    if ("sft-multi", "grpo-fusion") in cmp:
-        c = cmp[("sft-multi", "grpo-fusion")]
-        up = _excludes_zero(c["accuracy"], 1) and _excludes_zero(c["relevance"], 1)
-        risen = [h for h in HACKING if mean_kinds["grpo-fusion"][h] > mean_kinds["sft-multi"][h]]
-        counts = "; ".join(f"{h} {mean_kinds['sft-multi'][h]:.1f} -> {mean_kinds['grpo-fusion'][h]:.1f}" for h in HACKING)
-        lines.append(f"- *GRPO with the learned relevance reward (the SFT model's frozen tagger + rules; no oracle "
-                     f"relevance, though the conversion reward is still the simulator's) "
-                     f"against its SFT init.* accuracy {ci_text(c['accuracy'])}, relevance@10 {ci_text(c['relevance'])}, "
-                     f"recall@10 {ci_text(c['recall'])}, UCVR {ci_text(c['ucvr'])}; hacking counts per seed, init -> "
-                     f"GRPO: {counts}. Accuracy and relevance@10 up with intervals excluding 0: **{'yes' if up else 'no'}**; "
-                     f"no hacking count above the init's: **{'yes' if not risen else 'no (' + ', '.join(risen) + ')'}**. "
-                     f"Where the attribute drops are: {_dropped_values_text(mean_kinds, 'sft-multi', 'grpo-fusion')}.")
-    if ("grpo-norules", "grpo-fusion") in cmp:
-        c = cmp[("grpo-norules", "grpo-fusion")]
-        counts = "; ".join(f"{h} {mean_kinds['grpo-norules'][h]:.1f} -> {mean_kinds['grpo-fusion'][h]:.1f}"
-                           for h in HACKING)
-        lines.append(f"- *What the rules do.* GRPO fusion with the rules minus without: accuracy {ci_text(c['accuracy'])}, "
-                     f"relevance@10 {ci_text(c['relevance'])}, UCVR {ci_text(c['ucvr'])}; hacking counts per seed, "
-                     f"without -> with: {counts}; {_dropped_values_text(mean_kinds, 'grpo-norules', 'grpo-fusion')}.")
-    if ("grpo-oracle", "grpo-fusion") in cmp:
-        c = cmp[("grpo-oracle", "grpo-fusion")]
-        lines.append(f"- *The oracle reward as an upper bound.* GRPO fusion with the learned reward minus with the "
-                     f"oracle judge's: accuracy {ci_text(c['accuracy'])}, relevance@10 {ci_text(c['relevance'])}, "
-                     f"UCVR {ci_text(c['ucvr'])}: what a perfect relevance model would add.")
-    return lines
-
-
-def _dropped_values_text(mean_kinds: dict, before: str, after: str) -> str:
-    """Dropped attribute values read / unread by the rules' dictionary, mean over seeds, ``before -> after``."""
-    read, unread = DROPPED_VALUES
-    return (f"values the rules' dictionary reads in the query (the anchors rule sees them dropped) "
-            f"{mean_kinds[before][read]:.1f} -> {mean_kinds[after][read]:.1f}, values it does not read (no rule sees "
-            f"them) {mean_kinds[before][unread]:.1f} -> {mean_kinds[after][unread]:.1f}")
-
-
 def hacking_table(grid: GridEvaluation) -> list[str]:
     """Per arm: the rewrites of the reward-hacking kinds (:data:`qrw.scorecard.HACKING`), each seed's count."""
     n = len(grid.seeds[0].queries)
@@ -240,8 +199,9 @@ def hacking_table(grid: GridEvaluation) -> list[str]:
         lines.append(f"| {LABELS[name]} | " + " | ".join(cells) + " |")
     return [f"Counts among each seed's {n} test rewrites, seed by seed (`a / b / c`): a learned relevance reward "
             "lets these through where it misjudges them (README, \"GRPO\"). The last two columns count the attribute "
-            "values that the \"attribute dropped\" rewrites give up: those the rules' dictionary reads in the query "
-            "(the `anchors` rule sees them dropped) and those it does not (no rule sees them).", ""] + lines
+            "values that the \"attribute dropped\" rewrites give up: those the rules' dictionary (fit on the logs) "
+            "reads in the query (the `anchors` rule sees them dropped) and those it does not (no rule sees them).",
+            ""] + lines
 
 
 def tagger_kind_table(grid: GridEvaluation) -> list[str]:
@@ -273,38 +233,58 @@ def tagger_kind_table(grid: GridEvaluation) -> list[str]:
             "queries (`held_out_mined_pairs`), none of them trained on.", ""] + lines
 
 
+def _share(value) -> str:
+    """A share as a percentage, ``-`` when missing or NaN."""
+    return "-" if value is None or not np.isfinite(value) else f"{value:.1%}"
+
+
 def gate_lines(grid: GridEvaluation) -> list[str]:
-    """The serving gate, per seed, gated arm and query check: threshold, out-of-domain and in-domain shares served
-    (by the judge's grade of the rewrite), the paired cost."""
+    """The serving gate, per seed, gated arm and query check: threshold (and each val set's pick), the shares of
+    out-of-domain queries served on val and on test (the logged searches, by query and by traffic; nouns never
+    logged), the in-domain share served (by the judge's grade of the rewrite), the paired cost."""
     gated = [(s.seed, arm, check_, gates[arm]) for s in grid.seeds for arm in GATE_ARMS
              for check_, gates in (("none", s.gates), *s.query_gates.items()) if arm in gates]
     if not gated:
         return []
+    target = next((g["chosen"]["target"] for *_, g in gated if g.get("chosen")), None)
     lines = ["A rewrite is served only when a tagger gives it P(equivalent) above a threshold chosen on each seed's "
-             "validation queries (the smallest that serves at most 5% of out-of-domain val queries); otherwise the "
-             "query is searched alone. The multi-task SFT run is scored by its own tagger, a GRPO run by its frozen "
-             "SFT init's (the reward's relevance model). A query check (`--gate-query`) must pass besides: "
-             "\"dictionary\": the shop's mined dictionary reads a catalog category or brand in the query "
-             "(`qrw.shop.shop.Shop.reads_product`); \"vocabulary\": the shop knows every word of the query, "
-             "one typo forgiven in words of 5+ letters (`qrw.shop.shop.Shop.knows_query`); \"passed\": the share "
-             "of out-of-domain / in-domain test queries that pass it. Out-of-domain queries name products this "
-             "catalog does not sell (`qrw.shop.ood`). "
-             "\"served by grade\": the share served among the in-domain rewrites the judge grades 0 / 1 / 2, how "
-             "well the gate tells them apart.", "",
-             "| seed | arm | query check | threshold | OOD served (val) | OOD served (test), off -> on | passed | "
-             "in-domain served (test) | served by grade 0 / 1 / 2 | relevance@10 on - off | recall@10 on - off | "
-             "UCVR on - off |",
-             "|---:|---|---|---:|---:|---|---|---:|---|---|---|---|"]
+             "validation queries; otherwise the query is searched alone. Two sets of out-of-domain queries (products "
+             "this catalog does not sell): **logged**, the out-of-domain searches the shop's logs really contain "
+             "(their distinct texts split in a val half and a test half; the same nouns recur in both, and the "
+             "tagger and the shop's vocabulary may have seen them), and **never logged**, queries of nouns the logs "
+             "never hold (`qrw.shop.ood`'s val / test nouns). On each set's val queries the smallest threshold that "
+             f"serves at most {_share(target)} of them is picked; the threshold is the **largest of the two picks** "
+             "(each set then at or below the target on val). The multi-task SFT run is scored by its own tagger, a "
+             "GRPO run by its frozen SFT init's (the reward's relevance model). A query check (`--gate-query`) must "
+             "pass besides: \"dictionary\": the dictionary fit on the shop's logs reads a catalog category or brand "
+             "in the query (`qrw.shop.shop.Shop.reads_product`); \"vocabulary\": the shop knows every word of the "
+             "query, one typo forgiven in words of 5+ letters (`qrw.shop.shop.Shop.knows_query`); \"passed\": the "
+             "share of logged out-of-domain / never-logged out-of-domain / in-domain test queries that pass it. "
+             "\"logged OOD served\" gives the share of the distinct logged searches and, in brackets, of their "
+             "traffic (each weighted by how often the logs hold it). \"served by grade\": the share served among the "
+             "in-domain rewrites the judge grades 0 / 1 / 2, how well the gate tells them apart.", "",
+             "| seed | arm | query check | threshold (val picks: logged / never logged) | OOD served (val): logged / "
+             "never logged | logged OOD served (test), off -> on (traffic) | never-logged OOD served (test), off -> "
+             "on | passed | in-domain served (test) | served by grade 0 / 1 / 2 | relevance@10 on - off | "
+             "recall@10 on - off | UCVR on - off |",
+             "|---:|---|---|---|---|---|---|---|---:|---|---|---|---|"]
     for seed, arm, check_, g in gated:
-        d, o = g["in_domain"], g["ood"]
+        d, o, lg, c = g["in_domain"], g["ood"], g.get("ood_logged") or {}, g.get("chosen") or {}
         diffs = " | ".join(ci_text({"diff": d["diff"][m]["lift"], "low": d["diff"][m]["low"],
                                     "high": d["diff"][m]["high"]}) for m in ("relevance", "recall", "ucvr"))
         grades = " / ".join(f"{d['by_grade'][g_]['served']:.0%}" if g_ in d.get("by_grade", {}) else "-"
                             for g_ in ("0", "1", "2"))
-        read = "-" if check_ == "none" else f"{o['query_passed']:.1%} / {d['query_passed']:.1%}"
-        lines.append(f"| {seed} | {LABELS[arm]} | {check_} | {g['threshold']:.4f} | {g['chosen']['ood_served']:.1%} | "
-                     f"{o['served_off']:.1%} -> {o['served_on']:.1%} | {read} | {d['served']['all']:.1%} | {grades} | "
-                     f"{diffs} |")
+        picks = c.get("thresholds", {})
+        each = " / ".join(f"{picks[k]:.4f}" if k in picks else "-" for k in ("logged", "unseen"))
+        threshold = f"{g['threshold']:.4f} ({each})" if picks else f"{g['threshold']:.4f}"
+        val = f"{_share(c.get('ood_logged_served'))} / {_share(c.get('ood_served'))}" if c else "-"
+        logged = (f"{_share(lg.get('served_off'))} -> {_share(lg.get('served_on'))} "
+                  f"({_share(lg.get('served_on_traffic'))})" if lg.get("n") else "none logged")
+        read = ("-" if check_ == "none" else
+                f"{_share(lg.get('query_passed'))} / {_share(o['query_passed'])} / {_share(d['query_passed'])}")
+        lines.append(f"| {seed} | {LABELS[arm]} | {check_} | {threshold} | {val} | {logged} | "
+                     f"{_share(o['served_off'])} -> {_share(o['served_on'])} | {read} | {_share(d['served']['all'])} | "
+                     f"{grades} | {diffs} |")
     return lines
 
 
@@ -327,15 +307,20 @@ def curve_lines(out: Path, grid: GridEvaluation) -> list[str]:
 
 def report(args: argparse.Namespace, grid: GridEvaluation, trained: dict[tuple[int, str], tuple[float, bool]],
            timing: dict, plots: list[str], out: Path) -> list[str]:
-    """The lines of docs/RESULTS.md: tables, per-seed rows and differences, the claims, curves, runs."""
+    """The lines of docs/RESULTS.md: the wall, tables, per-seed rows and differences, the arms against the log-fit
+    dictionary, the claims, GRPO's readings, the upper bounds, curves, runs."""
     n = len(grid.seeds)
-    labels = ["no rewrite", "dictionary", "gold"] + [LABELS[name] for name in grid.names]
+    labels = [BASELINE_LABELS[b] for b in BASELINES] + [LABELS[name] for name in grid.names]
     over = "" if n == 1 else f" (mean over {n} seeds)"
-    lines = report_header(args, grid, timing) + [f"## All queries{over}", ""]
+    lines = report_header(args, grid, timing) + ["## The wall: what of the hidden truth training used", ""]
+    lines += wall_lines(grid) + [f"## All queries{over}", ""]
     lines += table(grid.rows, "all", labels, grid.tagging)
     n_tail = sum(q.segment == "tail" for s in grid.seeds for q in s.queries)
     lines += ["", f"## Hardest segment: tail (rare or log-only variants, typos; {n_tail} queries over the seeds){over}", ""]
     lines += table(grid.rows, "tail", labels, grid.tagging)
+    lines += ["", f"## Unseen intents (in no training query, logged query or mined pair; {grid.n_unseen} queries over "
+              f"the seeds){over}", ""]
+    lines += table(grid.rows, UNSEEN, labels, grid.tagging)
     lines += ["", "## Every seed", ""] + per_seed_table(grid, labels)
     lines += ["", "## Paired differences, pooled over seeds", "",
               "Within a seed both arms rewrite the same test queries: each seed's difference is the mean per-query "
@@ -344,14 +329,27 @@ def report(args: argparse.Namespace, grid: GridEvaluation, trained: dict[tuple[i
               "training and its query noise; t with N - 1 degrees of freedom: 12.7 for 2 seeds, 4.30 for 3); with "
               "one seed it is the per-query paired interval. * = the interval excludes 0.", ""]
     lines += comparison_table(grid)
+    vs_dictionary = vs_dictionary_table(grid)
+    if vs_dictionary:
+        lines += ["", "## Against the dictionary a shop fits on its logs", "",
+                  "The trained arms minus the log-fit dictionary, paired per query within each seed and pooled as "
+                  "above, on all test queries, the tail and the unseen intents; dictionary and arm: the two sides' "
+                  "means over seeds. * = the interval excludes 0.", ""] + vs_dictionary
     lines += ["", "## The paper's claims, checked here", "",
-              "Each claim is judged on the pooled intervals above.", ""]
+              "Each claim is judged on the pooled intervals above, in this regime: every reward of the default arms "
+              "is learned from what a shop has (The wall, above).", ""]
     lines += [c + "\n" for c in check_claims(grid.cmp, grid.rows, grid.n_log_only)]
+    grpo = grpo_lines(grid)
+    if grpo:
+        lines += ["## GRPO against its SFT init and against the log-fit dictionary", ""] + grpo + [""]
     regime = regime_lines(grid)
     if regime:
         lines += ["## The production regime against its upper bounds", "",
-                  "The defaults learn from what production has (mined pairs, a learned relevance model); the upper "
-                  "bounds swap in gold rewrites or the evaluation's own judge.", ""] + regime + [""]
+                  "The defaults learn from what a shop has: mined rewrite pairs, relevance labels bought through the "
+                  "annotation door, a tagger trained on them, rules and a gate that read the log-fit dictionary, a "
+                  "conversion model fit on the logged sessions. Each upper bound swaps one of them for the hidden "
+                  "truth: gold rewrites, gold-built judge-labelled relevance pairs, the judge's grades as the "
+                  "relevance reward, the simulator's expected purchases as the conversion reward.", ""] + regime + [""]
     lines += ["## Reward hacking: what the rewrites are", ""] + hacking_table(grid) + [""]
     tagger = tagger_kind_table(grid)
     if tagger:
