@@ -204,6 +204,19 @@ def test_two_seeds_end_to_end(tmp_path, smoke_sft_run, monkeypatch, capsys):
         assert comparison[m]["diff"] == pytest.approx(np.mean(comparison[m]["per_seed"]), abs=1e-6)
         assert comparison[m]["low"] <= comparison[m]["diff"] <= comparison[m]["high"]
         assert f"| multi-task SFT minus single-task SFT | {m} | " in text
+    # the wall: each run's record, its labels in the table, the validation loss its only crossing
+    for s in (0, 1):
+        wall = json.loads((out / f"seed-{s}" / "sft-multi" / "metrics.json").read_text())["wall"]
+        assert data["wall_by_seed"][str(s)]["sft-multi"] == wall
+        assert f"| multi-task SFT | {s} | {wall['labels_bought']:,} | " in text
+        assert f"| single-task SFT | {s} | 0 | 0 | 0 | 0 | " in text  # no relevance task: no labels bought
+        assert set(wall["crossings"]) == {"evaluation: the validation loss on held-out gold rewrites and judge grades"}
+    assert "| multi-task SFT | evaluation: the validation loss on held-out gold rewrites and judge grades | 1 | 1 |" in text
+    assert "cross the wall only to evaluate: **yes**." in text
+    # the multi-task run against the log-fit dictionary, pooled over both seeds
+    vs = data["vs_dictionary"]["sft-multi"]["all"]["accuracy"]
+    assert vs["seeds"] == [0, 1] and vs["diff"] == pytest.approx(np.mean(vs["per_seed"]), abs=1e-6)
+    assert data["n_unseen"] == sum(data["rows_by_seed"][str(s)]["multi-task SFT"]["unseen"]["n"] for s in (0, 1))
     assert "## Paired differences, pooled over seeds" in text and "1. *Multi-task SFT" in text
     assert "2. Pretraining on logs helps (the log-only subset is reported, not judged). Not checked here" in text
     assert "### single-task SFT" in text and "| sft step | rewrite train | rewrite val | rewrite gap |" in text
@@ -234,13 +247,14 @@ def test_two_seeds_end_to_end(tmp_path, smoke_sft_run, monkeypatch, capsys):
         assert 0.0 <= g["threshold"] <= 1.0 and g["chosen"]["split"] == "val" and g["ood"]["served_off"] == 1.0
         by_grade = g["in_domain"]["by_grade"]
         assert sum(v["n"] for v in by_grade.values()) <= len(load_run(out / f"seed-{s}" / "sft-multi").world.queries["test"])
-        assert f"| {s} | multi-task SFT | none | {g['threshold']:.4f} | " in text
+        assert f"| {s} | multi-task SFT | none | {g['threshold']:.4f} (" in text
+        assert g["threshold"] == max(g["chosen"]["thresholds"].values())  # the largest of the val sets' picks
         assert g["query_check"] == "none" and set(data["query_gate_by_seed"][str(s)]) == {"dictionary", "vocabulary"}
         for check_, gates in data["query_gate_by_seed"][str(s)].items():  # with a query check
             q = gates["sft-multi"]
             assert q["query_check"] == check_ and q["in_domain"]["served"]["all"] <= q["in_domain"]["query_passed"]
             assert q["ood"]["served_on"] <= q["ood"]["query_passed"]
-            assert f"| {s} | multi-task SFT | {check_} | {q['threshold']:.4f} | " in text
+            assert f"| {s} | multi-task SFT | {check_} | {q['threshold']:.4f} (" in text
             assert f"{q['ood']['query_passed']:.1%} / {q['in_domain']['query_passed']:.1%}" in text
 
     from qrw.config import UserError
@@ -308,11 +322,16 @@ def test_regime_readings_follow_the_intervals_and_the_hacking_counts():
         return SimpleNamespace(seeds=seeds, names=list(rep.GRID),
                                cmp={("sft-multi", "grpo-fusion"): grpo_vs_init, ("sft-single-gold", "sft-single"): gold_vs_mined})
 
+    def both(*args):  # the upper bounds' readings, then GRPO's against its init
+        g = grid(*args)
+        g.vs_dictionary = {}
+        return rep.regime_lines(g) + rep.grpo_lines(g)[:1]
+
     up, down, unsure = cmp_entry(0.02, 0.01, 0.03), cmp_entry(-0.02, -0.03, -0.01), cmp_entry(0.01, -0.01, 0.03)
-    lines = rep.regime_lines(grid(up, down, {h: 10 for h in HACKING}))
+    lines = both(up, down, {h: 10 for h in HACKING})
     assert len(lines) == 2 and "both intervals excluding 0: **yes**" in lines[0]
-    assert "excluding 0: **yes**; no hacking count above the init's: **yes**" in lines[1]
-    lines = rep.regime_lines(grid(unsure, unsure, {**{h: 10 for h in HACKING}, "no category": 14}))
+    assert "excluding 0: **yes**; no drift count above the init's: **yes**" in lines[1]
+    lines = both(unsure, unsure, {**{h: 10 for h in HACKING}, "no category": 14})
     assert "both intervals excluding 0: **no**" in lines[0]
     assert "excluding 0: **no**" in lines[1] and "**no (no category)**" in lines[1]
     assert "no category 10.0 -> 12.0" in lines[1]  # the mean over the two seeds: (14 + 10) / 2
