@@ -53,12 +53,13 @@ from qrw.lm.precision import DTYPES, resolve_dtype, set_precision
 from qrw.health import HealthConfig, read_records, replay
 from qrw.grpo import dynamic_sampling_mask, group_advantages, kl_k3, masked_mean, normalize_then_sum
 from qrw.lm.generate import Rollout
-from qrw.rewards import COMPONENTS, RewardConfig, RewardFunction
+from qrw.rewards import COMPONENTS, OracleView, RewardConfig, RewardFunction
 from qrw.rewriter import Rewriter
 from qrw.rollout import (SampledGroups, frozen_reference, groups_batch, rollout_logprobs, sample_groups,
                          step_generator, step_queries)
 from qrw.runs import RunDir, StageLoop, load_run, lr_at, set_lr
 from qrw.scorecard import HACKING, compare_rewrites, evaluate_run, format_comparison, format_table, rewrite_kinds
+from qrw.shop import wall
 from qrw.shop.metrics import METRICS
 from qrw.shop.shop import Shop
 from qrw.update import GRPOConfig, grpo_config_from_saved, update_policy
@@ -72,6 +73,10 @@ class GRPORunConfig:
     seed: int = arg(0, "seed of the query order and the sampling")
     queries: str = arg("logs", "GRPO's training queries: the search logs' queries (unlabelled: the rewards need "
                        "no gold rewrite) or the SFT training queries", choices=["logs", "train"], advanced=True)
+    oracle_monitor: bool = arg(False, "evaluation, off by default: log the oracle's view of every step's samples "
+                               "(their page relevance@10 and UCVR under the hidden truth, reward_page_relevance_mean and "
+                               "reward_ucvr_mean) to watch reward hacking; it crosses the wall, never a reward",
+                               advanced=True)
     dtype: str = arg("fp32", "compute precision of the policy and the reference: 'fp32', 'bf16' (autocast, "
                      "float32 weights, logits and log-probs), or 'auto' (bf16 where the hardware runs it fast)",
                      choices=list(DTYPES), advanced=True)
@@ -123,7 +128,10 @@ def step_record(step: int, lr: float, scores: dict, advantages: torch.Tensor, ha
     P, G = advantages.shape
     record = {"stage": "grpo", "step": step + 1, "lr": lr}
     for name in list(COMPONENTS) + ["fused", "ucvr", "page_relevance"]:  # logged whether weighted or not
-        record[f"reward_{name}_mean"], record[f"reward_{name}_std"] = float(np.mean(scores[name])), float(np.std(scores[name]))
+        values = np.asarray(scores[name], dtype=np.float64)
+        finite = not np.isnan(values).any()  # NaN: not computed (the recall and oracle-monitor entries, off)
+        record[f"reward_{name}_mean"] = float(np.mean(values)) if finite else None
+        record[f"reward_{name}_std"] = float(np.std(values)) if finite else None
     lengths = groups.lengths  # (N,)
     finished = (groups.rollout.tokens == eos_id).logical_and(groups.rollout.mask > 0).any(1)  # (N,)
     record.update({"zero_spread_frac": 1.0 - float(has_signal.float().mean()), "groups_kept": int(keep.sum()),
@@ -209,9 +217,13 @@ def main(argv=None) -> int:
     state = run_dir.begin({"kind": "grpo", "run": dataclasses.asdict(run), "grpo": dataclasses.asdict(grpo),
                            "rewards": dataclasses.asdict(rewards_cfg), "world": dataclasses.asdict(world.config),
                            "model": dataclasses.asdict(policy.config)}, policy)
-    shop = Shop(world)
+    shop = Shop(world)  # the hidden truth: the upper-bound arms, the oracle monitor and the evaluation only
+    observed = shop.observed  # what the shop has: catalog, engine, logs, conversion model, log-fit dictionary
     tagger = Rewriter(reference, tok, device) if rewards_cfg.relevance_judge == "tagger" else None
-    reward_fn = RewardFunction(shop, rewards_cfg, tagger=tagger)
+    needs_oracle = (run.oracle_monitor or rewards_cfg.relevance_judge == "oracle"
+                    or rewards_cfg.conversion_judge == "oracle" or "recall" in rewards_cfg.weights())
+    reward_fn = RewardFunction(observed, rewards_cfg, tagger=tagger, oracle=OracleView(shop) if needs_oracle else None,
+                               monitor=run.oracle_monitor)
     rewriter = Rewriter(policy, tok, device, max_new_tokens=grpo.max_new_tokens)
     optimizer = torch.optim.AdamW(policy.param_groups(grpo.weight_decay), lr=grpo.lr, betas=(0.9, 0.99),
                                   fused=device.type in ("cuda", "cpu"))
@@ -219,11 +231,11 @@ def main(argv=None) -> int:
         optimizer.load_state_dict(state["optimizer"])
     if progress:
         print(f"GRPO from {init}: reward {rewards_cfg.reward} (weights {reward_fn.weights}, relevance judge "
-              f"{rewards_cfg.relevance_judge}) | P {grpo.queries_per_step} x G {grpo.group_size} | "
+              f"{rewards_cfg.relevance_judge}, conversion judge {rewards_cfg.conversion_judge}) | P {grpo.queries_per_step} x G {grpo.group_size} | "
               f"loss {grpo.loss_type} | beta {grpo.beta} | device {device} ({run.dtype})")
 
     # ---- the GRPO loop ------------------------------------------------------------------
-    pool = world.log_queries if run.queries == "logs" else world.queries["train"]
+    pool = observed.grpo_texts if run.queries == "logs" else observed.train_texts  # query texts
     check(grpo.queries_per_step >= distributed.world_size(), f"--queries-per-step must be >= the number of "
           f"processes ({distributed.world_size()}), got {grpo.queries_per_step}")
     G = grpo.group_size
@@ -232,76 +244,81 @@ def main(argv=None) -> int:
                     grpo.steps)  # resumed: the monitor as the logged steps left it
     loop = StageLoop("grpo", start, grpo.steps, log_every=grpo.log_every, ckpt_every=grpo.ckpt_every,
                      stop_after=args.stop_after, progress=progress)
-    for step in loop:
-        t0 = time.perf_counter()
-        # 1. P training queries (under torchrun: this rank's share), G rewrites each from the current policy
-        #    (rows p * G + g)
-        queries = distributed.shard(step_queries(pool, step, grpo.queries_per_step, run.seed))
-        groups = sample_groups(rewriter, [q.text for q in queries], G, temperature=grpo.temperature,
-                               generator=step_generator(run.seed, step, device, rank=distributed.rank()))
-        t1 = time.perf_counter()
-        # 2. rewards: each component and their fusion
-        scores = reward_fn([q for q in queries for _ in range(G)], groups.rewrites, groups.well_formed)
-        t2 = time.perf_counter()
-        # 3. group-relative advantages, (P, G); --dynamic-sampling skips the groups without a signal
-        if rewards_cfg.aggregation == "sum":  # weight and sum the raw rewards, then normalise the sum
-            rewards = reward_fn.as_tensor(scores, G)  # (P, G)
-            advantages = group_advantages(rewards, scale=grpo.scale)  # (P, G)
-            has_signal = dynamic_sampling_mask(rewards)  # (P,)
-        else:  # normalise each reward within its group, then weight and sum
-            components = {c: reward_fn.as_tensor(scores, G, c) for c in reward_fn.weights}  # name -> (P, G)
-            advantages = normalize_then_sum(components, reward_fn.weights)  # (P, G)
-            has_signal = torch.stack([dynamic_sampling_mask(r) for r in components.values()]).any(0)  # (P,)
-        keep = has_signal if grpo.dynamic_sampling else torch.ones_like(has_signal)  # (P,)
-        # 4. the update: pi_old from the sampler, pi_ref once (no gradient), mu passes of the clipped
-        #    surrogate (+ beta * KL) on the kept groups, normalised by the whole rollout
-        batch = groups_batch(groups, pad_id=tok.pad_id, eos_id=tok.eos_id, device=device)  # N = P * G rows
-        old_logp = groups.rollout.logprobs.to(device)  # (N, L): equal to a re-scoring forward
-        measure_kl = grpo.beta > 0 or (step + 1) % grpo.kl_every == 0 or step == 0
-        ref_logp = rollout_logprobs(reference, batch, temperature=grpo.temperature) if measure_kl else None  # (N, L)
-        lr = lr_at(step, peak=grpo.lr, warmup_steps=grpo.warmup_steps, total_steps=grpo.steps)
-        set_lr(optimizer, lr)
-        try:
-            update = update_policy(policy, optimizer, batch, advantages, keep, grpo, old_logp=old_logp,
-                                   ref_logp=ref_logp)
-        except NonFiniteLossError as e:
-            raise NonFiniteLossError(f"grpo step {step + 1}: {e}; the last good checkpoint is kept") from None
-        t3 = time.perf_counter()
-        # 5. log (under torchrun: the whole step, gathered from the ranks), show samples, checkpoint
-        kl = (distributed.mean_over_ranks(float(masked_mean(kl_k3(old_logp, ref_logp), batch.completion_mask)),
-                                          float(batch.completion_mask.sum())) if ref_logp is not None else None)
-        queries, scores, advantages, has_signal, keep, groups = gather_step(queries, scores, advantages, has_signal,
-                                                                            keep, groups)
-        record = step_record(step, lr, scores, advantages, has_signal, keep, groups, update, tok.eos_id)
-        record["kl"] = kl  # every sample
-        record |= {"seconds": t3 - t0, "seconds_rollout": t1 - t0, "seconds_reward": t2 - t1,
-                   "seconds_update": t3 - t2}
-        run_dir.log.write(record)
-        done = step + 1
-        verdict = health.observe(record)  # the health monitor: a verdict every step, a stop on a collapse
-        if health.collapsed:
-            raise health.failure(out, run_dir.checkpoint_step, grpo.lr)
-        loop.show(reward=record["reward_fused_mean"], kl=record["kl"])
-        if loop.print_due(done):
-            shown = {"loss": record["loss"], "reward": record["reward_fused_mean"],
-                     "relevance": record["reward_page_relevance_mean"], "ucvr": record["reward_ucvr_mean"],
-                     "kl": record["kl"], "clip": (record["clip_frac_low"] or 0.0) + (record["clip_frac_high"] or 0.0),
-                     "kept": record["groups_kept"], "len": record["length_mean"]}
-            loop.log_line(done, {k: float("nan") if v is None else v for k, v in shown.items()}, record["seconds"])
-            loop.write(verdict)
-        if progress and done % grpo.sample_every == 0:
-            for i in [p * G + g for p in range(min(len(queries), 2)) for g in range(min(G, 3))]:
-                parts = " ".join(f"{c} {scores[c][i]:.2f}" for c in reward_fn.weights)
-                loop.write(f"  {queries[i // G].text!r} -> {groups.rewrites[i]!r}: reward {scores['fused'][i]:.2f} "
-                           f"({parts})")
-        if loop.checkpoint_due(done) and (health.healthy or done == grpo.steps):  # none while the monitor warns
-            run_dir.save("grpo", done, optimizer)
+    wall.reset_crossings()
+    with wall.sealed():  # training sees the observed side only (qrw.shop.wall); evaluation comes after
+        for step in loop:
+            t0 = time.perf_counter()
+            # 1. P training queries (under torchrun: this rank's share), G rewrites each from the current policy
+            #    (rows p * G + g)
+            queries = distributed.shard(step_queries(pool, step, grpo.queries_per_step, run.seed))
+            groups = sample_groups(rewriter, queries, G, temperature=grpo.temperature,
+                                   generator=step_generator(run.seed, step, device, rank=distributed.rank()))
+            t1 = time.perf_counter()
+            # 2. rewards: each component and their fusion
+            scores = reward_fn([q for q in queries for _ in range(G)], groups.rewrites, groups.well_formed)
+            t2 = time.perf_counter()
+            # 3. group-relative advantages, (P, G); --dynamic-sampling skips the groups without a signal
+            if rewards_cfg.aggregation == "sum":  # weight and sum the raw rewards, then normalise the sum
+                rewards = reward_fn.as_tensor(scores, G)  # (P, G)
+                advantages = group_advantages(rewards, scale=grpo.scale)  # (P, G)
+                has_signal = dynamic_sampling_mask(rewards)  # (P,)
+            else:  # normalise each reward within its group, then weight and sum
+                components = {c: reward_fn.as_tensor(scores, G, c) for c in reward_fn.weights}  # name -> (P, G)
+                advantages = normalize_then_sum(components, reward_fn.weights)  # (P, G)
+                has_signal = torch.stack([dynamic_sampling_mask(r) for r in components.values()]).any(0)  # (P,)
+            keep = has_signal if grpo.dynamic_sampling else torch.ones_like(has_signal)  # (P,)
+            # 4. the update: pi_old from the sampler, pi_ref once (no gradient), mu passes of the clipped
+            #    surrogate (+ beta * KL) on the kept groups, normalised by the whole rollout
+            batch = groups_batch(groups, pad_id=tok.pad_id, eos_id=tok.eos_id, device=device)  # N = P * G rows
+            old_logp = groups.rollout.logprobs.to(device)  # (N, L): equal to a re-scoring forward
+            measure_kl = grpo.beta > 0 or (step + 1) % grpo.kl_every == 0 or step == 0
+            ref_logp = rollout_logprobs(reference, batch, temperature=grpo.temperature) if measure_kl else None  # (N, L)
+            lr = lr_at(step, peak=grpo.lr, warmup_steps=grpo.warmup_steps, total_steps=grpo.steps)
+            set_lr(optimizer, lr)
+            try:
+                update = update_policy(policy, optimizer, batch, advantages, keep, grpo, old_logp=old_logp,
+                                       ref_logp=ref_logp)
+            except NonFiniteLossError as e:
+                raise NonFiniteLossError(f"grpo step {step + 1}: {e}; the last good checkpoint is kept") from None
+            t3 = time.perf_counter()
+            # 5. log (under torchrun: the whole step, gathered from the ranks), show samples, checkpoint
+            kl = (distributed.mean_over_ranks(float(masked_mean(kl_k3(old_logp, ref_logp), batch.completion_mask)),
+                                              float(batch.completion_mask.sum())) if ref_logp is not None else None)
+            queries, scores, advantages, has_signal, keep, groups = gather_step(queries, scores, advantages, has_signal,
+                                                                                keep, groups)
+            record = step_record(step, lr, scores, advantages, has_signal, keep, groups, update, tok.eos_id)
+            record["kl"] = kl  # every sample
+            record |= {"seconds": t3 - t0, "seconds_rollout": t1 - t0, "seconds_reward": t2 - t1,
+                       "seconds_update": t3 - t2}
+            run_dir.log.write(record)
+            done = step + 1
+            verdict = health.observe(record)  # the health monitor: a verdict every step, a stop on a collapse
+            if health.collapsed:
+                raise health.failure(out, run_dir.checkpoint_step, grpo.lr)
+            loop.show(reward=record["reward_fused_mean"], kl=record["kl"])
+            if loop.print_due(done):
+                shown = {"loss": record["loss"], "reward": record["reward_fused_mean"],
+                         "rel": record["reward_relevance_mean"], "conv": record["reward_conversion_mean"],
+                         **({"oracle rel@10": record["reward_page_relevance_mean"],
+                             "oracle ucvr": record["reward_ucvr_mean"]} if run.oracle_monitor else {}),
+                         "kl": record["kl"], "clip": (record["clip_frac_low"] or 0.0) + (record["clip_frac_high"] or 0.0),
+                         "kept": record["groups_kept"], "len": record["length_mean"]}
+                loop.log_line(done, {k: float("nan") if v is None else v for k, v in shown.items()}, record["seconds"])
+                loop.write(verdict)
+            if progress and done % grpo.sample_every == 0:
+                for i in [p * G + g for p in range(min(len(queries), 2)) for g in range(min(G, 3))]:
+                    parts = " ".join(f"{c} {scores[c][i]:.2f}" for c in reward_fn.weights)
+                    loop.write(f"  {queries[i // G]!r} -> {groups.rewrites[i]!r}: reward {scores['fused'][i]:.2f} "
+                               f"({parts})")
+            if loop.checkpoint_due(done) and (health.healthy or done == grpo.steps):  # none while the monitor warns
+                run_dir.save("grpo", done, optimizer)
     if loop.stopped:
         print(f"stopped; continue with: python train_grpo.py --resume --out {out}")
         return preemption.exit_code()  # 0 after --stop-after, 128 + signum after SIGTERM/SIGINT
     if grpo.steps == 0:
         run_dir.save("grpo", 0, torch.optim.AdamW(policy.parameters()))
     train_seconds = time.perf_counter() - t_start
+    wall_crossings = wall.crossings()  # what training read of the hidden truth beside the door (upper-bound arms)
     if not distributed.is_main():  # rank 0 alone evaluates
         return 0
 
@@ -321,7 +338,8 @@ def main(argv=None) -> int:
                                                                                      (after_label, after))}
     run_dir.write_results({"split": "test", "n_queries": len(queries), "segments": before["segments"], "rows": rows,
                            "reward": rewards_cfg.reward, "comparison": comparison, "rewrite_kinds": kinds,
-                           "train_seconds": round(train_seconds, 1), "samples": after["samples"]})
+                           "train_seconds": round(train_seconds, 1), "samples": after["samples"],
+                           "wall": {"crossings": wall_crossings, **observed.annotations.summary()}})
     print(f"== test queries ({len(queries)}): SFT init vs {after_label}; reward = the run's fused reward ==")
     print(format_table(rows, before["segments"], METRICS + ("reward",)))
     print(f"paired differences on the {len(queries)} test queries (GRPO - SFT init):")

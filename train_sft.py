@@ -47,8 +47,10 @@ from qrw.scorecard import evaluate_run, format_summary
 from qrw.checkpoint import read_json, write_json
 from qrw.data import relevance_pair_dataset
 from qrw.sft import (DEFAULT_LABEL, DEFAULT_PRETRAIN, DEFAULT_SFT, SFTRunConfig, TrainConfig, accumulate_gradients,
-                     default_configs, evaluate_loss, label_mixture, make_optimizer, model_rewrite_pairs,
-                     ood_rewrite_pairs, pretrain_mixture, sft_mixture, target_tokens, validation_sets)
+                     default_configs, evaluate_loss, label_mixture, make_optimizer, model_rewrite_pairs, observe,
+                     ood_rewrite_pairs, pretrain_mixture, sft_mixture, stage1_budget, stage1_relevance_pairs,
+                     target_tokens, val_rewrite_pairs, validation_sets)
+from qrw.shop import wall
 from qrw.shop.shop import Shop
 from qrw.shop.world import World, WorldConfig
 
@@ -199,7 +201,8 @@ def label_source(path: str, world_config: WorldConfig, tok: Tokenizer | None = N
     return source
 
 
-def labelled_rewrites(model: torch.nn.Module, tok: Tokenizer, world: World, run: SFTRunConfig, run_dir: RunDir,
+def labelled_rewrites(model: torch.nn.Module, sampler: torch.nn.Module | None, tok: Tokenizer, world: World, observed,
+                      run: SFTRunConfig, run_dir: RunDir,
                       device: torch.device, *, fresh: bool, progress: bool) -> dict[str, list]:
     """Stage 1b's labelling round: ``{"train": pairs, "val": pairs}`` of ``(query, rewrite, grade)``.
 
@@ -207,18 +210,19 @@ def labelled_rewrites(model: torch.nn.Module, tok: Tokenizer, world: World, run:
     ``run.label_from``, that finished run's model: a GRPO policy's own drift) samples
     ``run.label_rewrites`` rewrites of training queries and ``run.val_examples`` of
     validation queries (the tagger's validation set on those rewrites),
-    the judge labels them, and rank 0 saves them in the run directory; resuming
+    the annotation service labels the training ones (the door; the validation ones are graded by the judge as
+    evaluation), and rank 0 saves them in the run directory; resuming
     within the stage reads them back (the model has moved on since).
     """
     path = run_dir.out / LABEL_PAIRS_NAME
     if not fresh:
         saved = read_json(path, "stage 1b's labelled rewrites")
         return {split: [tuple(p) for p in saved[split]] for split in ("train", "val")}
-    sampler = label_source(run.label_from, world.config, tok, device).model if run.label_from else model
-    pairs = {"train": model_rewrite_pairs(sampler, tok, world, run.seed, run.label_rewrites, "train", device),
-             "val": model_rewrite_pairs(sampler, tok, world, run.seed, run.val_examples, "val", device)}
-    if run.label_ood:  # the gate's hard negatives: what the sampler writes for products the shop does not sell
-        pairs["train"] += ood_rewrite_pairs(sampler, tok, world, run.seed, run.label_ood, device)
+    sampler = sampler if sampler is not None else model  # --label-from's model, loaded before the seal
+    pairs = {"train": model_rewrite_pairs(sampler, tok, observed, run.seed, run.label_rewrites, device),
+             "val": val_rewrite_pairs(sampler, tok, world, run.seed, run.val_examples, device)}
+    if run.label_ood:  # the gate's hard negatives: what the sampler writes for searches nobody clicked on
+        pairs["train"] += ood_rewrite_pairs(sampler, tok, observed, run.seed, run.label_ood, device)
     model.train()
     if distributed.is_main():
         write_json(path, {split: [list(p) for p in v] for split, v in pairs.items()})
@@ -262,6 +266,7 @@ def main(argv=None) -> int:
 
     # ---- world and tokenizer ----------------------------------------------------------
     world = World(configs["world"])
+    observed = observe(world, run)  # what the shop has; the hidden truth only through observed.annotations
     if args.resume or not distributed.is_main():  # under torchrun the other ranks read rank 0's tokenizer
         distributed.barrier()
         tok = Tokenizer.load(run_dir.tokenizer_path)
@@ -270,7 +275,7 @@ def main(argv=None) -> int:
         if init_from_hf:
             tok = load_hf_tokenizer(init_from_hf, hf_cfg.vocab_size)
         else:
-            tok = Tokenizer.train(world.corpus_texts(), run.vocab_size)
+            tok = Tokenizer.train(observed.corpus_texts(), run.vocab_size)  # the shop's text: no gold, no val/test
         tok.save(run_dir.tokenizer_path)
         distributed.barrier()
 
@@ -292,75 +297,94 @@ def main(argv=None) -> int:
     start_step = state["step"] if state else 0
     common = dict(run=run_dir, device=device, pad_id=tok.pad_id, progress=progress)
 
-    # ---- stage 0: pretraining on logs and product text -----------------------------------
-    pre: TrainConfig = configs["pretrain"]
-    if pre.steps > 0 and start_stage == "pretrain" and start_step < pre.steps:
-        finished = train_stage(model, pretrain_mixture(world, tok, run, pre, max_len), pre, stage="pretrain",
-                               start_step=start_step, optimizer_state=state["optimizer"] if state else None,
-                               stop_after=budget, **common)
-        if not finished:
-            print(f"stopped{'' if preemption.received() else f' after {budget} steps'}; "
-                  f"continue with: python train_sft.py --resume --out {out}")
-            return preemption.exit_code()  # 0 after --stop-after, 128 + the signal's number after SIGTERM/SIGINT
-        if budget is not None:
-            budget -= pre.steps - start_step
-            if budget <= 0:
-                print(f"stopped after stage 0; continue with: python train_sft.py --resume --out {out}")
-                return 0
+    label_model = (label_source(run.label_from, world.config, tok, device).model  # (its world is built here)
+                   if run.label_from and configs["label"].steps > 0 else None)
+    wall.reset_crossings()
+    with wall.sealed():  # training sees the observed side only (qrw.shop.wall); evaluation comes after
+        # ---- stage 0: pretraining on logs and product text -----------------------------------
+        pre: TrainConfig = configs["pretrain"]
+        if pre.steps > 0 and start_stage == "pretrain" and start_step < pre.steps:
+            finished = train_stage(model, pretrain_mixture(observed, tok, run, pre, max_len), pre, stage="pretrain",
+                                   start_step=start_step, optimizer_state=state["optimizer"] if state else None,
+                                   stop_after=budget, **common)
+            if not finished:
+                print(f"stopped{'' if preemption.received() else f' after {budget} steps'}; "
+                      f"continue with: python train_sft.py --resume --out {out}")
+                return preemption.exit_code()  # 0 after --stop-after, 128 + the signal's number after SIGTERM/SIGINT
+            if budget is not None:
+                budget -= pre.steps - start_step
+                if budget <= 0:
+                    print(f"stopped after stage 0; continue with: python train_sft.py --resume --out {out}")
+                    return 0
 
-    # ---- stage 1: multi-task SFT (rewrite generation + relevance tagging) ----------------
-    sft: TrainConfig = configs["sft"]
-    mixture = sft_mixture(world, tok, run, sft, max_len)
-    val = validation_sets(world, tok, run, max_len)
-    resuming_sft = start_stage == "sft"
-    sft_start = start_step if resuming_sft else sft.steps if start_stage == "label" else 0
-    if sft_start < sft.steps:
-        finished = train_stage(model, mixture, sft, stage="sft",
-                               evaluate=lambda: evaluate_loss(model, val, tok.pad_id, device, pack_len=sft.pack_len),
-                               start_step=sft_start,
-                               optimizer_state=state["optimizer"] if (state and resuming_sft) else None,
-                               stop_after=budget, **common)
-        if not finished:
-            print(f"stopped; continue with: python train_sft.py --resume --out {out}")
-            return preemption.exit_code()
-        if budget is not None:
-            budget -= sft.steps - sft_start
-            if budget <= 0 and configs["label"].steps > 0:
-                print(f"stopped after stage 1; continue with: python train_sft.py --resume --out {out}")
-                return 0
-    elif sft.steps == 0 and start_stage != "label":
-        run_dir.save("sft", 0, torch.optim.AdamW(model.parameters()))
+        # ---- stage 1: multi-task SFT (rewrite generation + relevance tagging) ----------------
+        sft: TrainConfig = configs["sft"]
+        relevance, bought = (stage1_relevance_pairs(observed, world, run, stage1_budget(run, configs["label"].steps))
+                             if "relevance" in run.task_list else (None, None))  # bought through the door
+        if progress and bought:
+            print(f"stage 1 relevance pairs: {bought['labels_bought']} labels bought through the annotation door "
+                  f"({len(bought['sources'])} sources; label shares 0 / 1 / 2: "
+                  + " / ".join(f"{x:.1%}" for x in bought["labels"]) + ")")
+        mixture = sft_mixture(observed, world, tok, run, sft, max_len, relevance)
+        val = validation_sets(world, tok, run, max_len)
+        resuming_sft = start_stage == "sft"
+        sft_start = start_step if resuming_sft else sft.steps if start_stage == "label" else 0
+        if sft_start < sft.steps:
+            finished = train_stage(model, mixture, sft, stage="sft",
+                                   evaluate=lambda: evaluate_loss(model, val, tok.pad_id, device, pack_len=sft.pack_len),
+                                   start_step=sft_start,
+                                   optimizer_state=state["optimizer"] if (state and resuming_sft) else None,
+                                   stop_after=budget, **common)
+            if not finished:
+                print(f"stopped; continue with: python train_sft.py --resume --out {out}")
+                return preemption.exit_code()
+            if budget is not None:
+                budget -= sft.steps - sft_start
+                if budget <= 0 and configs["label"].steps > 0:
+                    print(f"stopped after stage 1; continue with: python train_sft.py --resume --out {out}")
+                    return 0
+        elif sft.steps == 0 and start_stage != "label":
+            run_dir.save("sft", 0, torch.optim.AdamW(model.parameters()))
 
-    # ---- stage 1b: a labelling round of the model's own rewrites (--label-rewrites) ------
-    label: TrainConfig = configs["label"]
-    resuming_label = start_stage == "label"
-    label_start = start_step if resuming_label else 0
-    if label.steps > 0 and label_start < label.steps:
-        pairs = labelled_rewrites(model, tok, world, run, run_dir, device, fresh=label_start == 0,
-                                  progress=progress)
-        val_label = val | {"labelled": relevance_pair_dataset(pairs["val"], tok, max_len)}
-        evaluate = lambda: evaluate_loss(model, val_label, tok.pad_id, device, pack_len=label.pack_len)  # noqa: E731
-        if label_start == 0 and distributed.is_main():  # the tagger on the labelled rewrites before the round
-            run_dir.log.write({"stage": "label", "step": 0, **evaluate()})
-        finished = train_stage(model, label_mixture(world, tok, run, label, max_len, pairs["train"]), label,
-                               stage="label", evaluate=evaluate, start_step=label_start,
-                               optimizer_state=state["optimizer"] if (state and resuming_label) else None,
-                               stop_after=budget, **common)
-        if not finished:
-            print(f"stopped; continue with: python train_sft.py --resume --out {out}")
-            return preemption.exit_code()
+        # ---- stage 1b: a labelling round of the model's own rewrites (--label-rewrites) ------
+        label: TrainConfig = configs["label"]
+        resuming_label = start_stage == "label"
+        label_start = start_step if resuming_label else 0
+        if label.steps > 0 and label_start < label.steps:
+            pairs = labelled_rewrites(model, label_model, tok, world, observed, run, run_dir, device,
+                                      fresh=label_start == 0,
+                                      progress=progress)
+            val_label = val | {"labelled": relevance_pair_dataset(pairs["val"], tok, max_len)}
+            evaluate = lambda: evaluate_loss(model, val_label, tok.pad_id, device, pack_len=label.pack_len)  # noqa: E731
+            if label_start == 0 and distributed.is_main():  # the tagger on the labelled rewrites before the round
+                run_dir.log.write({"stage": "label", "step": 0, **evaluate()})
+            finished = train_stage(model, label_mixture(observed, world, tok, run, label, max_len, pairs["train"],
+                                                        relevance), label,
+                                   stage="label", evaluate=evaluate, start_step=label_start,
+                                   optimizer_state=state["optimizer"] if (state and resuming_label) else None,
+                                   stop_after=budget, **common)
+            if not finished:
+                print(f"stopped; continue with: python train_sft.py --resume --out {out}")
+                return preemption.exit_code()
     train_seconds = time.perf_counter() - t_start
+    wall_record = {"crossings": wall.crossings(), **observed.annotations.summary(),  # what training read beside the door
+                   "stage1_labelling": bought}
+    if progress:
+        print(f"the wall: {observed.annotations.bought} labels bought through the annotation door (budget "
+              f"{run.label_budget}, disagreement {run.label_disagreement:.0%}); named crossings: "
+              + (", ".join(f"{k} x{v}" for k, v in wall_record["crossings"].items()) or "none"))
     if not distributed.is_main():  # rank 0 alone evaluates
         return 0
 
     # ---- evaluation on held-out test queries ---------------------------------------------
     multitask = "relevance" in run.task_list
-    results = evaluate_run(Shop(world), Rewriter(model, tok, device),
+    results = evaluate_run(Shop(world, observed=observed), Rewriter(model, tok, device),
                            name="multi-task SFT" if multitask else "single-task SFT", baselines=True,
                            tagging=multitask)
     results.pop("rewrites")
     results.pop("well_formed")
     results["train_seconds"] = round(train_seconds, 1)
+    results["wall"] = wall_record
     run_dir.write_results(results)
     print(format_summary(results, title=f"test queries ({out})"))
     print(f"wrote {out}/ ({CONFIG_NAME}, {TOKENIZER_NAME}, {CKPT_NAME}, metrics.jsonl, metrics.json) "

@@ -3,16 +3,19 @@
 Three tasks, each rendered by one function of :mod:`qrw.lm.tokenizer` into
 ``(ids, loss_mask)`` (``loss_mask[i] == 1``: token ``ids[i]`` is a target):
 
-- ``pretrain``  (stage 0): product titles, attribute text and search-log sessions,
-  so the model sees user vocabulary next to catalog vocabulary;
-- ``rewrite``   (stage 1): train query -> gold rewrite;
-- ``relevance`` (stage 1): (query, rewrite) -> relevance label 0/1/2, with the
-  perturbed rewrites of the world, or what production would label (hard cases,
-  mined pairs: :func:`qrw.shop.relevance.training_pairs`), balanced across labels;
+- ``pretrain``  (stage 0): product titles, attribute text and the logged search
+  sessions (:meth:`qrw.shop.observed.ObservedShop.pretrain_texts`), so the model
+  sees user vocabulary next to catalog vocabulary;
+- ``rewrite``   (stage 1): query -> rewrite, the shop's mined pairs by default
+  (gold rewrites only in the upper-bound arm and the validation loss);
+- ``relevance`` (stage 1): (query, rewrite) -> relevance label 0/1/2, pairs that
+  production produces labelled through the annotation service by default
+  (:func:`qrw.shop.labelling.production_pairs`), balanced across labels
+  (:func:`balanced_relevance_examples`); :func:`relevance_dataset` builds the
+  judge-graded sets from gold (validation, upper-bound arms);
 - ``labelled``  (stage 1b, optional): the same task on the SFT model's own sampled
-  rewrites, labelled by the judge (:func:`qrw.shop.relevance.label_rewrites`): a
-  task of its own so that its share of the batch and its loss are set and logged
-  apart.
+  rewrites, labelled through the annotation service: a task of its own so that
+  its share of the batch and its loss are set and logged apart.
 
 Batches are a deterministic function of ``(seed, step)``: each task is an endless
 stream of epochs, each epoch a fresh permutation seeded by ``(seed, task, epoch)``,
@@ -36,9 +39,10 @@ Example = tuple[list[int], list[int]]  # (ids, loss_mask)
 TASKS = ("pretrain", "rewrite", "relevance", "labelled")  # a task's index is its data stream
 
 
-def pretrain_dataset(world, tok: Tokenizer, max_len: int) -> list[Example]:
-    """Stage-0 examples: every pretraining text of the world, truncated to ``max_len`` tokens."""
-    return [_truncate(render_pretrain(tok, text), max_len) for text in world.pretrain_texts()]
+def pretrain_dataset(observed, tok: Tokenizer, max_len: int) -> list[Example]:
+    """Stage-0 examples: every pretraining text of the shop (``observed.pretrain_texts()``), truncated to
+    ``max_len`` tokens."""
+    return [_truncate(render_pretrain(tok, text), max_len) for text in observed.pretrain_texts()]
 
 
 def rewrite_dataset(queries, tok: Tokenizer, max_len: int) -> list[Example]:

@@ -47,7 +47,7 @@ import torch
 from qrw.config import Parser, add_config_args, check, config_from_args, resolve_device, run_main
 from qrw.grpo import (LOG_RATIO_BOUND, aggregate_loss, clipped_surrogate, dynamic_sampling_mask, group_advantages,
                       kl_k3, normalize_then_sum, sequence_ratio, token_logprobs)
-from qrw.rewards import RewardConfig, RewardFunction
+from qrw.rewards import OracleView, RewardConfig, RewardFunction
 from qrw.rewriter import Rewriter
 from qrw.rollout import (RolloutBatch, SampledGroups, completion_logits, frozen_reference, groups_batch,
                          rollout_logprobs, sample_groups, step_generator, step_queries)
@@ -124,7 +124,7 @@ def _pick_groups(rewriter, reward_fn, pool, cfg: GRPOConfig, num_queries: int, c
     """Sample G rewrites for the stream's first ``candidates`` queries; keep ``num_queries`` groups,
     those with a reward spread first (in stream order)."""
     queries = step_queries(pool, 0, max(candidates, num_queries), seed)
-    groups = sample_groups(rewriter, [q.text for q in queries], cfg.group_size, temperature=cfg.temperature,
+    groups = sample_groups(rewriter, queries, cfg.group_size, temperature=cfg.temperature,
                            generator=step_generator(seed, 0, device))
     scores = reward_fn([q for q in queries for _ in range(cfg.group_size)], groups.rewrites, groups.well_formed)
     spread = dynamic_sampling_mask(reward_fn.as_tensor(scores, cfg.group_size)).tolist()
@@ -228,11 +228,15 @@ def trace_update(run, cfg: GRPOConfig, rewards_cfg: RewardConfig, *, num_queries
     """Run one GRPO update on ``run`` (a :class:`qrw.runs.LoadedRun`) and record every number of it."""
     policy, tok = copy.deepcopy(run.model).to(device), run.tok
     reference = frozen_reference(_reference_model(run, device) or policy)
-    reward_fn = RewardFunction(Shop(run.world), rewards_cfg,
-                               tagger=Rewriter(reference, tok, device) if rewards_cfg.relevance_judge == "tagger" else None)
+    shop = Shop(run.world)
+    uses_oracle = (rewards_cfg.relevance_judge == "oracle" or rewards_cfg.conversion_judge == "oracle"
+                   or "recall" in rewards_cfg.weights())
+    reward_fn = RewardFunction(shop.observed, rewards_cfg,
+                               tagger=Rewriter(reference, tok, device) if rewards_cfg.relevance_judge == "tagger" else None,
+                               oracle=OracleView(shop) if uses_oracle else None)
     rewriter = Rewriter(policy, tok, device, max_new_tokens=cfg.max_new_tokens)
     torch.manual_seed(seed)
-    queries, groups = _pick_groups(rewriter, reward_fn, run.world.log_queries, cfg, num_queries, candidates, seed,
+    queries, groups = _pick_groups(rewriter, reward_fn, shop.observed.grpo_texts, cfg, num_queries, candidates, seed,
                                    device)
     scores = reward_fn([q for q in queries for _ in range(cfg.group_size)], groups.rewrites, groups.well_formed)
     advantages, has_signal = _advantages(reward_fn, rewards_cfg, scores, cfg)
@@ -248,7 +252,7 @@ def trace_update(run, cfg: GRPOConfig, rewards_cfg: RewardConfig, *, num_queries
     steps = traced_steps(policy, optimizer, batch, advantages, keep, cfg, old_logp=old_logp, ref_logp=ref_logp)
     tokens = [[tok.decode([t]) for t, m in zip(row, mrow) if m]
               for row, mrow in zip(batch.completion_tokens.tolist(), mask.tolist())]
-    return Trace([q.text for q in queries], groups, tokens, scores, dict(reward_fn.weights),
+    return Trace(list(queries), groups, tokens, scores, dict(reward_fn.weights),
                  reward_fn.as_tensor(scores, cfg.group_size), advantages, keep, old_logp.cpu(), ref_logp.cpu(),
                  mask.cpu(), steps, before, sequence_logp(), cfg, rewards_cfg.aggregation)
 

@@ -8,10 +8,14 @@ query channels, one tagger forward):
   ``oracle``: the judge's grade / 2 (0, 0.5, 1). ``tagger``: the frozen SFT
   model's own relevance tagger, as the expected grade / 2 under its softmax over
   the label tokens, ``(p1 + 2 p2) / 2`` (the paper's learned relevance judgment).
-- ``conversion``: search-engine feedback: the shopper simulator's expected
-  purchases per user on ``page(q, r)`` (UCVR), divided by ``conversion_scale``
-  so that it lives on the same [0, ~1] scale as the other rewards.
-- ``recall``: recall@k of the intent's Exact products on ``page(q, r)``.
+- ``conversion``: search-engine feedback a shop has: the conversion model fit on
+  the logged sessions (:mod:`qrw.shop.conversion`) scores ``page(q, r)`` as
+  expected purchases per search, divided by ``conversion_scale`` so that it
+  lives on the same [0, ~1] scale as the other rewards. ``--conversion-judge
+  oracle`` gives the shopper simulator's expected purchases instead (the
+  evaluation's own UCVR: an upper bound that crosses the wall).
+- ``recall`` (upper bound, weight 0 by default): recall@k of the intent's Exact
+  products on ``page(q, r)``; it needs the intent, so it crosses the wall.
 - ``format`` (rule-based), 1 when all hold, else 0: the rewrite is well formed
   (ended with EOS, not truncated, no stray special token), is non-empty, has at most ``max_words`` words, has no word
   repeated 3 or more times (degenerate repetition), and is not a verbatim copy of
@@ -20,7 +24,8 @@ query channels, one tagger forward):
 - ``rules`` (rule-based, every rule by default; ``--rules`` chooses), the share of the chosen
   checks a rewrite passes, each built from what a production search team has
   without a relevance oracle (the catalog's taxonomy and a synonym dictionary
-  mined from training pairs, :class:`qrw.shop.baselines.DictionaryRewriter`):
+  mined from the logs' (query, clicked title) pairs,
+  :attr:`qrw.shop.observed.ObservedShop.dictionary`):
   ``category``: the rewrite names a catalog category; ``anchors``: the share of
   the catalog words the dictionary reads in the query that the rewrite keeps;
   ``brand``: the rewrite names no brand that the dictionary did not read in the
@@ -62,6 +67,8 @@ import torch
 from torch import Tensor
 
 from qrw.config import arg, check
+from qrw.shop import wall
+from qrw.shop.lexicon import Query
 from qrw.shop.metrics import rewrite_metrics
 
 COMPONENTS = ("relevance", "conversion", "recall", "format", "rules")
@@ -78,6 +85,9 @@ class RewardConfig:
     relevance_judge: str = arg("tagger", "relevance reward from the frozen SFT model's tagger (a learned relevance "
                                "model, as in production) or the oracle judge (the evaluation's own: an upper bound)",
                                choices=["tagger", "oracle"])
+    conversion_judge: str = arg("model", "conversion reward from the conversion model fit on the logged sessions "
+                                "(what a shop has: qrw.shop.conversion) or the shopper simulator's expected purchases "
+                                "(the evaluation's own UCVR: an upper bound)", choices=["model", "oracle"])
     w_relevance: float = arg(1.0, "fusion weight of the relevance reward", advanced=True)
     w_conversion: float = arg(1.0, "fusion weight of the conversion reward", advanced=True)
     w_recall: float = arg(0.0, "fusion weight of the recall reward (fusion only)", advanced=True)
@@ -238,56 +248,124 @@ def rule_rewards(rewrites: list[str], anchors: list[str], rules: tuple[str, ...]
     return out
 
 
-class RewardFunction:
-    """Scores rewrites of world queries with every reward component, then fuses them.
+class OracleView:
+    """The hidden truth's view of (query, rewrite) pairs: the judge's grades and the shoppers' expected purchases.
 
-    ``ctx`` is a :class:`qrw.shop.shop.Shop` (world, search engine, shoppers);
-    ``tagger`` a :class:`qrw.rewriter.Rewriter` over the frozen SFT model, needed
-    for ``relevance_judge="tagger"``.
+    Used only across the wall, by name (:func:`qrw.shop.wall.crossing`): the upper-bound arms
+    ``--relevance-judge oracle``, ``--conversion-judge oracle``, the ``recall`` reward, and the opt-in
+    oracle monitor of GRPO (``--oracle-monitor``). ``shop`` is a :class:`qrw.shop.shop.Shop`; a query text is
+    read as the world's query of that text (a training, logged or held-out query), else parsed by the judge.
     """
 
-    def __init__(self, ctx, cfg: RewardConfig, tagger=None):
+    def __init__(self, shop):
+        self.shop = shop
+        world = shop.world
+        with wall.crossing("oracle: index the world's queries"):
+            self._queries = {q.text: q for q in list(world.queries["train"]) + list(world.log_queries)
+                             + list(world.queries["val"]) + list(world.queries["test"])}
+
+    def metrics(self, texts: list[str], rewrites: list[str], reason: str) -> dict[str, np.ndarray]:
+        """:func:`qrw.shop.metrics.rewrite_metrics` of the pairs, crossing the wall for ``reason``.
+
+        A text the judge reads no intent in (a search for something the shop does not sell) scores 0 on
+        every metric: nothing it asks for is sold.
+        """
+        with wall.crossing(reason):
+            world = self.shop.world
+            queries, known = [], []
+            for text in texts:
+                query = self._queries.get(text)
+                if query is None:
+                    intent = world.judge.parse(text)
+                    query = None if intent is None else Query(text, intent, "", "tail", "log")
+                queries.append(query)
+                known.append(query is not None)
+            out = {name: np.zeros(len(texts)) for name in ("accuracy", "grade", "relevance", "recall", "ucvr")}
+            rows = [i for i, ok in enumerate(known) if ok]
+            if rows:
+                part = rewrite_metrics(world, self.shop.engine, self.shop.users, [queries[i] for i in rows],
+                                       [rewrites[i] for i in rows], k=self.shop.k)
+                for name, values in part.items():
+                    out[name][rows] = np.nan_to_num(values)
+            return out
+
+
+class RewardFunction:
+    """Scores rewrites of query texts with every reward component, then fuses them.
+
+    ``observed`` is the shop's observed side (:class:`qrw.shop.observed.ObservedShop`: catalog, engine,
+    conversion model fit on the logs, log-fit dictionary): all a default run reads. ``tagger`` is a
+    :class:`qrw.rewriter.Rewriter` over the frozen SFT model (``relevance_judge="tagger"``). ``oracle`` is an
+    :class:`OracleView`, needed only by the upper-bound arms (``relevance_judge="oracle"``,
+    ``conversion_judge="oracle"``, a ``recall`` weight) and by ``monitor=True`` (the oracle's view of the
+    samples, logged as ``ucvr`` and ``page_relevance``: evaluation, never a reward). Without them those two
+    entries are NaN.
+    """
+
+    def __init__(self, observed, cfg: RewardConfig, tagger=None, oracle: OracleView | None = None,
+                 monitor: bool = False):
         check(cfg.relevance_judge == "oracle" or tagger is not None, "the tagger relevance reward needs a tagger model")
-        self.ctx = ctx
+        needs_oracle = cfg.relevance_judge == "oracle" or cfg.conversion_judge == "oracle" or "recall" in cfg.weights()
+        check(oracle is not None or not (needs_oracle or monitor),
+              "the oracle arms and the oracle monitor need the hidden truth (an OracleView)")
+        self.observed = observed
         self.cfg = cfg
         self.tagger = tagger
+        self.oracle = oracle
+        self.monitor = monitor
+        self.k = 10
         self.weights = cfg.weights()
-        self.known_words = {w for title in ctx.world.titles for w in title.split()}
+        self.known_words = {w for title in observed.titles for w in title.split()}
         self._anchors: dict[str, str] = {}  # query text -> its dictionary rewrite (the rules' anchors)
 
-    def __call__(self, queries, rewrites: list[str], well_formed: list[bool] | None = None) -> dict[str, np.ndarray]:
-        """Per-pair components (N,) for every name in :data:`COMPONENTS`, plus ``fused`` and ``ucvr``.
+    def __call__(self, queries: list[str], rewrites: list[str], well_formed: list[bool] | None = None
+                 ) -> dict[str, np.ndarray]:
+        """Per-pair components (N,) for every name in :data:`COMPONENTS`, plus ``fused``, ``ucvr`` and
+        ``page_relevance`` (the oracle monitor's; NaN when it is off).
 
-        ``well_formed[i]``: rewrite i ended with EOS and held no stray special token
-        (default: all True, e.g. for greedy evaluation text).
+        ``queries``: the query texts, one per rewrite. ``well_formed[i]``: rewrite i ended with EOS and held no
+        stray special token (default: all True, e.g. for greedy evaluation text). A component with weight 0 is
+        not computed unless free (NaN in the output).
         """
+        queries = [q if isinstance(q, str) else q.text for q in queries]
         well_formed = [True] * len(rewrites) if well_formed is None else well_formed
-        metrics = rewrite_metrics(self.ctx.world, self.ctx.engine, self.ctx.users, queries, rewrites, k=self.ctx.k)
+        cfg, n = self.cfg, len(rewrites)
         out: dict[str, np.ndarray] = {}
-        if self.cfg.relevance_judge == "tagger":
-            probs = self.tagger.relevance_probs([q.text for q in queries], [r if r else "-" for r in rewrites])
+        oracle = None
+        uses_oracle = (cfg.relevance_judge == "oracle" or cfg.conversion_judge == "oracle"
+                       or "recall" in self.weights)
+        if uses_oracle:
+            arms = [f"{name} oracle" for name, judge in (("relevance-judge", cfg.relevance_judge),
+                                                         ("conversion-judge", cfg.conversion_judge))
+                    if judge == "oracle"] + (["recall reward"] if "recall" in self.weights else [])
+            oracle = self.oracle.metrics(queries, rewrites, "upper-bound arm: " + ", ".join(arms))
+        if cfg.relevance_judge == "tagger":
+            probs = self.tagger.relevance_probs(queries, [r if r else "-" for r in rewrites])
             out["relevance"] = ((probs[:, 1] + 2 * probs[:, 2]) / 2).double().numpy()
         else:
-            out["relevance"] = np.asarray(metrics["grade"], dtype=np.float64) / 2
-        out["conversion"] = np.asarray(metrics["ucvr"], dtype=np.float64) / self.cfg.conversion_scale
-        out["recall"] = np.asarray(metrics["recall"], dtype=np.float64)
-        out["format"] = format_reward([q.text for q in queries], rewrites, well_formed, self.known_words,
-                                      self.cfg.max_words)
-        out["rules"] = self.rules(queries, rewrites) if self.cfg.rule_list else np.zeros(len(rewrites))
+            out["relevance"] = oracle["grade"] / 2
+        if cfg.conversion_judge == "model":
+            out["conversion"] = self.observed.page_conversion(queries, rewrites, self.k) / cfg.conversion_scale
+        else:
+            out["conversion"] = oracle["ucvr"] / cfg.conversion_scale
+        out["recall"] = oracle["recall"] if oracle is not None and "recall" in self.weights else np.full(n, np.nan)
+        out["format"] = format_reward(queries, rewrites, well_formed, self.known_words, cfg.max_words)
+        out["rules"] = self.rules(queries, rewrites) if cfg.rule_list else np.zeros(n)
         parts = {c: torch.as_tensor(out[c]) for c in self.weights}
         out["fused"] = fuse_rewards(parts, self.weights).numpy()
-        out["ucvr"] = np.asarray(metrics["ucvr"], dtype=np.float64)
-        out["page_relevance"] = np.asarray(metrics["relevance"], dtype=np.float64)
+        watched = self.oracle.metrics(queries, rewrites, "evaluation: GRPO's oracle monitor") if self.monitor else None
+        out["ucvr"] = watched["ucvr"] if watched is not None else np.full(n, np.nan)
+        out["page_relevance"] = watched["relevance"] if watched is not None else np.full(n, np.nan)
         return out
 
-    def rules(self, queries, rewrites: list[str]) -> np.ndarray:
-        """The ``rules`` component: :func:`rule_rewards` with the dictionary's reading of each query as anchors."""
-        new = sorted({q.text for q in queries} - set(self._anchors))
+    def rules(self, queries: list[str], rewrites: list[str]) -> np.ndarray:
+        """The ``rules`` component: :func:`rule_rewards` with the log-fit dictionary's reading of each query as
+        anchors."""
+        new = sorted(set(queries) - set(self._anchors))
         if new:
-            self._anchors.update(zip(new, self.ctx.dictionary.rewrite(new)))
-        lexicon = self.ctx.world.lexicon
-        return rule_rewards(rewrites, [self._anchors[q.text] or "" for q in queries], self.cfg.rule_list,
-                            lexicon.category_names, set(lexicon.brands), self.known_words)
+            self._anchors.update(zip(new, self.observed.dictionary.rewrite(new)))
+        return rule_rewards(rewrites, [self._anchors[q] or "" for q in queries], self.cfg.rule_list,
+                            self.observed.category_names, set(self.observed.brands), self.known_words)
 
     def as_tensor(self, scores: dict[str, np.ndarray], num_samples: int, name: str = "fused") -> torch.Tensor:
         """Reward ``name`` (default: the fused one) as a (P, G) float tensor (rows prompt-major, as sampled)."""

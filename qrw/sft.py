@@ -21,10 +21,19 @@ stays within each sequence and positions restart at each one, so the loss and
 gradient are those of one padded sequence per row at a fraction of the work
 (``python -m qrw.bench train``). The LM head runs only at the target positions.
 
+**The wall** (:mod:`qrw.shop.wall`). Training reads the shop's observed side
+(:class:`qrw.shop.observed.ObservedShop`, built by :func:`observe`): stage 0 the
+titles, attribute texts and logged sessions; stage 1 the mined rewrite pairs and
+relevance pairs that production produces, labelled through the annotation
+service within ``--label-budget`` labels (:func:`stage1_relevance_pairs`). Gold
+rewrites and judge grades enter only where a named crossing says so: the
+validation loss (:func:`validation_sets`) and the upper-bound arms
+(``--rewrite-data gold``, ``--relevance-data production|hard|perturbed``).
+
 Stage 1b (optional, ``--label-rewrites N``): production's next labelling round.
 The finished SFT model samples N rewrites of training queries (temperature 1,
-as GRPO will sample them), the judge labels them as annotators would
-(:func:`model_rewrite_pairs`), and training continues on stage 1's mixture with
+as GRPO will sample them), the annotation service labels them
+(:func:`model_rewrite_pairs`, counted against the budget), and training continues on stage 1's mixture with
 part of the relevance slots given to those labelled pairs (:func:`label_mixture`):
 the tagger then learns the rewrites it will be asked to score as GRPO's reward
 and as the serving gate, which stage 1's data can only imitate.
@@ -51,9 +60,15 @@ from qrw.lm.model import PRESETS
 from qrw.lm.precision import DTYPES
 from qrw.lm.tokenizer import Tokenizer
 from qrw.rewriter import EMPTY_REWRITE_TAG, Rewriter
-from qrw.shop.ood import MAX_OOD_QUERIES, checked_ood_queries
+from qrw.shop import wall
+from qrw.shop.annotation import DEFAULT_DISAGREEMENT
+from qrw.shop.labelling import build as build_labelling
+from qrw.shop.observed import DEFAULT_LABEL_BUDGET, ObservedShop
+from qrw.shop.ood import MAX_OOD_QUERIES
 from qrw.shop.relevance import RELEVANCE_DATA, label_rewrites
 from qrw.shop.world import World, WorldConfig
+
+RELEVANCE_CHOICES = ("labelled",) + tuple(RELEVANCE_DATA)  # the default, then the upper bounds built from gold
 
 
 @dataclass
@@ -76,12 +91,18 @@ class SFTRunConfig:
     relevance_per_label: int = arg(4, "distinct perturbed rewrites per label and training query (relevance task)")
     relevance_balance: str = arg("over", "balance the relevance labels by dropping pairs of the commoner labels "
                                  "('under') or repeating pairs of the rarer ones ('over')", choices=["under", "over"])
-    relevance_data: str = arg("production", "stage-1 relevance pairs: 'production' (perturbations of each "
-                              "training query's gold rewrite, hard cases, the mined pairs and perturbations of "
-                              "them), 'hard' (without the mined pairs: every attribute contradicted, near-misses, "
-                              "every phrase order, re-typed queries) or 'perturbed' (the gold rewrites' "
-                              "perturbations only); labels are the judge's (qrw.shop.relevance)",
-                              choices=list(RELEVANCE_DATA))
+    relevance_data: str = arg("labelled", "stage-1 relevance pairs: 'labelled' (pairs production produces, built from "
+                              "observed text and labelled through the annotation service within --label-budget: "
+                              "qrw.shop.labelling), or an upper bound built from the hidden truth, which crosses the "
+                              "wall: 'production' (perturbations of each training query's gold rewrite, hard cases, the "
+                              "mined pairs and perturbations of them), 'hard' (without the mined pairs) or 'perturbed' "
+                              "(the gold rewrites' perturbations only), labelled by the judge (qrw.shop.relevance)",
+                              choices=list(RELEVANCE_CHOICES))
+    label_budget: int = arg(DEFAULT_LABEL_BUDGET, "relevance labels the run may buy from the annotation service (the "
+                            "one door to the hidden truth; one label per annotator per pair): stage 1's pairs and "
+                            "stage 1b's rounds together")
+    label_disagreement: float = arg(DEFAULT_DISAGREEMENT, "probability that an annotator's label is a neighbour of the "
+                                    "true grade (an assumption: relevance judgments are not unanimous)", advanced=True)
     relevance_wrong_values: int = arg(2, "hard cases: wrong values per contradicted attribute (and other brands per "
                                       "swapped brand) ('hard' and 'production' relevance data)")
     label_rewrites: int = arg(0, "stage 1b: rewrites of training queries sampled (temperature 1) from the SFT "
@@ -115,8 +136,11 @@ class SFTRunConfig:
               f"--label-ood must be between 0 and {MAX_OOD_QUERIES} (got {self.label_ood})")
         check(self.label_ood == 0 or self.label_rewrites > 0, "--label-ood needs --label-rewrites N")
         check(self.relevance_wrong_values >= 1, "--relevance-wrong-values must be >= 1")
-        check(self.relevance_data in RELEVANCE_DATA,
-              f"--relevance-data must be one of {', '.join(RELEVANCE_DATA)} (got {self.relevance_data!r})")
+        check(self.relevance_data in RELEVANCE_CHOICES,
+              f"--relevance-data must be one of {', '.join(RELEVANCE_CHOICES)} (got {self.relevance_data!r})")
+        check(self.label_budget >= 0, f"--label-budget must be >= 0 (got {self.label_budget})")
+        check(0.0 <= self.label_disagreement <= 1.0,
+              f"--label-disagreement must be in [0, 1] (got {self.label_disagreement})")
 
     @property
     def task_list(self) -> tuple[str, ...]:
@@ -275,45 +299,80 @@ def default_configs(*, smoke: bool = False, seed: int = 0) -> dict:
             "label": dataclasses.replace(DEFAULT_LABEL, **smoke_values["label"])}
 
 
-def pretrain_mixture(world: World, tok: Tokenizer, run: SFTRunConfig, pre: TrainConfig, max_len: int) -> TaskMixture:
-    """Stage 0's batches: titles, attribute text and search-log sessions."""
-    return TaskMixture({"pretrain": pretrain_dataset(world, tok, max_len)}, counts={"pretrain": pre.batch_size},
+def observe(world: World, run: SFTRunConfig) -> ObservedShop:
+    """The observed side of ``world`` for this run: logs, mined pairs, the annotation service with the run's budget."""
+    return ObservedShop.from_world(world, label_budget=run.label_budget, disagreement=run.label_disagreement)
+
+
+def pretrain_mixture(observed: ObservedShop, tok: Tokenizer, run: SFTRunConfig, pre: TrainConfig,
+                     max_len: int) -> TaskMixture:
+    """Stage 0's batches: titles, attribute text and the logged sessions (:meth:`ObservedShop.pretrain_texts`)."""
+    return TaskMixture({"pretrain": pretrain_dataset(observed, tok, max_len)}, counts={"pretrain": pre.batch_size},
                        weights={"pretrain": 1.0}, seed=run.seed)
 
 
-def sft_mixture(world: World, tok: Tokenizer, run: SFTRunConfig, sft: TrainConfig, max_len: int) -> TaskMixture:
+def stage1_budget(run: SFTRunConfig, label_steps: int) -> int:
+    """The labels stage 1 may buy: the run's budget less what stage 1b's round will buy (one pair per sampled
+    rewrite at most, when the stage runs)."""
+    reserved = run.label_rewrites + run.label_ood if label_steps > 0 else 0
+    check(run.label_budget >= reserved, f"--label-budget {run.label_budget} is below what stage 1b buys "
+                                        f"(--label-rewrites + --label-ood = {reserved})")
+    return run.label_budget - reserved
+
+
+def stage1_relevance_pairs(observed: ObservedShop, world: World, run: SFTRunConfig,
+                           budget: int) -> tuple[list[tuple[str, str, int]], dict | None]:
+    """Stage 1's relevance pairs ``(query, rewrite, label)`` per ``run.relevance_data``, and what was bought.
+
+    ``labelled`` (the default): :func:`qrw.shop.labelling.build`, bought through the annotation service
+    within ``budget`` labels (:func:`stage1_budget`); the second value is its summary (per source:
+    candidates, labels bought, label shares). The others are upper bounds built from the hidden truth
+    (:func:`qrw.shop.relevance.training_pairs`, summary None): they cross the wall, by name.
+    """
+    if run.relevance_data == "labelled":
+        labelling = build_labelling(observed, budget, run.seed)
+        return labelling.pairs, labelling.summary()
+    from qrw.shop.relevance import training_pairs
+    with wall.crossing(f"upper-bound arm: --relevance-data {run.relevance_data} (pairs built from gold)"):
+        return training_pairs(world, run.relevance_data, run.relevance_per_label, run.relevance_wrong_values), None
+
+
+def sft_mixture(observed: ObservedShop, world: World, tok: Tokenizer, run: SFTRunConfig, sft: TrainConfig,
+                max_len: int, relevance_pairs: list[tuple[str, str, int]] | None = None) -> TaskMixture:
     """Stage 1's batches: rewrite pairs, plus relevance pairs when multi-task, in the run's ratio and loss weights.
 
-    Rewrite pairs per ``run.rewrite_data``: every training query with its gold
-    rewrite, or the world's mined pairs (first queries are training queries
-    and no val/test query text is on either side: :mod:`qrw.shop.mining`).
-    Relevance pairs per ``run.relevance_data`` (:func:`qrw.shop.relevance.training_pairs`),
-    balanced per ``run.relevance_balance``.
+    Rewrite pairs per ``run.rewrite_data``: the shop's mined pairs (first queries are training queries and
+    no val/test query text is on either side: :mod:`qrw.shop.mining`), or every training query with its gold
+    rewrite (an upper bound: it crosses the wall). Relevance pairs: ``relevance_pairs`` (from
+    :func:`stage1_relevance_pairs`), balanced per ``run.relevance_balance``.
     """
     if run.rewrite_data == "mined":
-        check(len(world.mined_pairs) > 0, "--rewrite-data mined: this world mined no rewrite pairs "
-                                          "(raise --mining-sessions-per-query)")
-        rewrite = rewrite_pair_dataset([(p.query, p.rewrite) for p in world.mined_pairs], tok, max_len)
+        check(len(observed.mined_pairs) > 0, "--rewrite-data mined: this world mined no rewrite pairs "
+                                             "(raise --mining-sessions-per-query)")
+        rewrite = rewrite_pair_dataset(observed.mined_pairs, tok, max_len)
     else:
-        rewrite = rewrite_dataset(world.queries["train"], tok, max_len)
+        with wall.crossing("upper-bound arm: --rewrite-data gold"):
+            rewrite = rewrite_dataset(world.queries["train"], tok, max_len)
     datasets = {"rewrite": rewrite}
     if "relevance" in run.task_list:
-        datasets["relevance"] = relevance_dataset(world, "train", tok, max_len, seed=run.seed,
-                                                  per_label=run.relevance_per_label, balance=run.relevance_balance,
-                                                  data=run.relevance_data, wrong_values=run.relevance_wrong_values)
+        check(relevance_pairs is not None, "the multi-task mixture needs its relevance pairs")
+        datasets["relevance"] = balanced_relevance_examples(relevance_pairs, tok, max_len, run.seed,
+                                                            run.relevance_balance)
     return TaskMixture(datasets, counts=mixture_counts(sft.batch_size, run.task_list, run.rewrite_fraction),
                        weights={"rewrite": run.rewrite_weight, "relevance": run.relevance_weight}, seed=run.seed)
 
 
 def validation_sets(world: World, tok: Tokenizer, run: SFTRunConfig, max_len: int) -> dict[str, list]:
-    """Fixed validation examples per stage-1 task (the periodic validation loss).
+    """Fixed validation examples per stage-1 task (the periodic validation loss: a monitor, never a signal).
 
     The rewrite task validates on gold val rewrites whatever ``run.rewrite_data``
-    is: the meaning the evaluation asks for, not what mined pairs drift to.
+    is (the meaning the evaluation asks for), the relevance task on judge-graded
+    perturbations of them: evaluation, so it crosses the wall by name.
     """
-    val = {"rewrite": rewrite_dataset(world.queries["val"][:run.val_examples], tok, max_len)}
-    if "relevance" in run.task_list:
-        val["relevance"] = relevance_dataset(world, "val", tok, max_len, seed=run.seed)[:run.val_examples]
+    with wall.crossing("evaluation: the validation loss on held-out gold rewrites and judge grades"):
+        val = {"rewrite": rewrite_dataset(world.queries["val"][:run.val_examples], tok, max_len)}
+        if "relevance" in run.task_list:
+            val["relevance"] = relevance_dataset(world, "val", tok, max_len, seed=run.seed)[:run.val_examples]
     return val
 
 
@@ -321,51 +380,59 @@ LABEL_STREAM = 29  # the random stream of stage 1b's choice of queries and its s
 LABEL_TEMPERATURE = 1.0  # stage 1b samples as GRPO's rollouts do (GRPOConfig.temperature's default)
 
 
-def model_rewrite_pairs(model: torch.nn.Module, tok: Tokenizer, world: World, seed: int, n: int, split: str,
-                        device: torch.device) -> list[tuple[str, str, int]]:
-    """Stage 1b's labelling round: ``n`` rewrites sampled from ``model``, labelled by the judge.
+def sample_rewrites(model: torch.nn.Module, tok: Tokenizer, texts: list[str], seed: int, n: int, stream: int,
+                    device: torch.device) -> list[tuple[str, str]]:
+    """``n`` ``(query, rewrite)`` samples of ``model`` for ``texts`` in a seeded order, each pair once.
 
-    The queries are the ``split``'s, in a seeded order (cycled when ``n`` exceeds
-    them, each draw a fresh sample); one rewrite each, at temperature
-    :data:`LABEL_TEMPERATURE`, as GRPO samples; an empty rewrite is written as the
-    tagger reads it (``EMPTY_REWRITE_TAG``). Returns
-    :func:`qrw.shop.relevance.label_rewrites`' ``(query, rewrite, grade)`` pairs,
-    each pair once. Deterministic for a given model, ``seed`` and ``split``.
+    The texts are cycled when ``n`` exceeds them (each draw a fresh sample); one rewrite each, at temperature
+    :data:`LABEL_TEMPERATURE`, as GRPO samples; an empty rewrite is written as the tagger reads it
+    (``EMPTY_REWRITE_TAG``). Deterministic for a given model, ``seed`` and ``stream``.
     """
-    queries = world.queries[split]
-    check(n >= 1 and len(queries) > 0, f"a labelling round needs queries and n >= 1 (got {len(queries)}, {n})")
-    order = torch.randperm(len(queries), generator=torch.Generator().manual_seed(
-        mix_seed(seed, LABEL_STREAM * 10_007 + ("train", "val", "test").index(split)))).tolist()
-    chosen = [queries[order[i % len(queries)]] for i in range(n)]
-    generator = torch.Generator(device=device).manual_seed(mix_seed(seed, LABEL_STREAM))
-    rewrites = Rewriter(model, tok, device).rewrite([q.text for q in chosen], temperature=LABEL_TEMPERATURE,
-                                                   generator=generator)
-    return label_rewrites(world, chosen, [r if r else EMPTY_REWRITE_TAG for r in rewrites])
+    check(n >= 1 and len(texts) > 0, f"a labelling round needs queries and n >= 1 (got {len(texts)}, {n})")
+    order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(
+        mix_seed(seed, LABEL_STREAM * 10_007 + stream))).tolist()
+    chosen = [texts[order[i % len(texts)]] for i in range(n)]
+    generator = torch.Generator(device=device).manual_seed(mix_seed(seed, LABEL_STREAM + 100 * stream))
+    rewrites = Rewriter(model, tok, device).rewrite(chosen, temperature=LABEL_TEMPERATURE, generator=generator)
+    return list(dict.fromkeys((q, r if r else EMPTY_REWRITE_TAG) for q, r in zip(chosen, rewrites)))
 
 
-def ood_rewrite_pairs(model: torch.nn.Module, tok: Tokenizer, world: World, seed: int, n: int,
+def model_rewrite_pairs(model: torch.nn.Module, tok: Tokenizer, observed: ObservedShop, seed: int, n: int,
+                        device: torch.device) -> list[tuple[str, str, int]]:
+    """Stage 1b's labelling round: ``n`` rewrites of training queries sampled from ``model``, labelled by the
+    annotation service (the door: counted against the run's label budget). ``(query, rewrite, label)``."""
+    pairs = sample_rewrites(model, tok, observed.train_texts, seed, n, 0, device)
+    return [(q, r, label) for (q, r), label in zip(pairs, observed.annotations.label(pairs))]
+
+
+def val_rewrite_pairs(model: torch.nn.Module, tok: Tokenizer, world: World, seed: int, n: int,
                       device: torch.device) -> list[tuple[str, str, int]]:
-    """Stage 1b's out-of-domain labels: one rewrite of each of ``n`` out-of-domain queries, each labelled 0.
+    """Stage 1b's validation set: ``n`` rewrites of validation queries, graded by the judge (evaluation: the
+    tagger's validation loss on the rewrites it will score; it crosses the wall by name)."""
+    with wall.crossing("evaluation: stage 1b's validation pairs"):
+        queries = {q.text: q for q in world.queries["val"]}
+        pairs = sample_rewrites(model, tok, list(queries), seed, n, 1, device)
+        return label_rewrites(world, [queries[q] for q, _ in pairs], [r for _, r in pairs])
 
-    The queries are :mod:`qrw.shop.ood`'s ``train`` split (the nouns the gate's
-    val and test queries never use); the judge reads no intent in them, so no
-    rewrite is equivalent: the shop sells nothing they ask for (the label
-    :func:`qrw.shop.relevance.training_pairs` gives its out-of-domain pairs).
-    Sampled as :func:`model_rewrite_pairs` samples, from a stream of their own:
-    what the model actually writes for such a query (``grey oak doormat`` ->
-    ``jeans grey``) is the hard negative that random catalog rewrites are not.
-    Each ``(query, rewrite)`` pair once; deterministic for a given model and ``seed``.
+
+def ood_rewrite_pairs(model: torch.nn.Module, tok: Tokenizer, observed: ObservedShop, seed: int, n: int,
+                      device: torch.device) -> list[tuple[str, str, int]]:
+    """Stage 1b's out-of-domain labels: one rewrite of each of ``n`` logged searches nobody clicked on
+    (:attr:`ObservedShop.null_texts`: most ask for products the shop does not sell), labelled through the door.
+
+    What the model actually writes for such a query (``grey oak doormat`` -> ``jeans grey``) is the hard
+    negative that random catalog rewrites are not: the serving gate's. Each pair once; deterministic.
     """
     check(1 <= n <= MAX_OOD_QUERIES, f"out-of-domain labels: n must be between 1 and {MAX_OOD_QUERIES} (got {n})")
-    texts = checked_ood_queries(world, n, "train")
-    generator = torch.Generator(device=device).manual_seed(mix_seed(seed, LABEL_STREAM * 10_007 + 3))
-    rewrites = Rewriter(model, tok, device).rewrite(texts, temperature=LABEL_TEMPERATURE, generator=generator)
-    pairs = dict.fromkeys((text, r if r else EMPTY_REWRITE_TAG) for text, r in zip(texts, rewrites))
-    return [(text, rewrite, 0) for text, rewrite in pairs]
+    check(len(observed.null_texts) > 0, "--label-ood: the logs hold no search that nobody clicked on")
+    texts = observed.null_texts[:n]
+    pairs = sample_rewrites(model, tok, texts, seed, len(texts), 3, device)
+    return [(q, r, label) for (q, r), label in zip(pairs, observed.annotations.label(pairs))]
 
 
-def label_mixture(world: World, tok: Tokenizer, run: SFTRunConfig, label: TrainConfig, max_len: int,
-                  pairs: list[tuple[str, str, int]]) -> TaskMixture:
+def label_mixture(observed: ObservedShop, world: World, tok: Tokenizer, run: SFTRunConfig, label: TrainConfig,
+                  max_len: int, pairs: list[tuple[str, str, int]],
+                  relevance_pairs: list[tuple[str, str, int]] | None = None) -> TaskMixture:
     """Stage 1b's batches: stage 1's rewrite and relevance tasks, and the labelled model rewrites.
 
     The rewrite task keeps its share of the batch (``run.rewrite_fraction``); the
@@ -374,7 +441,7 @@ def label_mixture(world: World, tok: Tokenizer, run: SFTRunConfig, label: TrainC
     the rarer ones: :func:`qrw.data.balanced_relevance_examples`), both with the
     relevance loss weight.
     """
-    base = sft_mixture(world, tok, run, label, max_len)
+    base = sft_mixture(observed, world, tok, run, label, max_len, relevance_pairs)
     n_relevance = base.counts["relevance"]
     check(n_relevance >= 2, f"--label-batch-size is too small to share the relevance slots (got {label.batch_size})")
     n_labelled = max(1, min(n_relevance - 1, round(n_relevance * run.label_share)))

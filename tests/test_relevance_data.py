@@ -17,7 +17,7 @@ from qrw.shop.judge import canonical_phrases
 from qrw.shop.lexicon import Draws, Intent
 from qrw.shop.ood import ood_nouns, ood_queries
 from qrw.shop.world import World, WorldConfig
-from qrw.sft import SFTRunConfig, TrainConfig, sft_mixture
+from qrw.sft import SFTRunConfig, TrainConfig, observe, sft_mixture, stage1_relevance_pairs
 
 SMALL = dict(seed=3, n_products=300, n_train_queries=600, n_val_queries=50, n_test_queries=80, n_log_sessions=100)
 OOD_TRAIN = set(ood_queries(SMALL["seed"], relevance.OOD_TRAINING_QUERIES, "train"))
@@ -186,8 +186,11 @@ def test_relevance_dataset_balances_the_production_pairs(world):
     with pytest.raises(UserError):
         relevance_dataset(world, "val", tok, 64, data="production")  # evaluation stays on perturbed pairs
     run = SFTRunConfig(vocab_size=400, relevance_data="hard", relevance_per_label=2)
-    assert SFTRunConfig().relevance_data == "production"  # the default: what production would label
-    assert sft_mixture(world, tok, run, TrainConfig(), 64).datasets["relevance"] == \
+    assert SFTRunConfig().relevance_data == "labelled"  # the default: production's pairs, bought through the door
+    observed = observe(world, run)
+    pairs, bought = stage1_relevance_pairs(observed, world, run, 0)  # an upper bound: built from gold, no label bought
+    assert bought is None and observed.annotations.bought == 0
+    assert sft_mixture(observed, world, tok, run, TrainConfig(), 64, pairs).datasets["relevance"] == \
         relevance_dataset(world, "train", tok, 64, per_label=2, balance="over", data="hard")
     with pytest.raises(UserError):
         SFTRunConfig(relevance_wrong_values=0)

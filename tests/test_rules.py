@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from qrw.config import UserError
-from qrw.rewards import RewardConfig, RewardFunction, rule_rewards
+from qrw.rewards import OracleView, RewardConfig, RewardFunction, rule_rewards
 from qrw.shop.shop import Shop
 from qrw.shop.world import World, WorldConfig
 
@@ -52,16 +52,18 @@ def test_reward_function_uses_the_dictionary_as_anchors():
     shop = Shop(world)
     queries = world.queries["test"][:10]
     gold = [" ".join(q.intent.category.split()) for q in queries]  # bare categories: drop the brand and attributes
-    fn = RewardFunction(shop, RewardConfig(rules="category,anchors,brand", relevance_judge="oracle"))
+    fn = RewardFunction(shop.observed, RewardConfig(rules="category,anchors,brand", relevance_judge="oracle"),
+                        oracle=OracleView(shop))
     scores = fn(queries, gold)
-    anchors = shop.dictionary.rewrite([q.text for q in queries])
+    anchors = shop.observed.dictionary.rewrite([q.text for q in queries])  # fit on the logs' clicks, not on gold
     expected = rule_rewards(gold, [a or "" for a in anchors], ("category", "anchors", "brand"),
                             world.lexicon.category_names, set(world.lexicon.brands))
     np.testing.assert_allclose(scores["rules"], expected)
     assert all(scores["rules"] >= 2 / 3)  # every bare category passes the category and brand checks
     np.testing.assert_allclose(scores["fused"], scores["relevance"] + scores["conversion"] + 0.5 * scores["format"]
                                + 0.5 * scores["rules"])
-    off = RewardFunction(shop, RewardConfig(rules="none", relevance_judge="oracle"))(queries, gold)
+    off = RewardFunction(shop.observed, RewardConfig(rules="none", relevance_judge="oracle"),
+                         oracle=OracleView(shop))(queries, gold)
     assert not off["rules"].any()  # off: zeros, not in the fusion
 
 

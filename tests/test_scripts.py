@@ -48,7 +48,9 @@ def test_sft_smoke_writes_a_complete_run_directory(sft_run):
     for name in ("config.json", "tokenizer.json", "ckpt.pt", "metrics.jsonl", "metrics.json"):
         assert (sft_run / name).is_file(), name
     metrics = json.loads((sft_run / "metrics.json").read_text())
-    assert set(metrics["rows"]) == {"no rewrite", "dictionary", "gold", "multi-task SFT"}
+    assert set(metrics["rows"]) == {"no rewrite", "dictionary", "gold-dictionary (upper bound)", "gold",
+                                    "multi-task SFT"}
+    assert metrics["wall"]["labels_bought"] > 0  # the relevance pairs were bought through the annotation door
     assert 0.0 <= metrics["tagging"]["tag_macro_f1"] <= 1.0
     stages = {rec["stage"] for rec in training_records(sft_run)}
     assert stages == {"pretrain", "sft"}

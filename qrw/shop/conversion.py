@@ -260,11 +260,12 @@ class ConversionModel:
                 continue
             slots = np.flatnonzero(present)
             pids = ids[present]  # (m,)
-            query_words = set(text.lower().split())
+            word_list = sorted(set(text.lower().split()))  # sorted: sums in one order whatever the hash seed
+            query_words = set(word_list)
             terms = sorted({vocab[w] for w in query_words if w in vocab})
             bm25 = weights[terms][:, pids].sum(axis=0) if terms else np.zeros(len(pids))  # (m,)
             categories, brands, values = self._named(text)
-            known = [self.words[w] for w in query_words if w in self.words]
+            known = [self.words[w] for w in word_list if w in self.words]
             cat = self.product_category[pids]  # (m,)
             brand = self.product_brand[pids]
             if known:
