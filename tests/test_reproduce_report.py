@@ -159,6 +159,10 @@ def test_gate_lines_show_the_logged_out_of_domain_searches():
     assert "the threshold is the **largest of the two picks**" in lines[0] and "at most 5.0% of them" in lines[0]
     assert lines[-1].startswith("| 3 | multi-task SFT | none | 0.6200 (0.6200 / 0.4000) | 5.0% / 1.0% | "
                                 "100.0% -> 7.5% (12.5%) | 100.0% -> 2.0% | - | 80.0% | - / - / 90% |")
+    assert lines[-1].endswith(" | no / yes |")  # 12.5% of the logged traffic served; no in-domain cost
+    gate["ood_logged"]["served_on_traffic"] = 0.09
+    gate["in_domain"]["diff"]["ucvr"] = {"lift": -0.02, "low": -0.03, "high": -0.01}
+    assert gate_lines(grid)[-1].endswith(" | yes / no |")
 
 
 def test_a_grid_split_across_calls_trains_each_seed_once(tmp_path, monkeypatch):

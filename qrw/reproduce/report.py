@@ -27,6 +27,7 @@ from qrw.reproduce.grid import GRID, LABELS, command_of, grid_command
 from qrw.reproduce.readings import grpo_lines, regime_lines, vs_dictionary_table, wall_lines
 
 AB_USERS = 100_000
+OOD_SERVED_OK = 0.10  # the gate's reading: out-of-domain queries served under this share on test
 
 
 def ab_lines(ctx: Shop, queries, rewrites: dict, pairs: list[tuple[str, str]], seed: int) -> list[str]:
@@ -262,12 +263,15 @@ def gate_lines(grid: GridEvaluation) -> list[str]:
              "share of logged out-of-domain / never-logged out-of-domain / in-domain test queries that pass it. "
              "\"logged OOD served\" gives the share of the distinct logged searches and, in brackets, of their "
              "traffic (each weighted by how often the logs hold it). \"served by grade\": the share served among the "
-             "in-domain rewrites the judge grades 0 / 1 / 2, how well the gate tells them apart.", "",
+             "in-domain rewrites the judge grades 0 / 1 / 2, how well the gate tells them apart. The last column "
+             "reads the row: out-of-domain served under 10% on test (the never-logged queries, and the logged "
+             "searches by traffic) / no in-domain page metric lower with the gate on (every on - off interval "
+             "reaches 0 or above).", "",
              "| seed | arm | query check | threshold (val picks: logged / never logged) | OOD served (val): logged / "
              "never logged | logged OOD served (test), off -> on (traffic) | never-logged OOD served (test), off -> "
              "on | passed | in-domain served (test) | served by grade 0 / 1 / 2 | relevance@10 on - off | "
-             "recall@10 on - off | UCVR on - off |",
-             "|---:|---|---|---|---|---|---|---|---:|---|---|---|---|"]
+             "recall@10 on - off | UCVR on - off | OOD < 10% / in-domain within noise |",
+             "|---:|---|---|---|---|---|---|---|---:|---|---|---|---|---|"]
     for seed, arm, check_, g in gated:
         d, o, lg, c = g["in_domain"], g["ood"], g.get("ood_logged") or {}, g.get("chosen") or {}
         diffs = " | ".join(ci_text({"diff": d["diff"][m]["lift"], "low": d["diff"][m]["low"],
@@ -282,9 +286,11 @@ def gate_lines(grid: GridEvaluation) -> list[str]:
                   f"({_share(lg.get('served_on_traffic'))})" if lg.get("n") else "none logged")
         read = ("-" if check_ == "none" else
                 f"{_share(lg.get('query_passed'))} / {_share(o['query_passed'])} / {_share(d['query_passed'])}")
+        ood_ok = o["served_on"] < OOD_SERVED_OK and (not lg.get("n") or lg["served_on_traffic"] < OOD_SERVED_OK)
+        in_ok = all(d["diff"][m]["high"] >= 0 for m in ("relevance", "recall", "ucvr"))
         lines.append(f"| {seed} | {LABELS[arm]} | {check_} | {threshold} | {val} | {logged} | "
                      f"{_share(o['served_off'])} -> {_share(o['served_on'])} | {read} | {_share(d['served']['all'])} | "
-                     f"{grades} | {diffs} |")
+                     f"{grades} | {diffs} | {'yes' if ood_ok else 'no'} / {'yes' if in_ok else 'no'} |")
     return lines
 
 
