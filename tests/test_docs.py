@@ -273,6 +273,17 @@ def test_every_flag_the_docs_name_exists(parsers):
     assert unknown_flags(parsers) == []
 
 
+def test_the_readme_states_what_training_reads_of_the_hidden_truth(parsers):
+    """The wall's section states the door's budget and disagreement and the monitor as defaults (so the check above
+    holds them to the code), and names the test that pins the wall."""
+    readme = ROOT / "README.md"
+    stated = {s.flag: s.value for s in statements(readme)}
+    assert {"--label-budget", "--label-disagreement", "--oracle-monitor"} <= set(stated)
+    assert not [line for line in default_mismatches(parsers, [readme])
+                if any(f in line for f in ("--label-budget", "--label-disagreement", "--oracle-monitor"))]
+    assert "`pytest tests/test_wall.py`" in readme.read_text()
+
+
 def test_a_default_changed_in_the_code_alone_fails(monkeypatch):
     """Change GRPOConfig's beta (README: `--beta` (default 0.04)) in the code only: the check must object."""
     from qrw.update import GRPOConfig
