@@ -141,6 +141,23 @@ def test_upper_bound_readings():
     assert conversion.endswith("in: **accuracy, relevance@10, recall@10, UCVR**.")
 
 
+def test_the_conversion_model_is_held_against_the_simulator_on_each_arms_pages():
+    """By hand, one seed of three queries: the means, model - simulator, the correlation over queries, and the lift
+    over the init the model predicts (+1/6) beside the one the simulator measures (0)."""
+    from qrw.reproduce.readings import conversion_lines
+
+    conversion = {"dictionary": [0.1, 0.1, 0.4], "sft-multi": [0.2, 0.4, 0.6], "grpo-fusion": [0.3, 0.5, 0.9]}
+    ucvr = {"dictionary": [0.1, 0.2, 0.3], "sft-multi": [0.2, 0.3, 0.4], "grpo-fusion": [0.2, 0.3, 0.4]}
+    seed = SimpleNamespace(seed=0, conversion={k: np.array(v) for k, v in conversion.items()},
+                           per_query={k: {"ucvr": np.array(v)} for k, v in ucvr.items()})
+    lines = conversion_lines(SimpleNamespace(seeds=[seed], names=["sft-multi", "grpo-fusion"]))
+    assert lines[2] == "| dictionary (fit on the logs) | 0.2000 | 0.2000 | +0.0000 | 0.866 |"  # 0.03 / sqrt(0.06 * 0.02)
+    assert lines[3] == "| multi-task SFT | 0.4000 | 0.3000 | +0.1000 | 1.000 |"
+    assert lines[4] == "| GRPO fusion | 0.5667 | 0.3000 | +0.2667 | 0.982 |"  # 0.06 / sqrt(0.1867 * 0.02)
+    assert lines[-1].startswith("| GRPO fusion minus multi-task SFT | +0.1667 [") and lines[-1].endswith(
+        "| +0.0000 [+0.0000, +0.0000] |")
+
+
 def test_gate_lines_show_the_logged_out_of_domain_searches():
     """The threshold with each val set's pick, the val shares of both sets, the logged searches served on test by
     query and by traffic."""
@@ -225,6 +242,10 @@ def test_grpo_arms_end_to_end(tmp_path, smoke_sft_run, monkeypatch, capsys):
     assert "- *GRPO fusion minus its SFT init (multi-task SFT).*" in text and "- *Where GRPO fusion loses*" in text
     assert "grpo-fusion minus grpo-oracle-conversion" in data["comparisons"]
     assert "- *Oracle conversion as an upper bound.*" in text
+    conv = data["conversion_model_by_seed"]["0"]["grpo-fusion"]
+    assert conv["simulator"] == pytest.approx(data["rows_by_seed"]["0"]["GRPO fusion"]["all"]["ucvr"], abs=1e-9)
+    assert f"| GRPO fusion | {conv['model']:.4f} | {conv['simulator']:.4f} | " in text
+    assert "| GRPO fusion minus multi-task SFT | " in text.split("## The learned conversion reward")[1]
     gate = data["gate_by_seed"]["0"]["grpo-fusion"]
     assert gate["threshold"] == max(gate["chosen"]["thresholds"].values())
     assert np.isfinite(gate["chosen"]["ood_served"])

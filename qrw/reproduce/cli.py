@@ -89,7 +89,10 @@ def main(argv=None) -> int:
         "comparisons": {" minus ".join(reversed(key[:2])) + (" (log-only)" if len(key) > 2 else ""): c
                         for key, c in grid.cmp.items()},
         "vs_dictionary": vs_dictionary_json(grid.vs_dictionary), "n_unseen": grid.n_unseen,
-        "n_log_only": grid.n_log_only, "wall_by_seed": {str(s.seed): s.walls for s in grid.seeds}}) + "\n")
+        "n_log_only": grid.n_log_only, "wall_by_seed": {str(s.seed): s.walls for s in grid.seeds},
+        "conversion_model_by_seed": {str(s.seed): {name: {"model": float(v.mean()),
+                                                          "simulator": float(s.per_query[name]["ucvr"].mean())}
+                                                   for name, v in s.conversion.items()} for s in grid.seeds}}) + "\n")
     print("\n".join(lines))
     print(f"wrote {results_path} and {out / 'results.json'} ({timing['total'] / 60:.1f} min in this call)")
     return 0

@@ -49,6 +49,9 @@ class SeedEvaluation:
     # arm -> its run's record of the wall (metrics.json["wall"]: crossings, labels bought, budget, disagreement...;
     # None for a run that has none)
     walls: dict = field(default_factory=dict)
+    # arm (and DICTIONARY) -> (Q,) the conversion model's expected purchases on its pages (ObservedShop.page_conversion:
+    # GRPO's learned conversion reward before scaling), beside per_query[arm]["ucvr"], the simulator's
+    conversion: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -80,9 +83,11 @@ def evaluate_seed(out: Path, names: list[str], seed: int) -> SeedEvaluation:
 
     Besides the rows: what kinds of rewrites each arm writes (the reward-hacking
     counts), the tagger's accuracy per kind of pair, what each run recorded of the
-    wall (:func:`wall_records`), and the serving gate (threshold
-    chosen on the seed's val queries) on each of :data:`GATE_ARMS` trained, by the
-    tagger alone and with each query check (:data:`qrw.scorecard.GATE_QUERY_CHECKS`).
+    wall (:func:`wall_records`), the conversion model's estimate of each arm's
+    pages (GRPO's learned conversion reward, to hold against the simulator's UCVR),
+    and the serving gate (threshold chosen on the seed's val queries) on each of
+    :data:`GATE_ARMS` trained, by the tagger alone and with each query check
+    (:data:`qrw.scorecard.GATE_QUERY_CHECKS`).
     """
     runs = {name: load_run(out / name) for name in names}
     world = runs[names[0]].world
@@ -91,8 +96,10 @@ def evaluate_seed(out: Path, names: list[str], seed: int) -> SeedEvaluation:
               f"{out / name} and {out / names[0]} come from different worlds; retrain with --force")
     ctx = Shop(world)
     queries = world.queries["test"]
-    readings = ctx.dictionary.rewrite([q.text for q in queries])  # what the rules' anchors read in each query
+    texts = [q.text for q in queries]
+    readings = ctx.dictionary.rewrite(texts)  # what the rules' anchors read in each query
     rows, rewrites, per_query, tagging, kinds, tag_detail, gates, query_gates = {}, {}, {}, {}, {}, {}, {}, {}
+    conversion = {}
     for i, name in enumerate(names):
         rewriter = runs[name].rewriter()
         res = evaluate_run(ctx, rewriter, name=LABELS[name], baselines=(i == 0),
@@ -107,9 +114,11 @@ def evaluate_seed(out: Path, names: list[str], seed: int) -> SeedEvaluation:
         if i == 0:
             dictionary = ctx.baseline_rewrites(DICTIONARY, queries)
             per_query[DICTIONARY] = rewrite_metrics(world, ctx.engine, ctx.users, queries, dictionary, k=ctx.k)
+            conversion[DICTIONARY] = ctx.observed.page_conversion(texts, dictionary, ctx.k)
         rows.update(res["rows"])
         rewrites[name] = res["rewrites"]
         per_query[name] = rewrite_metrics(world, ctx.engine, ctx.users, queries, res["rewrites"], k=ctx.k)
+        conversion[name] = ctx.observed.page_conversion(texts, res["rewrites"], ctx.k)
         kinds[name] = (rewrite_kinds(world, queries, res["rewrites"])
                        | dropped_attribute_values(world, queries, res["rewrites"], readings))
         if "tagging" in res:
@@ -117,7 +126,7 @@ def evaluate_seed(out: Path, names: list[str], seed: int) -> SeedEvaluation:
             tag_detail[LABELS[name]] = res["tagging"]
     log_only = np.array([world.uses_log_only(q) for q in queries], dtype=bool)
     return SeedEvaluation(seed, world, ctx, queries, rows, rewrites, per_query, tagging, log_only, kinds, tag_detail,
-                          gates, query_gates, ctx.unseen(queries), wall_records(out, names))
+                          gates, query_gates, ctx.unseen(queries), wall_records(out, names), conversion)
 
 
 def wall_records(out: Path, names: list[str]) -> dict:

@@ -24,7 +24,7 @@ from qrw.shop.shop import BASELINE_LABELS, BASELINES, UNSEEN, Shop
 from qrw.reproduce.claims import check_claims, ci_text
 from qrw.reproduce.evaluation import GATE_ARMS, GridEvaluation, nan_mean
 from qrw.reproduce.grid import GRID, LABELS, command_of, grid_command
-from qrw.reproduce.readings import grpo_lines, regime_lines, vs_dictionary_table, wall_lines
+from qrw.reproduce.readings import conversion_lines, grpo_lines, regime_lines, vs_dictionary_table, wall_lines
 
 AB_USERS = 100_000
 OOD_SERVED_OK = 0.10  # the gate's reading: out-of-domain queries served under this share on test
@@ -348,6 +348,14 @@ def report(args: argparse.Namespace, grid: GridEvaluation, trained: dict[tuple[i
     grpo = grpo_lines(grid)
     if grpo:
         lines += ["## GRPO against its SFT init and against the log-fit dictionary", ""] + grpo + [""]
+    conversion = conversion_lines(grid)
+    if conversion and any(GRID[n].script == "train_grpo.py" for n in grid.names):
+        lines += ["## The learned conversion reward against the simulator", "",
+                  "GRPO's conversion reward is the conversion model fit on the logged sessions "
+                  "(`ObservedShop.page_conversion`: expected purchases per search on `page(q, r)`, before "
+                  "`--conversion-scale`); the test metric UCVR is the shopper simulator's. Both on each arm's test "
+                  "pages, means over seeds (the correlation: over each seed's queries, then averaged):", ""]
+        lines += conversion + [""]
     regime = regime_lines(grid)
     if regime:
         lines += ["## The production regime against its upper bounds", "",
