@@ -53,7 +53,8 @@ from qrw.lm.precision import DTYPES, resolve_dtype, set_precision
 from qrw.health import HealthConfig, read_records, replay
 from qrw.grpo import dynamic_sampling_mask, group_advantages, kl_k3, masked_mean, normalize_then_sum
 from qrw.lm.generate import Rollout
-from qrw.rewards import COMPONENTS, OracleView, RewardConfig, RewardFunction
+from qrw.oracle import OracleView
+from qrw.rewards import COMPONENTS, RewardConfig, RewardFunction
 from qrw.rewriter import Rewriter
 from qrw.rollout import (SampledGroups, frozen_reference, groups_batch, rollout_logprobs, sample_groups,
                          step_generator, step_queries)

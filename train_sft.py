@@ -47,10 +47,11 @@ from qrw.scorecard import evaluate_run, format_summary
 from qrw.checkpoint import read_json, write_json
 from qrw.data import relevance_pair_dataset
 from qrw.sft import (DEFAULT_LABEL, DEFAULT_PRETRAIN, DEFAULT_SFT, SFTRunConfig, TrainConfig, accumulate_gradients,
-                     default_configs, evaluate_loss, label_mixture, make_optimizer, model_rewrite_pairs, observe,
-                     ood_rewrite_pairs, pretrain_mixture, sft_mixture, stage1_budget, stage1_relevance_pairs,
-                     target_tokens, val_rewrite_pairs, validation_sets)
+                     default_configs, evaluate_loss, label_mixture, make_optimizer, model_rewrite_pairs,
+                     ood_rewrite_pairs, pretrain_mixture, sft_mixture, stage1_budget, target_tokens)
+from qrw.oracle import stage1_pairs, val_rewrite_pairs, validation_sets
 from qrw.shop import wall
+from qrw.shop.observation import observe_world
 from qrw.shop.shop import Shop
 from qrw.shop.world import World, WorldConfig
 
@@ -266,7 +267,8 @@ def main(argv=None) -> int:
 
     # ---- world and tokenizer ----------------------------------------------------------
     world = World(configs["world"])
-    observed = observe(world, run)  # what the shop has; the hidden truth only through observed.annotations
+    observed = observe_world(world, run.label_budget, run.label_disagreement)  # what the shop has (the door:
+    # observed.annotations)
     if args.resume or not distributed.is_main():  # under torchrun the other ranks read rank 0's tokenizer
         distributed.barrier()
         tok = Tokenizer.load(run_dir.tokenizer_path)
@@ -319,13 +321,12 @@ def main(argv=None) -> int:
 
         # ---- stage 1: multi-task SFT (rewrite generation + relevance tagging) ----------------
         sft: TrainConfig = configs["sft"]
-        relevance, bought = (stage1_relevance_pairs(observed, world, run, stage1_budget(run, configs["label"].steps))
-                             if "relevance" in run.task_list else (None, None))  # bought through the door
+        rewrites, relevance, bought = stage1_pairs(observed, world, run, stage1_budget(run, configs["label"].steps))
         if progress and bought:
             print(f"stage 1 relevance pairs: {bought['labels_bought']} labels bought through the annotation door "
                   f"({len(bought['sources'])} sources; label shares 0 / 1 / 2: "
                   + " / ".join(f"{x:.1%}" for x in bought["labels"]) + ")")
-        mixture = sft_mixture(observed, world, tok, run, sft, max_len, relevance)
+        mixture = sft_mixture(rewrites, relevance, tok, run, sft, max_len)
         val = validation_sets(world, tok, run, max_len)
         resuming_sft = start_stage == "sft"
         sft_start = start_step if resuming_sft else sft.steps if start_stage == "label" else 0
@@ -358,8 +359,8 @@ def main(argv=None) -> int:
             evaluate = lambda: evaluate_loss(model, val_label, tok.pad_id, device, pack_len=label.pack_len)  # noqa: E731
             if label_start == 0 and distributed.is_main():  # the tagger on the labelled rewrites before the round
                 run_dir.log.write({"stage": "label", "step": 0, **evaluate()})
-            finished = train_stage(model, label_mixture(observed, world, tok, run, label, max_len, pairs["train"],
-                                                        relevance), label,
+            finished = train_stage(model, label_mixture(rewrites, relevance, tok, run, label, max_len, pairs["train"]),
+                                   label,
                                    stage="label", evaluate=evaluate, start_step=label_start,
                                    optimizer_state=state["optimizer"] if (state and resuming_label) else None,
                                    stop_after=budget, **common)

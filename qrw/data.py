@@ -11,8 +11,8 @@ Three tasks, each rendered by one function of :mod:`qrw.lm.tokenizer` into
 - ``relevance`` (stage 1): (query, rewrite) -> relevance label 0/1/2, pairs that
   production produces labelled through the annotation service by default
   (:func:`qrw.shop.labelling.production_pairs`), balanced across labels
-  (:func:`balanced_relevance_examples`); :func:`relevance_dataset` builds the
-  judge-graded sets from gold (validation, upper-bound arms);
+  (:func:`balanced_relevance_examples`); :func:`qrw.oracle.relevance_dataset`
+  builds the judge-graded sets from gold (validation, upper-bound arms);
 - ``labelled``  (stage 1b, optional): the same task on the SFT model's own sampled
   rewrites, labelled through the annotation service: a task of its own so that
   its share of the batch and its loss are set and logged apart.
@@ -32,7 +32,6 @@ import torch
 
 from qrw.config import check
 from qrw.lm.tokenizer import Tokenizer, render_pretrain, render_relevance, render_rewrite
-from qrw.shop.relevance import training_pairs as relevance_pairs
 
 Example = tuple[list[int], list[int]]  # (ids, loss_mask)
 
@@ -60,36 +59,12 @@ def relevance_pair_dataset(pairs: list[tuple[str, str, int]], tok: Tokenizer, ma
     return [_truncate(render_relevance(tok, q, r, label), max_len) for q, r, label in pairs]
 
 
-def relevance_dataset(world, split: str, tok: Tokenizer, max_len: int, seed: int = 0,
-                      per_label: int = 1, balance: str = "under", data: str = "perturbed",
-                      wrong_values: int = 2) -> list[Example]:
-    """Relevance-task examples, balanced across the three labels, in a seeded random order.
-
-    ``data``: where the pairs come from (:func:`qrw.shop.relevance.training_pairs`):
-    ``"perturbed"`` (perturbations of each query's gold rewrite, any split), or, for
-    the training split only, ``"hard"`` (those plus hard cases: every attribute
-    contradicted with ``wrong_values`` wrong values, near-misses, every phrase
-    order, re-typed queries) or ``"production"`` (those plus the mined rewrite
-    pairs and perturbations of them). Every label is the judge's grade.
-    ``per_label``: distinct perturbed rewrites per label and query (more gives the
-    tagger more varied pairs for the same queries; see ``World.relevance_examples``).
-    ``balance``: ``"under"`` keeps as many pairs per label as the rarest label has
-    (a random subset of the others); ``"over"`` keeps every pair and repeats the
-    rarer labels' pairs (whole copies, then a random subset) up to the commonest
-    label's count, so no labelled pair is thrown away.
-    """
-    check(balance in ("under", "over"), f"balance must be 'under' or 'over' (got {balance!r})")
-    check(data == "perturbed" or split == "train",
-          f"relevance data {data!r} exists for the training split only (got {split!r})")
-    pairs = (world.relevance_examples(split, per_label=per_label) if data == "perturbed" else
-             relevance_pairs(world, data, per_label, wrong_values))
-    return balanced_relevance_examples(pairs, tok, max_len, seed, balance)
-
-
 def balanced_relevance_examples(pairs: list[tuple[str, str, int]], tok: Tokenizer, max_len: int, seed: int = 0,
                                 balance: str = "under") -> list[Example]:
     """``(query, rewrite, label)`` pairs as relevance-task examples, balanced across the labels
-    (``balance``: see :func:`relevance_dataset`), in a seeded random order."""
+    (``balance``: ``"under"`` keeps as many pairs per label as the rarest label has, a random subset of the
+    others; ``"over"`` keeps every pair and repeats the rarer labels' pairs, whole copies then a random subset,
+    up to the commonest label's count, so no labelled pair is thrown away), in a seeded random order."""
     check(balance in ("under", "over"), f"balance must be 'under' or 'over' (got {balance!r})")
     by_label: dict[int, list[tuple[str, str, int]]] = {0: [], 1: [], 2: []}
     for q, r, label in pairs:

@@ -47,7 +47,8 @@ import torch
 from qrw.config import Parser, add_config_args, check, config_from_args, resolve_device, run_main
 from qrw.grpo import (LOG_RATIO_BOUND, aggregate_loss, clipped_surrogate, dynamic_sampling_mask, group_advantages,
                       kl_k3, normalize_then_sum, sequence_ratio, token_logprobs)
-from qrw.rewards import OracleView, RewardConfig, RewardFunction
+from qrw.oracle import OracleView
+from qrw.rewards import RewardConfig, RewardFunction
 from qrw.rewriter import Rewriter
 from qrw.rollout import (RolloutBatch, SampledGroups, completion_logits, frozen_reference, groups_batch,
                          rollout_logprobs, sample_groups, step_generator, step_queries)

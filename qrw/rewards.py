@@ -67,9 +67,6 @@ import torch
 from torch import Tensor
 
 from qrw.config import arg, check
-from qrw.shop import wall
-from qrw.shop.lexicon import Query
-from qrw.shop.metrics import rewrite_metrics
 
 COMPONENTS = ("relevance", "conversion", "recall", "format", "rules")
 RULES = ("category", "anchors", "brand", "vocabulary", "one-category")
@@ -248,66 +245,24 @@ def rule_rewards(rewrites: list[str], anchors: list[str], rules: tuple[str, ...]
     return out
 
 
-class OracleView:
-    """The hidden truth's view of (query, rewrite) pairs: the judge's grades and the shoppers' expected purchases.
-
-    Used only across the wall, by name (:func:`qrw.shop.wall.crossing`): the upper-bound arms
-    ``--relevance-judge oracle``, ``--conversion-judge oracle``, the ``recall`` reward, and the opt-in
-    oracle monitor of GRPO (``--oracle-monitor``). ``shop`` is a :class:`qrw.shop.shop.Shop`; a query text is
-    read as the world's query of that text (a training, logged or held-out query), else parsed by the judge.
-    """
-
-    def __init__(self, shop):
-        self.shop = shop
-        world = shop.world
-        with wall.crossing("oracle: index the world's queries"):
-            self._queries = {q.text: q for q in list(world.queries["train"]) + list(world.log_queries)
-                             + list(world.queries["val"]) + list(world.queries["test"])}
-
-    def metrics(self, texts: list[str], rewrites: list[str], reason: str) -> dict[str, np.ndarray]:
-        """:func:`qrw.shop.metrics.rewrite_metrics` of the pairs, crossing the wall for ``reason``.
-
-        A text the judge reads no intent in (a search for something the shop does not sell) scores 0 on
-        every metric: nothing it asks for is sold.
-        """
-        with wall.crossing(reason):
-            world = self.shop.world
-            queries, known = [], []
-            for text in texts:
-                query = self._queries.get(text)
-                if query is None:
-                    intent = world.judge.parse(text)
-                    query = None if intent is None else Query(text, intent, "", "tail", "log")
-                queries.append(query)
-                known.append(query is not None)
-            out = {name: np.zeros(len(texts)) for name in ("accuracy", "grade", "relevance", "recall", "ucvr")}
-            rows = [i for i, ok in enumerate(known) if ok]
-            if rows:
-                part = rewrite_metrics(world, self.shop.engine, self.shop.users, [queries[i] for i in rows],
-                                       [rewrites[i] for i in rows], k=self.shop.k)
-                for name, values in part.items():
-                    out[name][rows] = np.nan_to_num(values)
-            return out
-
-
 class RewardFunction:
     """Scores rewrites of query texts with every reward component, then fuses them.
 
     ``observed`` is the shop's observed side (:class:`qrw.shop.observed.ObservedShop`: catalog, engine,
     conversion model fit on the logs, log-fit dictionary): all a default run reads. ``tagger`` is a
     :class:`qrw.rewriter.Rewriter` over the frozen SFT model (``relevance_judge="tagger"``). ``oracle`` is an
-    :class:`OracleView`, needed only by the upper-bound arms (``relevance_judge="oracle"``,
+    :class:`qrw.oracle.OracleView`, needed only by the upper-bound arms (``relevance_judge="oracle"``,
     ``conversion_judge="oracle"``, a ``recall`` weight) and by ``monitor=True`` (the oracle's view of the
     samples, logged as ``ucvr`` and ``page_relevance``: evaluation, never a reward). Without them those two
     entries are NaN.
     """
 
-    def __init__(self, observed, cfg: RewardConfig, tagger=None, oracle: OracleView | None = None,
+    def __init__(self, observed, cfg: RewardConfig, tagger=None, oracle=None,
                  monitor: bool = False):
         check(cfg.relevance_judge == "oracle" or tagger is not None, "the tagger relevance reward needs a tagger model")
         needs_oracle = cfg.relevance_judge == "oracle" or cfg.conversion_judge == "oracle" or "recall" in cfg.weights()
         check(oracle is not None or not (needs_oracle or monitor),
-              "the oracle arms and the oracle monitor need the hidden truth (an OracleView)")
+              "the oracle arms and the oracle monitor need the hidden truth (a qrw.oracle.OracleView)")
         self.observed = observed
         self.cfg = cfg
         self.tagger = tagger

@@ -22,7 +22,8 @@ gradient are those of one padded sequence per row at a fraction of the work
 (``python -m qrw.bench train``). The LM head runs only at the target positions.
 
 **The wall** (:mod:`qrw.shop.wall`). Training reads the shop's observed side
-(:class:`qrw.shop.observed.ObservedShop`, built by :func:`observe`): stage 0 the
+(:class:`qrw.shop.observed.ObservedShop`, built by
+:func:`qrw.shop.observation.observe_world`): stage 0 the
 titles, attribute texts and logged sessions; stage 1 the mined rewrite pairs and
 relevance pairs that production produces, labelled through the annotation
 service within ``--label-budget`` labels (:func:`stage1_relevance_pairs`). Gold
@@ -55,20 +56,19 @@ import torch.nn.functional as F
 
 from qrw.config import arg, check, invariant
 from qrw.data import (TASKS, Batch, TaskMixture, balanced_relevance_examples, collate, mix_seed, mixture_counts,
-                      pretrain_dataset, relevance_dataset, rewrite_dataset, rewrite_pair_dataset, split_micro_batches)
+                      pretrain_dataset, rewrite_pair_dataset, split_micro_batches)
 from qrw.lm.model import PRESETS
 from qrw.lm.precision import DTYPES
 from qrw.lm.tokenizer import Tokenizer
 from qrw.rewriter import EMPTY_REWRITE_TAG, Rewriter
-from qrw.shop import wall
 from qrw.shop.annotation import DEFAULT_DISAGREEMENT
-from qrw.shop.labelling import build as build_labelling
+from qrw.shop.config import WorldConfig
 from qrw.shop.observed import DEFAULT_LABEL_BUDGET, ObservedShop
-from qrw.shop.ood import MAX_OOD_QUERIES
-from qrw.shop.relevance import RELEVANCE_DATA, label_rewrites
-from qrw.shop.world import World, WorldConfig
 
-RELEVANCE_CHOICES = ("labelled",) + tuple(RELEVANCE_DATA)  # the default, then the upper bounds built from gold
+# stage 1's relevance pairs: the default (bought through the door), then the upper bounds built from gold
+# (qrw.shop.relevance.RELEVANCE_DATA, through qrw.oracle)
+RELEVANCE_CHOICES = ("labelled", "production", "hard", "perturbed")
+MAX_LABEL_OOD = 5000  # --label-ood: at most this many logged searches nobody clicked on
 
 
 @dataclass
@@ -85,7 +85,7 @@ class SFTRunConfig:
     rewrite_weight: float = arg(1.0, "stage-1 loss weight of rewrite tokens")
     relevance_weight: float = arg(3.0, "stage-1 loss weight of relevance-label tokens")
     rewrite_data: str = arg("mined", "stage-1 rewrite targets: 'mined' (pairs mined from simulated sessions, "
-                            "with their drift, as production mines them: World.mined_pairs) or 'gold' (each "
+                            "with their drift, as production mines them: ObservedShop.mined_pairs) or 'gold' (each "
                             "training query's intent in catalog words: an upper bound); validation stays on gold",
                             choices=["mined", "gold"])
     relevance_per_label: int = arg(4, "distinct perturbed rewrites per label and training query (relevance task)")
@@ -106,14 +106,16 @@ class SFTRunConfig:
     relevance_wrong_values: int = arg(2, "hard cases: wrong values per contradicted attribute (and other brands per "
                                       "swapped brand) ('hard' and 'production' relevance data)")
     label_rewrites: int = arg(0, "stage 1b: rewrites of training queries sampled (temperature 1) from the SFT "
-                              "model and labelled by the judge, as production labels its model's outputs; training "
+                              "model and labelled through the annotation service (counted against --label-budget), as "
+                              "production labels its model's outputs; training "
                               "then continues --label-steps steps with them in the relevance task (0: no stage 1b)")
     label_share: float = arg(0.5, "stage 1b: share of each batch's relevance slots given to the labelled rewrites")
     label_from: str = arg("", "stage 1b: sample the rewrites to label from this finished run's model instead (a GRPO "
                           "run: the policy's own drift, a reward-model refresh), same world and tokenizer")
-    label_ood: int = arg(0, "stage 1b: also sample one rewrite of each of this many out-of-domain queries (products "
-                         "the shop does not sell: qrw.shop.ood's train split, whose nouns val and test never use), "
-                         "labelled 0 (nothing the query asks for is sold): the serving gate's hard negatives")
+    label_ood: int = arg(0, "stage 1b: also sample one rewrite of each of this many logged searches nobody clicked on "
+                         "(ObservedShop.null_texts: the searches for products the shop does not sell are among them, "
+                         "about one in eight on the default world), labelled through the annotation service: the "
+                         "serving gate's hard negatives")
     val_examples: int = arg(256, "validation examples per task for the periodic validation loss")
     dtype: str = arg("fp32", "compute precision: 'fp32', 'bf16' (autocast, float32 weights and optimizer state; "
                      "1.5x faster here but measured worse after GRPO, README), or 'auto' (bf16 where the hardware "
@@ -132,8 +134,8 @@ class SFTRunConfig:
         check(self.label_rewrites == 0 or "relevance" in self.task_list,
               "--label-rewrites needs the relevance task (--tasks rewrite,relevance)")
         check(not self.label_from or self.label_rewrites > 0, "--label-from needs --label-rewrites N")
-        check(0 <= self.label_ood <= MAX_OOD_QUERIES,
-              f"--label-ood must be between 0 and {MAX_OOD_QUERIES} (got {self.label_ood})")
+        check(0 <= self.label_ood <= MAX_LABEL_OOD,
+              f"--label-ood must be between 0 and {MAX_LABEL_OOD} (got {self.label_ood})")
         check(self.label_ood == 0 or self.label_rewrites > 0, "--label-ood needs --label-rewrites N")
         check(self.relevance_wrong_values >= 1, "--relevance-wrong-values must be >= 1")
         check(self.relevance_data in RELEVANCE_CHOICES,
@@ -299,11 +301,6 @@ def default_configs(*, smoke: bool = False, seed: int = 0) -> dict:
             "label": dataclasses.replace(DEFAULT_LABEL, **smoke_values["label"])}
 
 
-def observe(world: World, run: SFTRunConfig) -> ObservedShop:
-    """The observed side of ``world`` for this run: logs, mined pairs, the annotation service with the run's budget."""
-    return ObservedShop.from_world(world, label_budget=run.label_budget, disagreement=run.label_disagreement)
-
-
 def pretrain_mixture(observed: ObservedShop, tok: Tokenizer, run: SFTRunConfig, pre: TrainConfig,
                      max_len: int) -> TaskMixture:
     """Stage 0's batches: titles, attribute text and the logged sessions (:meth:`ObservedShop.pretrain_texts`)."""
@@ -320,60 +317,24 @@ def stage1_budget(run: SFTRunConfig, label_steps: int) -> int:
     return run.label_budget - reserved
 
 
-def stage1_relevance_pairs(observed: ObservedShop, world: World, run: SFTRunConfig,
-                           budget: int) -> tuple[list[tuple[str, str, int]], dict | None]:
-    """Stage 1's relevance pairs ``(query, rewrite, label)`` per ``run.relevance_data``, and what was bought.
-
-    ``labelled`` (the default): :func:`qrw.shop.labelling.build`, bought through the annotation service
-    within ``budget`` labels (:func:`stage1_budget`); the second value is its summary (per source:
-    candidates, labels bought, label shares). The others are upper bounds built from the hidden truth
-    (:func:`qrw.shop.relevance.training_pairs`, summary None): they cross the wall, by name.
-    """
-    if run.relevance_data == "labelled":
-        labelling = build_labelling(observed, budget, run.seed)
-        return labelling.pairs, labelling.summary()
-    from qrw.shop.relevance import training_pairs
-    with wall.crossing(f"upper-bound arm: --relevance-data {run.relevance_data} (pairs built from gold)"):
-        return training_pairs(world, run.relevance_data, run.relevance_per_label, run.relevance_wrong_values), None
-
-
-def sft_mixture(observed: ObservedShop, world: World, tok: Tokenizer, run: SFTRunConfig, sft: TrainConfig,
-                max_len: int, relevance_pairs: list[tuple[str, str, int]] | None = None) -> TaskMixture:
+def sft_mixture(rewrite_pairs: list[tuple[str, str]], relevance_pairs: list[tuple[str, str, int]] | None,
+                tok: Tokenizer, run: SFTRunConfig, sft: TrainConfig, max_len: int) -> TaskMixture:
     """Stage 1's batches: rewrite pairs, plus relevance pairs when multi-task, in the run's ratio and loss weights.
 
-    Rewrite pairs per ``run.rewrite_data``: the shop's mined pairs (first queries are training queries and
-    no val/test query text is on either side: :mod:`qrw.shop.mining`), or every training query with its gold
-    rewrite (an upper bound: it crosses the wall). Relevance pairs: ``relevance_pairs`` (from
-    :func:`stage1_relevance_pairs`), balanced per ``run.relevance_balance``.
+    ``rewrite_pairs``: ``(query, rewrite)`` texts, the shop's mined pairs by default
+    (:attr:`ObservedShop.mined_pairs`); ``relevance_pairs``: ``(query, rewrite, label)``, bought through the
+    annotation door by default (:func:`qrw.oracle.stage1_pairs` gives both, per ``run.rewrite_data`` and
+    ``run.relevance_data``), balanced per ``run.relevance_balance``.
     """
-    if run.rewrite_data == "mined":
-        check(len(observed.mined_pairs) > 0, "--rewrite-data mined: this world mined no rewrite pairs "
-                                             "(raise --mining-sessions-per-query)")
-        rewrite = rewrite_pair_dataset(observed.mined_pairs, tok, max_len)
-    else:
-        with wall.crossing("upper-bound arm: --rewrite-data gold"):
-            rewrite = rewrite_dataset(world.queries["train"], tok, max_len)
-    datasets = {"rewrite": rewrite}
+    check(len(rewrite_pairs) > 0, "--rewrite-data mined: this world mined no rewrite pairs "
+                                  "(raise --mining-sessions-per-query)")
+    datasets = {"rewrite": rewrite_pair_dataset(rewrite_pairs, tok, max_len)}
     if "relevance" in run.task_list:
         check(relevance_pairs is not None, "the multi-task mixture needs its relevance pairs")
         datasets["relevance"] = balanced_relevance_examples(relevance_pairs, tok, max_len, run.seed,
                                                             run.relevance_balance)
     return TaskMixture(datasets, counts=mixture_counts(sft.batch_size, run.task_list, run.rewrite_fraction),
                        weights={"rewrite": run.rewrite_weight, "relevance": run.relevance_weight}, seed=run.seed)
-
-
-def validation_sets(world: World, tok: Tokenizer, run: SFTRunConfig, max_len: int) -> dict[str, list]:
-    """Fixed validation examples per stage-1 task (the periodic validation loss: a monitor, never a signal).
-
-    The rewrite task validates on gold val rewrites whatever ``run.rewrite_data``
-    is (the meaning the evaluation asks for), the relevance task on judge-graded
-    perturbations of them: evaluation, so it crosses the wall by name.
-    """
-    with wall.crossing("evaluation: the validation loss on held-out gold rewrites and judge grades"):
-        val = {"rewrite": rewrite_dataset(world.queries["val"][:run.val_examples], tok, max_len)}
-        if "relevance" in run.task_list:
-            val["relevance"] = relevance_dataset(world, "val", tok, max_len, seed=run.seed)[:run.val_examples]
-    return val
 
 
 LABEL_STREAM = 29  # the random stream of stage 1b's choice of queries and its samples (SFT tasks use 0-3)
@@ -405,34 +366,26 @@ def model_rewrite_pairs(model: torch.nn.Module, tok: Tokenizer, observed: Observ
     return [(q, r, label) for (q, r), label in zip(pairs, observed.annotations.label(pairs))]
 
 
-def val_rewrite_pairs(model: torch.nn.Module, tok: Tokenizer, world: World, seed: int, n: int,
-                      device: torch.device) -> list[tuple[str, str, int]]:
-    """Stage 1b's validation set: ``n`` rewrites of validation queries, graded by the judge (evaluation: the
-    tagger's validation loss on the rewrites it will score; it crosses the wall by name)."""
-    with wall.crossing("evaluation: stage 1b's validation pairs"):
-        queries = {q.text: q for q in world.queries["val"]}
-        pairs = sample_rewrites(model, tok, list(queries), seed, n, 1, device)
-        return label_rewrites(world, [queries[q] for q, _ in pairs], [r for _, r in pairs])
-
-
 def ood_rewrite_pairs(model: torch.nn.Module, tok: Tokenizer, observed: ObservedShop, seed: int, n: int,
                       device: torch.device) -> list[tuple[str, str, int]]:
     """Stage 1b's out-of-domain labels: one rewrite of each of ``n`` logged searches nobody clicked on
-    (:attr:`ObservedShop.null_texts`: most ask for products the shop does not sell), labelled through the door.
+    (:attr:`ObservedShop.null_texts`: the searches for products the shop does not sell are among them, about one
+    in eight on the default world; the rest are in-domain searches whose session clicked nothing), labelled
+    through the door.
 
     What the model actually writes for such a query (``grey oak doormat`` -> ``jeans grey``) is the hard
     negative that random catalog rewrites are not: the serving gate's. Each pair once; deterministic.
     """
-    check(1 <= n <= MAX_OOD_QUERIES, f"out-of-domain labels: n must be between 1 and {MAX_OOD_QUERIES} (got {n})")
+    check(1 <= n <= MAX_LABEL_OOD, f"out-of-domain labels: n must be between 1 and {MAX_LABEL_OOD} (got {n})")
     check(len(observed.null_texts) > 0, "--label-ood: the logs hold no search that nobody clicked on")
     texts = observed.null_texts[:n]
     pairs = sample_rewrites(model, tok, texts, seed, len(texts), 3, device)
     return [(q, r, label) for (q, r), label in zip(pairs, observed.annotations.label(pairs))]
 
 
-def label_mixture(observed: ObservedShop, world: World, tok: Tokenizer, run: SFTRunConfig, label: TrainConfig,
-                  max_len: int, pairs: list[tuple[str, str, int]],
-                  relevance_pairs: list[tuple[str, str, int]] | None = None) -> TaskMixture:
+def label_mixture(rewrite_pairs: list[tuple[str, str]], relevance_pairs: list[tuple[str, str, int]] | None,
+                  tok: Tokenizer, run: SFTRunConfig, label: TrainConfig, max_len: int,
+                  pairs: list[tuple[str, str, int]]) -> TaskMixture:
     """Stage 1b's batches: stage 1's rewrite and relevance tasks, and the labelled model rewrites.
 
     The rewrite task keeps its share of the batch (``run.rewrite_fraction``); the
@@ -441,7 +394,7 @@ def label_mixture(observed: ObservedShop, world: World, tok: Tokenizer, run: SFT
     the rarer ones: :func:`qrw.data.balanced_relevance_examples`), both with the
     relevance loss weight.
     """
-    base = sft_mixture(observed, world, tok, run, label, max_len, relevance_pairs)
+    base = sft_mixture(rewrite_pairs, relevance_pairs, tok, run, label, max_len)
     n_relevance = base.counts["relevance"]
     check(n_relevance >= 2, f"--label-batch-size is too small to share the relevance slots (got {label.batch_size})")
     n_labelled = max(1, min(n_relevance - 1, round(n_relevance * run.label_share)))

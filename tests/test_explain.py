@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from qrw.explain import _advantages, format_trace, trace_update, traced_steps
-from qrw.rewards import OracleView, RewardConfig, RewardFunction
+from qrw.oracle import OracleView
+from qrw.rewards import RewardConfig, RewardFunction
 from qrw.rewriter import Rewriter
 from qrw.rollout import frozen_reference, groups_batch, rollout_logprobs, sample_groups, step_generator, step_queries
 from qrw.runs import load_run

@@ -19,9 +19,9 @@ from qrw.data import TASKS
 from qrw.lm.model import ModelConfig, Transformer
 from qrw.lm.tokenizer import Tokenizer
 from qrw.runs import final_stage, load_run
-from qrw.sft import (SFTRunConfig, TrainConfig, label_mixture, model_rewrite_pairs, observe, ood_rewrite_pairs,
-                     sft_mixture, stage1_relevance_pairs, val_rewrite_pairs)
-from qrw.shop.observed import ObservedShop
+from qrw.oracle import stage1_pairs, val_rewrite_pairs
+from qrw.sft import SFTRunConfig, TrainConfig, label_mixture, model_rewrite_pairs, ood_rewrite_pairs, sft_mixture
+from qrw.shop.observation import observe_world
 from qrw.shop.relevance import label_rewrites
 from qrw.shop.world import World, WorldConfig
 from test_scripts import TINY, assert_bitwise_equal, training_records, weights
@@ -56,17 +56,17 @@ def test_labels_are_the_judges_grades_each_pair_once(world):
 
 def service_labels(world, pairs) -> list[int]:
     """What a fresh annotation service of the world sells for ``(query, rewrite)`` pairs (the noise is a hash)."""
-    return ObservedShop.from_world(world, label_budget=len(pairs) + 1).annotations.label(pairs)
+    return observe_world(world, label_budget=len(pairs) + 1).annotations.label(pairs)
 
 
 def test_sampled_pairs_are_deterministic_and_labelled_through_the_door(world, model_and_tok):
     model, tok = model_and_tok
     cpu = torch.device("cpu")
     n = len(world.queries["train"]) + 5  # more than the split has: it cycles through the queries
-    observed = ObservedShop.from_world(world, label_budget=10_000, disagreement=0.0)
+    observed = observe_world(world, label_budget=10_000, disagreement=0.0)
     a = model_rewrite_pairs(model, tok, observed, 0, n, cpu)
     assert observed.annotations.bought == len(a)  # one label per distinct pair, counted
-    b = model_rewrite_pairs(model, tok, ObservedShop.from_world(world, label_budget=n, disagreement=0.0), 0, n, cpu)
+    b = model_rewrite_pairs(model, tok, observe_world(world, label_budget=n, disagreement=0.0), 0, n, cpu)
     other_seed = model_rewrite_pairs(model, tok, observed, 1, n, cpu)
     assert a == b and a != other_seed
     assert 0 < len(a) <= n and len({(q, r) for q, r, _ in a}) == len(a)
@@ -88,11 +88,11 @@ def test_label_mixture_shares_the_relevance_slots(world, model_and_tok):
     run = SFTRunConfig(preset="tiny", vocab_size=400, rewrite_fraction=0.25, label_share=0.5, relevance_weight=3.0,
                        relevance_data="perturbed")
     cfg = TrainConfig(steps=4, batch_size=16)
-    observed = observe(world, run)
-    relevance, _ = stage1_relevance_pairs(observed, world, run, 0)
+    observed = observe_world(world, run.label_budget, run.label_disagreement)
+    rewrites, relevance, _ = stage1_pairs(observed, world, run, 0)
     pairs = [(q.text, q.gold, 2) for q in world.queries["train"][:6]] + [(world.queries["train"][0].text, "tv", 0)]
-    mix = label_mixture(observed, world, tok, run, cfg, 64, pairs, relevance)
-    base = sft_mixture(observed, world, tok, run, cfg, 64, relevance)
+    mix = label_mixture(rewrites, relevance, tok, run, cfg, 64, pairs)
+    base = sft_mixture(rewrites, relevance, tok, run, cfg, 64)
     assert mix.counts == {"rewrite": 4, "relevance": 6, "labelled": 6} and base.counts["relevance"] == 12
     assert mix.weights["labelled"] == mix.weights["relevance"] == 3.0
     assert len(mix.datasets["labelled"]) == 12  # balanced by repetition: 6 of label 2, the one label 0 six times
@@ -119,7 +119,7 @@ def test_out_of_domain_pairs_are_the_models_samples_of_searches_nobody_clicked(w
     the door (most are for products the shop does not sell), deterministic."""
     model, tok = model_and_tok
     cpu = torch.device("cpu")
-    observed = ObservedShop.from_world(world, label_budget=1000, disagreement=0.0)
+    observed = observe_world(world, label_budget=1000, disagreement=0.0)
     a = ood_rewrite_pairs(model, tok, observed, 0, 30, cpu)
     assert a == ood_rewrite_pairs(model, tok, observed, 0, 30, cpu) and a != ood_rewrite_pairs(model, tok, observed, 1, 30, cpu)
     texts = observed.null_texts[:30]
@@ -189,8 +189,7 @@ def test_label_from_samples_another_runs_model(label_run, tmp_path, cli_error):
     out = tmp_path / "refresh"
     assert train_sft.main(LABEL + ["--out", str(out), "--label-from", str(label_run)]) == 0
     source = load_run(label_run)
-    expected = model_rewrite_pairs(source.model, source.tok, observe(source.world, SFTRunConfig()), 0, 40,
-                                   torch.device("cpu"))
+    expected = model_rewrite_pairs(source.model, source.tok, observe_world(source.world), 0, 40, torch.device("cpu"))
     saved = json.loads((out / "label_pairs.json").read_text())
     assert [tuple(p) for p in saved["train"]] == expected
     # label_run's own pairs came from its model at the end of stage 1, four steps earlier: other samples
@@ -213,7 +212,7 @@ def test_label_ood_adds_out_of_domain_samples_to_the_labels(label_run, tmp_path,
     assert saved["train"][:len(plain["train"])] == plain["train"] and saved["val"] == plain["val"]
     extra = saved["train"][len(plain["train"]):]
     run = load_run(out)
-    observed = observe(run.world, SFTRunConfig())
+    observed = observe_world(run.world)
     assert sorted(q for q, _, _ in extra) == sorted(observed.null_texts[:12])
     assert [label for *_, label in extra] == service_labels(run.world, [(q, r) for q, r, _ in extra])
     assert json.loads((out / "config.json").read_text())["run"]["label_ood"] == 12

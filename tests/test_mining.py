@@ -127,23 +127,27 @@ def test_grade_shares_by_hand():
 def test_stage_one_trains_on_mined_pairs_and_validates_on_gold(world):
     from qrw.data import rewrite_dataset, rewrite_pair_dataset
     from qrw.lm.tokenizer import Tokenizer
-    from qrw.sft import SFTRunConfig, TrainConfig, observe, sft_mixture, validation_sets
+    from qrw.oracle import stage1_pairs, validation_sets
+    from qrw.sft import SFTRunConfig
+    from qrw.shop.observation import observe_world
     from qrw.shop import wall
 
     tok = Tokenizer.train(world.corpus_texts(), 400)
     mined, gold = SFTRunConfig(vocab_size=400), SFTRunConfig(rewrite_data="gold", vocab_size=400)
     assert SFTRunConfig().rewrite_data == "mined"  # the default: mined pairs, as production has them
     pairs = [(p.query, p.rewrite) for p in world.mined_pairs]
-    observed = observe(world, mined)
+    observed = observe_world(world, mined.label_budget, mined.label_disagreement)
     assert observed.mined_pairs == pairs  # the shop keeps the mined pairs' texts
-    relevance = [("q", "r", 0)]
+    single = dict(tasks="rewrite")
     with wall.sealed():  # the default reads the shop's mined pairs, behind the wall
-        default = sft_mixture(observed, world, tok, mined, TrainConfig(), 64, relevance).datasets["rewrite"]
         wall.reset_crossings()
-        upper = sft_mixture(observed, world, tok, gold, TrainConfig(), 64, relevance).datasets["rewrite"]
+        default, _, _ = stage1_pairs(observed, world, SFTRunConfig(vocab_size=400, **single), 0)
+        assert wall.crossings() == {}
+        upper, _, _ = stage1_pairs(observed, world, SFTRunConfig(rewrite_data="gold", vocab_size=400, **single), 0)
         assert wall.crossings() == {"upper-bound arm: --rewrite-data gold": 1}  # gold crosses, by name
-    assert default == rewrite_pair_dataset(pairs, tok, 64)
-    assert upper == rewrite_dataset(world.queries["train"], tok, 64)
+    assert default == pairs
+    assert upper == [(q.text, q.gold) for q in world.queries["train"]]
+    assert rewrite_dataset(world.queries["train"], tok, 64) == rewrite_pair_dataset(upper, tok, 64)
     assert validation_sets(world, tok, mined, 64)["rewrite"] == validation_sets(world, tok, gold, 64)["rewrite"]
 
 

@@ -10,14 +10,15 @@ import pytest
 
 import train_sft
 from qrw.config import UserError
-from qrw.data import relevance_dataset
+from qrw.oracle import relevance_dataset, stage1_pairs
 from qrw.lm.tokenizer import Tokenizer
 from qrw.shop import relevance
 from qrw.shop.judge import canonical_phrases
 from qrw.shop.lexicon import Draws, Intent
 from qrw.shop.ood import ood_nouns, ood_queries
 from qrw.shop.world import World, WorldConfig
-from qrw.sft import SFTRunConfig, TrainConfig, observe, sft_mixture, stage1_relevance_pairs
+from qrw.sft import SFTRunConfig, TrainConfig, sft_mixture
+from qrw.shop.observation import observe_world
 
 SMALL = dict(seed=3, n_products=300, n_train_queries=600, n_val_queries=50, n_test_queries=80, n_log_sessions=100)
 OOD_TRAIN = set(ood_queries(SMALL["seed"], relevance.OOD_TRAINING_QUERIES, "train"))
@@ -187,10 +188,10 @@ def test_relevance_dataset_balances_the_production_pairs(world):
         relevance_dataset(world, "val", tok, 64, data="production")  # evaluation stays on perturbed pairs
     run = SFTRunConfig(vocab_size=400, relevance_data="hard", relevance_per_label=2)
     assert SFTRunConfig().relevance_data == "labelled"  # the default: production's pairs, bought through the door
-    observed = observe(world, run)
-    pairs, bought = stage1_relevance_pairs(observed, world, run, 0)  # an upper bound: built from gold, no label bought
+    observed = observe_world(world, run.label_budget, run.label_disagreement)
+    rewrites, pairs, bought = stage1_pairs(observed, world, run, 0)  # an upper bound: built from gold, none bought
     assert bought is None and observed.annotations.bought == 0
-    assert sft_mixture(observed, world, tok, run, TrainConfig(), 64, pairs).datasets["relevance"] == \
+    assert sft_mixture(rewrites, pairs, tok, run, TrainConfig(), 64).datasets["relevance"] == \
         relevance_dataset(world, "train", tok, 64, per_label=2, balance="over", data="hard")
     with pytest.raises(UserError):
         SFTRunConfig(relevance_wrong_values=0)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from qrw.config import UserError
-from qrw.rewards import OracleView, RewardConfig, RewardFunction, rule_rewards
+from qrw.oracle import OracleView
+from qrw.rewards import RewardConfig, RewardFunction, rule_rewards
 from qrw.shop.shop import Shop
 from qrw.shop.world import World, WorldConfig
 

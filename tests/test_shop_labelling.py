@@ -16,6 +16,7 @@ from qrw.config import UserError
 from qrw.shop import labelling, wall
 from qrw.shop.annotation import AnnotationService
 from qrw.shop.labelling import CatalogWords, buy_order, build, candidates, production_pairs
+from qrw.shop.observation import observe_world
 from qrw.shop.observed import ObservedShop
 from qrw.shop.world import World, WorldConfig
 
@@ -64,7 +65,7 @@ def world() -> World:
 
 def observed(world, budget: int, disagreement: float = 0.1, annotators: int = 1) -> ObservedShop:
     """A fresh observed shop whose annotation service has sold nothing."""
-    return ObservedShop.from_world(world, label_budget=budget, disagreement=disagreement, annotators=annotators)
+    return observe_world(world, label_budget=budget, disagreement=disagreement, annotators=annotators)
 
 
 def sealed_build(shop: ObservedShop, budget: int, seed: int = 0):

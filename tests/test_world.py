@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from qrw.config import UserError
-from qrw.data import relevance_dataset
+from qrw.oracle import relevance_dataset
 from qrw.lm.tokenizer import Tokenizer, render_relevance
 from qrw.shop.judge import COMPLEMENT, EXACT, IRRELEVANT, SUBSTITUTE, render_canonical
 from qrw.shop.lexicon import Draws, Intent, Lexicon, make_typo, one_edit

@@ -118,19 +118,20 @@ def training_batches(seed: int, smoke: bool, n_batches: int) -> tuple[int, dict[
     Returns the tokenizer's vocabulary size, ``{stage: [items of one step, ...]}`` and the task loss weights.
     """
     from qrw.lm.tokenizer import Tokenizer
-    from qrw.sft import (default_configs, observe, pretrain_mixture, sft_mixture, stage1_budget,
-                         stage1_relevance_pairs)
+    from qrw.oracle import stage1_pairs
+    from qrw.sft import default_configs, pretrain_mixture, sft_mixture, stage1_budget
+    from qrw.shop.observation import observe_world
     from qrw.shop.world import World
 
     configs = default_configs(smoke=smoke, seed=seed)
     run = configs["run"]
     world = World(configs["world"])
-    observed = observe(world, run)
+    observed = observe_world(world, run.label_budget, run.label_disagreement)
     tok = Tokenizer.train(observed.corpus_texts(), run.vocab_size)
     max_len = ModelConfig.preset(run.preset, tok.vocab_size).max_seq_len
-    relevance, _ = stage1_relevance_pairs(observed, world, run, stage1_budget(run, 0))
+    rewrites, relevance, _ = stage1_pairs(observed, world, run, stage1_budget(run, 0))
     stage0 = pretrain_mixture(observed, tok, run, configs["pretrain"], max_len)
-    stage1 = sft_mixture(observed, world, tok, run, configs["sft"], max_len, relevance)
+    stage1 = sft_mixture(rewrites, relevance, tok, run, configs["sft"], max_len)
     batches = {"pretrain": [stage0.batch(i) for i in range(n_batches)], "sft": [stage1.batch(i) for i in range(n_batches)]}
     return tok.vocab_size, batches, {**stage0.weights, **stage1.weights}
 

@@ -62,8 +62,10 @@ def stage_steps(init: str, seed: int = 0) -> tuple[torch.nn.Module, dict]:
     from qrw.rewriter import Rewriter
     from qrw.rollout import groups_batch, rollout_logprobs, sample_groups, step_generator, step_queries
     from qrw.runs import load_run
-    from qrw.sft import (SFTRunConfig, TrainConfig, multitask_loss, observe, pretrain_mixture, sft_mixture,
-                         stage1_budget, stage1_relevance_pairs)
+    from qrw.oracle import stage1_pairs
+    from qrw.shop.observation import observe_world
+    from qrw.sft import (SFTRunConfig, TrainConfig, multitask_loss, pretrain_mixture, sft_mixture,
+                         stage1_budget)
     from qrw.update import GRPOConfig, update_policy
 
     loaded = load_run(init)
@@ -71,11 +73,11 @@ def stage_steps(init: str, seed: int = 0) -> tuple[torch.nn.Module, dict]:
     config = loaded.config
     run = config_from_dict(SFTRunConfig, {"dtype": "fp32"} | config["run"])
     max_len = model.config.max_seq_len
-    observed = observe(world, run)
+    observed = observe_world(world, run.label_budget, run.label_disagreement)
     label_steps = config.get("label", {}).get("steps", 0)
-    relevance, _ = stage1_relevance_pairs(observed, world, run, stage1_budget(run, label_steps))
+    rewrites, relevance, _ = stage1_pairs(observed, world, run, stage1_budget(run, label_steps))
     stage0 = pretrain_mixture(observed, tok, run, config_from_dict(TrainConfig, config["pretrain"]), max_len)
-    stage1 = sft_mixture(observed, world, tok, run, config_from_dict(TrainConfig, config["sft"]), max_len, relevance)
+    stage1 = sft_mixture(rewrites, relevance, tok, run, config_from_dict(TrainConfig, config["sft"]), max_len)
     batches = {"pretrain": stage0.batch(1), "sft": stage1.batch(1)}  # the run's own second step of each stage
     weights = {**stage0.weights, **stage1.weights}
     optimizer = torch.optim.AdamW(model.param_groups(0.1), lr=1e-6, fused=True)

@@ -23,8 +23,8 @@ text only (never an intent, a gold rewrite, the judge or the user vocabulary):
 - ``skipped``: per logged session, one shown-but-not-clicked title: one ranked
   above the last click (examined and passed over), or the top title of a page
   nobody clicked (titles the engine thought relevant that shoppers did not);
-- ``null``: each logged search nobody ever clicked (many are for products the
-  shop does not sell) with its dictionary reading, a random title and a random
+- ``null``: each logged search nobody ever clicked (about one in eight is for a
+  product the shop does not sell; the rest are in-domain searches left unclicked) with its dictionary reading, a random title and a random
   mined rewrite (the catalog-worded answers a rewriter gives such a query);
 - augmentations of the mined rewrites, the dictionary rewrites and the clicked
   titles, on their catalog words only (:class:`CatalogWords`, read from the
@@ -59,7 +59,7 @@ pairs bought, label shares; the labels bought in all).
 **What it costs** (the default world, seed 0, one annotator): 221,215
 candidates; the default budget (``DEFAULT_LABEL_BUDGET``, 60,000 labels) buys
 60,000 pairs, 27% of them, labelled 46% / 37% / 17% (0 / 1 / 2), against
-the 182,000 gold-built pairs stage 1 used before the wall. The mined pairs
+the 173,202 gold-built pairs stage 1 used before the wall. The mined pairs
 (6,525) are all bought from about 36,000 labels on; past that the other
 sources fill their share.
 """
@@ -73,7 +73,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qrw.config import check
-from qrw.shop.logs import click_pairs
+from qrw.shop.sessions import click_pairs
 
 LABELLING_STREAM = 17  # seed stream of this module (the world's own streams are 1-5, the logs' 11, stage 1's 15-16)
 CHUNK_PAIRS = 5000  # pairs per call to the annotation service
@@ -86,7 +86,7 @@ SHARES: dict[str, float] = {
     "copy": 0.04,              # the identity rewrite: cheap to learn, a policy's fallback, so a small share
     "clicked": 0.12,           # clicked titles: the logs' positives, full catalog words (mostly label 1 or 2)
     "skipped": 0.06,           # shown, not clicked: the engine's near misses, a mix the clicks alone never show
-    "null": 0.10,              # searches nobody clicked, at the logs' own out-of-domain share: mostly label 0
+    "null": 0.10,              # searches nobody clicked (the not-sold ones among them), at the logs' own out-of-domain share
     "drop phrase": 0.08,       # one slot dropped: broadening (label 1) next to its unbroken base
     "value swapped": 0.10,     # an attribute contradicted: the label-0 case a tagger misses unless it reads values
     "brand swapped": 0.08,     # a brand contradicted: the other label-0 slot

@@ -12,9 +12,11 @@ of them. Relevance labels come through one door, :attr:`ObservedShop.annotations
 (:class:`~qrw.shop.annotation.AnnotationService`: the judge as annotators,
 counted against a label budget, with annotator disagreement).
 
-Built once from a :class:`~qrw.shop.world.World` by :meth:`ObservedShop.from_world`
-(before the wall is sealed: :mod:`qrw.shop.wall`); everything it holds is plain
-text, ids and numbers, so training code that holds it reads nothing hidden.
+Built once from a :class:`~qrw.shop.world.World` by
+:func:`qrw.shop.observation.observe_world` (before the wall is sealed:
+:mod:`qrw.shop.wall`); everything it holds is plain text, ids and numbers, and
+this module imports nothing of the hidden truth, so training code that holds it
+reads nothing hidden.
 
 The serving gate's query checks live here too (:meth:`ObservedShop.knows_query`,
 :meth:`ObservedShop.reads_product`): serving is production, and production has
@@ -25,11 +27,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from qrw.shop.annotation import DEFAULT_DISAGREEMENT, AnnotationService
+from qrw.shop.annotation import AnnotationService
 from qrw.shop.baselines import DictionaryRewriter
 from qrw.shop.conversion import ConversionModel
 from qrw.shop.lexicon import deletes, one_edit
-from qrw.shop.logs import LogConfig, LoggedSession, click_pairs, session_texts, simulate_logs
+from qrw.shop.sessions import LoggedSession, click_pairs, session_texts
 from qrw.shop.search import SearchEngine
 
 # Shop.knows_query forgives one typo only in words this long: among shorter words one edit reaches too many
@@ -51,8 +53,10 @@ class ObservedShop:
     the SFT training queries: logged traffic the shop keeps); ``mined_pairs``
     (``(query, rewrite)`` texts); ``grpo_texts`` (the distinct logged searches with
     at least one click, in first-logged order: GRPO's training queries);
-    ``null_texts`` (the distinct logged searches no session ever clicked on:
-    most are for products the shop does not sell); ``annotations`` (the door).
+    ``null_texts`` (the distinct logged searches no session ever clicked on: the
+    searches for products the shop does not sell are among them, but on the default
+    world only about one in eight of them is one: most are in-domain searches
+    whose single session clicked nothing); ``annotations`` (the door).
     """
 
     def __init__(self, *, products, engine: SearchEngine, category_names, brands, category_brands, category_attrs,
@@ -75,22 +79,6 @@ class ObservedShop:
         self._dictionary: DictionaryRewriter | None = None
         self._conversion: ConversionModel | None = None
         self._vocabulary: tuple[frozenset[str], dict[str, list[str]]] | None = None
-
-    @classmethod
-    def from_world(cls, world, *, label_budget: int = DEFAULT_LABEL_BUDGET,
-                   disagreement: float = DEFAULT_DISAGREEMENT, annotators: int = 1,
-                   log_config: LogConfig | None = None, engine: SearchEngine | None = None) -> "ObservedShop":
-        """The observed side of ``world``: its logs simulated as a shop records them, its mined pairs as texts,
-        and an annotation service with ``label_budget`` labels (call before :func:`qrw.shop.wall.sealed`)."""
-        engine = engine if engine is not None else SearchEngine(world.titles, world.popularity)
-        lexicon = world.lexicon
-        return cls(products=world.products, engine=engine, category_names=lexicon.category_names,
-                   brands=lexicon.brands, category_brands=lexicon.category_brands,
-                   category_attrs=lexicon.category_attrs, sessions=simulate_logs(world, log_config, engine),
-                   train_texts=[q.text for q in world.queries["train"]],
-                   mined_pairs=[(p.query, p.rewrite) for p in world.mined_pairs],
-                   annotations=AnnotationService(world, label_budget, disagreement, annotators,
-                                                 seed=world.config.seed))
 
     # -- what the shop fits on its logs ----------------------------------------------------------
 

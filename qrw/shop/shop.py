@@ -26,6 +26,7 @@ import numpy as np
 from qrw.config import UserError, invariant
 from qrw.shop.baselines import DictionaryRewriter, gold_rewrites
 from qrw.shop.metrics import rewrite_metrics, summarize
+from qrw.shop.observation import observe_world
 from qrw.shop.observed import TYPO_MIN_LETTERS, ObservedShop  # noqa: F401  (TYPO_MIN_LETTERS: re-exported)
 from qrw.shop.ood import checked_ood_queries
 from qrw.shop.search import SearchEngine
@@ -61,7 +62,7 @@ class Shop:
     def observed(self) -> ObservedShop:
         """What the shop observes of its world (:meth:`ObservedShop.from_world`, built on first use)."""
         if self._observed is None:
-            self._observed = ObservedShop.from_world(self.world, engine=self.engine)
+            self._observed = observe_world(self.world, engine=self.engine)
         return self._observed
 
     @property

@@ -21,7 +21,7 @@ raises :class:`WallError`, unless
   ``--conversion-judge oracle``, ``--rewrite-data gold``), the validation loss
   on held-out gold rewrites, the opt-in oracle monitor of GRPO. Every crossing
   is counted by name (:func:`crossings`) and a run records them, so a run's
-  ``config.json`` says whether it trained behind the wall.
+  ``metrics.json["wall"]`` says whether it trained behind the wall.
 
 How: entering the seal replaces each hidden accessor on its class by a guard
 (a method by a wrapper, an instance attribute by a data descriptor that reads
