@@ -92,6 +92,8 @@ class RewardConfig:
     conversion_scale: float = arg(0.5, "UCVR is divided by this to give the conversion reward (~[0, 1])",
                                   advanced=True)
     max_words: int = arg(16, "format rule: at most this many words in a rewrite", advanced=True)
+    max_repeats: int = arg(3, "format rule: a rewrite fails when a word occurs this many times (at 2, possessives "
+                           "stripped first: 'charger charger', \"kettle kettle's\" fail)", advanced=True)
     rules: str = arg("category,anchors,brand,vocabulary", "comma-separated rule checks rewarded as the 'rules' "
                      "component, or 'none': category (names a catalog category), anchors (keeps the catalog words a "
                      "mined dictionary reads in the query), brand (adds no brand the query lacks), vocabulary (the "
@@ -111,6 +113,7 @@ class RewardConfig:
         check(not unknown, f"--rules: unknown rule(s) {', '.join(unknown)}; choose from {', '.join(RULES)}")
         check(self.conversion_scale > 0, "--conversion-scale must be > 0")
         check(self.max_words >= 1, "--max-words must be >= 1")
+        check(self.max_repeats >= 2, "--max-repeats must be >= 2")
         check(any(w > 0 for w in self.weights().values()), "every reward weight of this objective is 0")
 
     def weights(self) -> dict[str, float]:
@@ -173,15 +176,32 @@ def fuse_rewards(components: dict[str, Tensor], weights: dict[str, float]) -> Te
     return fused
 
 
+def stem(word: str) -> str:
+    """``word`` without its trailing possessives: ``"headphones's's"`` -> ``"headphones"`` (a repeat in disguise).
+
+    >>> stem("headphones's's"), stem("diesel's"), stem("levi's"), stem("kettle")
+    ('headphones', 'diesel', 'levi', 'kettle')
+    """
+    while word.endswith("'s") and len(word) > 2:
+        word = word[:-2]
+    return word
+
+
 def format_reward(queries: list[str], rewrites: list[str], well_formed: list[bool], known_words: set[str],
-                  max_words: int) -> np.ndarray:
-    """The rule-based format check (see the module docstring), 1.0 or 0.0 per rewrite."""
+                  max_words: int, max_repeats: int = 3) -> np.ndarray:
+    """The rule-based format check (see the module docstring), 1.0 or 0.0 per rewrite.
+
+    A rewrite fails when a word occurs ``max_repeats`` times or more, counted on :func:`stem`\ s when
+    ``max_repeats`` is 2 (``"charger charger"`` and ``"headphones headphones's"`` fail; at 3, the words as
+    written are counted, as before).
+    """
     out = np.zeros(len(rewrites))
     for i, (q, r, ok) in enumerate(zip(queries, rewrites, well_formed)):
         words = r.split()
         if not ok or not words or len(words) > max_words:
             continue
-        if max(Counter(words).values()) >= 3:
+        counted = [stem(w) for w in words] if max_repeats <= 2 else words
+        if max(Counter(counted).values()) >= max_repeats:
             continue
         if r == q and any(w not in known_words for w in q.split()):
             continue
@@ -304,7 +324,8 @@ class RewardFunction:
         else:
             out["conversion"] = oracle["ucvr"] / cfg.conversion_scale
         out["recall"] = oracle["recall"] if oracle is not None and "recall" in self.weights else np.full(n, np.nan)
-        out["format"] = format_reward(queries, rewrites, well_formed, self.known_words, cfg.max_words)
+        out["format"] = format_reward(queries, rewrites, well_formed, self.known_words, cfg.max_words,
+                                      cfg.max_repeats)
         out["rules"] = self.rules(queries, rewrites) if cfg.rule_list else np.zeros(n)
         parts = {c: torch.as_tensor(out[c]) for c in self.weights}
         out["fused"] = fuse_rewards(parts, self.weights).numpy()

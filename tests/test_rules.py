@@ -7,7 +7,7 @@ import pytest
 
 from qrw.config import UserError
 from qrw.oracle import OracleView
-from qrw.rewards import RewardConfig, RewardFunction, rule_rewards
+from qrw.rewards import RewardConfig, RewardFunction, format_reward, rule_rewards, stem
 from qrw.shop.shop import Shop
 from qrw.shop.world import World, WorldConfig
 
@@ -115,3 +115,17 @@ def test_dropped_attribute_values_are_split_by_what_the_rules_dictionary_reads()
     gold = [render_canonical(lex, q.intent) for q in queries]
     assert dropped_attribute_values(world, queries, gold, readings) == {"values dropped, read": 0,
                                                                        "values dropped, unread": 0}
+
+
+def test_format_rule_max_repeats_counts_stems_at_2():
+    """--max-repeats 2: a word twice fails, possessives stripped first (the degenerate rewrites GRPO wrote behind the
+    wall: 'power charger charger', "headphones headphones headphones's's"); 3 keeps the old rule (words as written)."""
+    rewrites = ["power charger charger", "headphones headphones's", "smartwatch alu's's's's smartwatch",
+                "levi's jeans", "samsung charger black", "a a a"]
+    ok = [True] * len(rewrites)
+    assert format_reward(["q"] * 6, rewrites, ok, set(), 16, max_repeats=2).tolist() == [0, 0, 0, 1, 1, 0]
+    assert format_reward(["q"] * 6, rewrites, ok, set(), 16, max_repeats=3).tolist() == [1, 1, 1, 1, 1, 0]
+    assert format_reward(["q"] * 6, rewrites, ok, set(), 16).tolist() == [1, 1, 1, 1, 1, 0]  # the default: 3
+    assert stem("headphones's's") == "headphones" and stem("'s") == "'s"
+    with pytest.raises(UserError, match="--max-repeats"):
+        RewardConfig(max_repeats=1)
