@@ -191,7 +191,7 @@ def format_reward(queries: list[str], rewrites: list[str], well_formed: list[boo
                   max_words: int, max_repeats: int = 3) -> np.ndarray:
     """The rule-based format check (see the module docstring), 1.0 or 0.0 per rewrite.
 
-    A rewrite fails when a word occurs ``max_repeats`` times or more, counted on :func:`stem`\ s when
+    A rewrite fails when a word occurs ``max_repeats`` times or more, counted on stems (:func:`stem`) when
     ``max_repeats`` is 2 (``"charger charger"`` and ``"headphones headphones's"`` fail; at 3, the words as
     written are counted, as before).
     """

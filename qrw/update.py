@@ -46,12 +46,14 @@ from qrw.rollout import RolloutBatch, completion_logits, rollout_logprobs
 class GRPOConfig:
     """Hyperparameters of stage 2 (GRPO). Defaults fit a 2-core CPU in minutes.
 
-    The defaults keep DeepSeekMath's KL penalty (``beta=0.04``, k3 estimator, to
-    the frozen SFT reference, every step) and update on every group. With the
-    learned relevance reward (the production regime's default) that penalty is
-    what keeps the policy where the tagger can be trusted: measured without it
-    (``beta=0`` with DAPO's dynamic sampling, round 2's defaults) the tagger was
-    hacked (docs/EXPERIMENTS.md, "GRPO: how the defaults were chosen"). Two defaults depart from DeepSeekMath's GRPO:
+    The defaults keep a KL penalty (k3 estimator, to the frozen SFT reference,
+    every step), five times DeepSeekMath's (``beta=0.2``; theirs is 0.04), and
+    update on every group. With learned rewards that penalty is what keeps the
+    policy where the tagger and the conversion model can be trusted: behind the
+    wall, at 0.04 the policy learned degenerate rewrites both rewards prize
+    (validation accuracy 0.518 -> 0.160 after 250 steps); at 0.2 it stayed near
+    its init (0.518 -> 0.532), chosen on validation queries (seed 0,
+    docs/EXPERIMENTS.md, "Behind the wall"). Two defaults depart from DeepSeekMath's GRPO:
 
     - ``scale="none"`` (Dr. GRPO), for ``--aggregation sum``: an advantage is the
       fused reward's difference from its group mean. (The default aggregation,
@@ -82,9 +84,9 @@ class GRPOConfig:
     warmup_steps: int = arg(5, "linear warmup steps", advanced=True)
     weight_decay: float = arg(0.0, "AdamW weight decay", advanced=True)
     max_grad_norm: float = arg(1.0, "max global gradient norm", advanced=True)
-    beta: float = arg(0.04, "KL coefficient (k3 estimator, to the frozen SFT reference; DeepSeekMath's 0.04: it "
-                      "keeps the policy where the learned relevance reward can be trusted; > 0 needs "
-                      "--no-dynamic-sampling)")
+    beta: float = arg(0.2, "KL coefficient (k3 estimator, to the frozen SFT reference; DeepSeekMath's is 0.04, "
+                      "chosen here on validation queries behind the wall: it keeps the policy where the learned "
+                      "rewards can be trusted; > 0 needs --no-dynamic-sampling)")
     clip_low: float = arg(0.2, "clip range below 1, 0 < clip_low < 1: ratio >= 1 - clip_low", advanced=True)
     clip_high: float | None = arg(None, "clip range above 1, > 0: ratio <= 1 + clip_high "
                                   "(None: clip_low; DAPO: 0.28)", advanced=True)

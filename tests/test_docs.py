@@ -285,7 +285,7 @@ def test_the_readme_states_what_training_reads_of_the_hidden_truth(parsers):
 
 
 def test_a_default_changed_in_the_code_alone_fails(monkeypatch):
-    """Change GRPOConfig's beta (README: `--beta` (default 0.04)) in the code only: the check must object."""
+    """Change GRPOConfig's beta (README: `--beta` (default 0.2)) in the code only: the check must object."""
     from qrw.update import GRPOConfig
 
     field = GRPOConfig.__dataclass_fields__["beta"]
@@ -299,12 +299,12 @@ def test_a_default_changed_in_the_code_alone_fails(monkeypatch):
 def test_the_reader_by_hand(tmp_path, parsers):
     page = tmp_path / "page.md"
     page.write_text(
-        "`--beta` (default 0.04) and `--mu` (default 7), `--rewrite-data mined` (default), `--dynamic-sampling`\n"
+        "`--beta` (default 0.2) and `--mu` (default 7), `--rewrite-data mined` (default), `--dynamic-sampling`\n"
         "(default off). `python -m qrw.explain --group-size 8` gives `--group-size` (default 8).\n\n"
         "| flag | default | what |\n|---|---|---|\n| `--clip-low`, `--clip-high` | 0.2, none (= low) | x |\n"
         "| `--lr` | 3e-4 | y |\n\n`--no-such-flag`, `--top-q` (removed), and `--no-dynamic-sampling` (default).\n")
     found = [(s.line, s.flag, s.value) for s in statements(page)]
-    assert found == [(1, "--beta", "0.04"), (1, "--mu", "7"), (1, "--dynamic-sampling", "off"),  # across a line break
+    assert found == [(1, "--beta", "0.2"), (1, "--mu", "7"), (1, "--dynamic-sampling", "off"),  # across a line break
                      (2, "--group-size", "8"), (1, "--rewrite-data", "mined"), (6, "--clip-low", "0.2"),
                      (6, "--clip-high", "none (= low)"), (7, "--lr", "3e-4"), (9, "--no-dynamic-sampling", "on")]
     bad = default_mismatches(parsers, [page])
