@@ -59,6 +59,14 @@ class Product:
     popularity: float
     title: str
 
+    @property
+    def attribute_text(self) -> str:
+        """``"<title> | category: ... | brand: ... | colour: black | price: 699"`` (stage-0 text)."""
+        parts = [self.title, f"category: {self.category}", f"brand: {self.brand}"]
+        parts += [f"{attr}: {value}" for attr, value in self.attrs]
+        parts.append(f"price: {self.price:.0f}")
+        return " | ".join(parts)
+
 
 @dataclass(frozen=True)
 class Query:

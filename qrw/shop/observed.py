@@ -100,11 +100,8 @@ class ObservedShop:
 
     @staticmethod
     def attribute_text(product) -> str:
-        """``"<title> | category: ... | brand: ... | colour: black | price: 699"``."""
-        parts = [product.title, f"category: {product.category}", f"brand: {product.brand}"]
-        parts += [f"{attr}: {value}" for attr, value in product.attrs]
-        parts.append(f"price: {product.price:.0f}")
-        return " | ".join(parts)
+        """``"<title> | category: ... | brand: ... | colour: black | price: 699"``: :attr:`Product.attribute_text`."""
+        return product.attribute_text
 
     def log_texts(self) -> list[str]:
         """The logged sessions as stage-0 text (:func:`qrw.shop.logs.session_texts`)."""

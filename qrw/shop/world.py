@@ -326,11 +326,8 @@ class World:
     # -- text views ------------------------------------------------------------------------------
 
     def attribute_text(self, product: Product) -> str:
-        """``"<title> | category: ... | brand: ... | colour: black | price: 699"``."""
-        parts = [product.title, f"category: {product.category}", f"brand: {product.brand}"]
-        parts += [f"{attr}: {value}" for attr, value in product.attrs]
-        parts.append(f"price: {product.price:.0f}")
-        return " | ".join(parts)
+        """``"<title> | category: ... | brand: ... | colour: black | price: 699"``: :attr:`Product.attribute_text`."""
+        return product.attribute_text
 
     def log_texts(self) -> list[str]:
         """Search-log sessions as text: ``"search: blk kicks mens | clicked: nike sneakers men black size 9"``."""
