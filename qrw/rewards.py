@@ -13,7 +13,9 @@ query channels, one tagger forward):
   expected purchases per search, divided by ``conversion_scale`` so that it
   lives on the same [0, ~1] scale as the other rewards. ``--conversion-judge
   oracle`` gives the shopper simulator's expected purchases instead (the
-  evaluation's own UCVR: an upper bound that crosses the wall).
+  evaluation's own UCVR: an upper bound that crosses the wall). With
+  ``conversion_gate="relevance"`` it is multiplied by the relevance reward (a
+  page sells only as far as the rewrite keeps the query's meaning).
 - ``recall`` (upper bound, weight 0 by default): recall@k of the intent's Exact
   products on ``page(q, r)``; it needs the intent, so it crosses the wall.
 - ``format`` (rule-based), 1 when all hold, else 0: the rewrite is well formed
@@ -85,6 +87,10 @@ class RewardConfig:
     conversion_judge: str = arg("model", "conversion reward from the conversion model fit on the logged sessions "
                                 "(what a shop has: qrw.shop.conversion) or the shopper simulator's expected purchases "
                                 "(the evaluation's own UCVR: an upper bound)", choices=["model", "oracle"])
+    conversion_gate: str = arg("none", "'relevance' multiplies the conversion reward by the relevance reward, so a "
+                               "page sells only as far as the rewrite keeps the query's meaning (the conversion model "
+                               "alone pays for popular pages in the query's category: docs/EXPERIMENTS.md); 'none' "
+                               "leaves it alone", choices=["none", "relevance"], advanced=True)
     w_relevance: float = arg(1.0, "fusion weight of the relevance reward", advanced=True)
     w_conversion: float = arg(1.0, "fusion weight of the conversion reward", advanced=True)
     w_recall: float = arg(0.0, "fusion weight of the recall reward (fusion only)", advanced=True)
@@ -112,6 +118,8 @@ class RewardConfig:
         unknown = sorted(set(self.rule_list) - set(RULES))
         check(not unknown, f"--rules: unknown rule(s) {', '.join(unknown)}; choose from {', '.join(RULES)}")
         check(self.conversion_scale > 0, "--conversion-scale must be > 0")
+        check(self.conversion_gate in ("none", "relevance"),
+              f"--conversion-gate must be none or relevance (got {self.conversion_gate!r})")
         check(self.max_words >= 1, "--max-words must be >= 1")
         check(self.max_repeats >= 2, "--max-repeats must be >= 2")
         check(any(w > 0 for w in self.weights().values()), "every reward weight of this objective is 0")
@@ -323,6 +331,8 @@ class RewardFunction:
             out["conversion"] = self.observed.page_conversion(queries, rewrites, self.k) / cfg.conversion_scale
         else:
             out["conversion"] = oracle["ucvr"] / cfg.conversion_scale
+        if cfg.conversion_gate == "relevance":  # a page converts as far as the rewrite keeps the query's meaning
+            out["conversion"] = out["conversion"] * out["relevance"]
         out["recall"] = oracle["recall"] if oracle is not None and "recall" in self.weights else np.full(n, np.nan)
         out["format"] = format_reward(queries, rewrites, well_formed, self.known_words, cfg.max_words,
                                       cfg.max_repeats)

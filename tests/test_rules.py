@@ -129,3 +129,22 @@ def test_format_rule_max_repeats_counts_stems_at_2():
     assert stem("headphones's's") == "headphones" and stem("'s") == "'s"
     with pytest.raises(UserError, match="--max-repeats"):
         RewardConfig(max_repeats=1)
+
+
+def test_conversion_gate_multiplies_conversion_by_relevance():
+    world = World(WorldConfig(seed=1, n_products=300, n_train_queries=60, n_val_queries=10, n_test_queries=20,
+                              n_log_sessions=200))
+    shop = Shop(world)
+    queries = world.queries["test"][:10]
+    rewrites = [" ".join(q.intent.category.split()) for q in queries[:5]] + [q.text for q in queries[5:]]
+    plain = RewardFunction(shop.observed, RewardConfig(relevance_judge="oracle"), oracle=OracleView(shop))
+    gated = RewardFunction(shop.observed, RewardConfig(relevance_judge="oracle", conversion_gate="relevance"),
+                           oracle=OracleView(shop))
+    a, b = plain(queries, rewrites), gated(queries, rewrites)
+    assert len(set(a["relevance"].tolist())) > 1 and a["conversion"].any()  # grades and pages differ: a real check
+    np.testing.assert_allclose(b["conversion"], a["conversion"] * a["relevance"])
+    assert not np.allclose(b["conversion"], a["conversion"])  # the gate bites on these pairs
+    np.testing.assert_allclose(b["relevance"], a["relevance"])
+    np.testing.assert_allclose(b["fused"], b["relevance"] + b["conversion"] + 0.5 * b["format"] + 0.5 * b["rules"])
+    with pytest.raises(UserError, match="conversion"):
+        RewardConfig(conversion_gate="tagger")
