@@ -21,6 +21,9 @@ engines run the full ``--new-tokens`` steps; generated tokens/s counts
 scoring and update) on a trained run in fp32 and bf16 and prints, per stage, the share of time
 in matrix multiplies and the FLOP rate against the machine's: see :mod:`qrw.bench.profile`.
 
+``python -m qrw.bench compile`` says per stage whether ``torch.compile`` pays back its compile time
+within one default run: see :mod:`qrw.bench.compile`.
+
 ``python -m qrw.bench compare`` holds qrw against HF transformers and TRL side by side
 (generation, training step, GRPO step; fp32 and bf16): see :mod:`qrw.bench.compare`. It needs the
 optional extra ``pip install -e .[bench]`` and says so in one line without it.
@@ -242,6 +245,9 @@ def main() -> None:
     pr.add_argument("--steps", type=int, default=5, help="timed steps per stage; the median is reported (default: 5)")
     pr.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: 0 = torch's choice)")
     pr.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    from qrw.bench.compile import add_parser as add_compile_parser, run as run_compile
+
+    add_compile_parser(sub)
     args = parser.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -256,6 +262,9 @@ def main() -> None:
         check(args.repeats > 0 and args.profile >= 0, "--repeats must be > 0 and --profile >= 0")
         run_compare(args.shape, dtypes, workloads, 2 if args.quick else args.repeats, torch.device(args.device),
                     args.seed, args.json, args.profile, matmul_gflops)
+        return
+    if args.command == "compile":
+        run_compile(args)
         return
     if args.command == "profile":
         from qrw.bench.profile import bench_profile
