@@ -61,14 +61,15 @@ def check(condition: bool, message: str) -> None:
         raise UserError(message)
 
 
-def invariant(condition: bool, message: str) -> None:
+def invariant(condition: bool, message: str | Callable[[], str]) -> None:
     """Raise ``ValueError`` with ``message`` unless ``condition`` holds: for the caller's code, not the user.
 
     Shapes, dtypes and API arguments inside the library. Not a :class:`UserError`,
-    so the scripts let it through with its traceback.
+    so the scripts let it through with its traceback. ``message`` may be a function that
+    builds it, called only when the check fails (hot paths: no string formatting per call).
     """
     if not condition:
-        raise ValueError(message)
+        raise ValueError(message() if callable(message) else message)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):

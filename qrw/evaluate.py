@@ -27,8 +27,11 @@ of it (:meth:`qrw.shop.shop.Shop.knows_query`).
 Offline, paired (``python -m qrw.evaluate --paired BEFORE AFTER``): two rewriters
 (run directories of one world, or baselines) on the same split's queries, per-query
 paired differences AFTER - BEFORE with 95% intervals (accuracy, relevance@k, recall@k,
-UCVR): :func:`qrw.scorecard.compare_rewrites`. E.g. a bf16 run against an fp32 run of
-the same commit.
+UCVR) and each side's drift counts. E.g. a bf16 run against an fp32 run of the same
+commit. Repeated (``--paired B0 A0 --paired B1 A1 --paired B2 A2``, one pair per seed),
+the differences are paired within each pair and pooled over the pairs
+(:func:`qrw.scorecard.compare_rewrites_pooled`): how a cheaper recipe or another dtype
+is judged against the default over seeds (docs/PERFORMANCE.md).
 
 Online, simulated (``python -m qrw.evaluate --ab CONTROL TREATMENT --users N``),
 the paper's A/B test in miniature: shoppers bring test queries, are randomised
@@ -130,9 +133,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ab", nargs=2, default=None, metavar=("CONTROL", "TREATMENT"),
                    help=f"simulated A/B test; each side a run directory or a baseline ({', '.join(BASELINES)}; "
                         "a baseline name wins over a directory of that name: write ./gold for the directory)")
-    p.add_argument("--paired", nargs=2, default=None, metavar=("BEFORE", "AFTER"),
+    p.add_argument("--paired", nargs=2, action="append", default=None, metavar=("BEFORE", "AFTER"),
                    help="offline paired differences AFTER - BEFORE on the split's queries; each a run directory "
-                        f"or a baseline ({', '.join(BASELINES)}), all of one world")
+                        f"or a baseline ({', '.join(BASELINES)}), both of one world. Repeat it for more seeds "
+                        "(one pair per seed, e.g. a recipe against another): the differences are pooled over "
+                        "the pairs (qrw.shop.pooled)")
     p.add_argument("--users", type=int, default=None,
                    help="--ab: number of simulated shoppers, split 50/50 (default: 20000)")
     p.add_argument("--seed", type=int, default=0, help="--ab: seed of the shoppers' queries, sides and sessions")
@@ -303,24 +308,52 @@ def side_rewrites(spec: str, ctx: Shop, queries, device) -> list[str | None]:
 
 
 def paired_main(args: argparse.Namespace) -> int:
-    """``--paired BEFORE AFTER``: per-query paired differences of two rewriters on the split's queries."""
-    from qrw.scorecard import compare_rewrites, format_comparison
+    """``--paired BEFORE AFTER`` (repeatable): per-query paired differences of two rewriters on the split's
+    queries, pooled over the pairs when there are several (one per seed), and each side's drift counts."""
+    from qrw.scorecard import HACKING, compare_rewrites_pooled, format_comparison, rewrite_kinds
 
-    shared = _shared_world(list(args.paired), args.ckpt)
     device = resolve_device(args.device)
-    world = _build_world(shared)
-    ctx = Shop(world, k=args.k)
-    queries = world.queries[args.split]
-    before, after = (side_rewrites(spec, ctx, queries, device) for spec in args.paired)
-    comparison = compare_rewrites(ctx, queries, before, after)
+    replicates, drift = [], {"before": [], "after": []}
+    for pair in args.paired:
+        shared = _shared_world(list(pair), args.ckpt if len(args.paired) == 1 else None)
+        world = _build_world(shared)
+        ctx = Shop(world, k=args.k)
+        queries = world.queries[args.split]
+        before, after = (side_rewrites(spec, ctx, queries, device) for spec in pair)
+        replicates.append((ctx, queries, before, after))
+        for side, rewrites in (("before", before), ("after", after)):
+            kinds = rewrite_kinds(world, queries, rewrites)
+            drift[side].append({name: kinds[name] for name in HACKING})
+    comparison = compare_rewrites_pooled(replicates)
+    drift_mean = {side: {name: float(np.mean([d[name] for d in per])) for name in HACKING}
+                  for side, per in drift.items()}
+    n_queries = [len(q) for _, q, _, _ in replicates]
     if args.json:
-        print(to_json({"split": args.split, "n_queries": len(queries), "before": args.paired[0],
-                       "after": args.paired[1], "comparison": comparison}))
+        single = len(args.paired) == 1
+        print(to_json({"split": args.split, "n_queries": n_queries[0] if single else n_queries,
+                       "before": args.paired[0][0] if single else [p[0] for p in args.paired],
+                       "after": args.paired[0][1] if single else [p[1] for p in args.paired],
+                       "comparison": {m: {k: v for k, v in c.items() if k != "per_seed" or not single}
+                                      for m, c in comparison.items()},
+                       "drift": drift_mean}))
         return 0
-    print(f"== paired differences on the {len(queries)} {args.split} queries: {args.paired[1]} - {args.paired[0]} ==")
-    before, after = (_side_label(spec) for spec in args.paired)
-    print(format_comparison(comparison, before if args.paired[0] in BASELINES else before[-12:],
-                            after if args.paired[1] in BASELINES else after[-14:]))
+    first = args.paired[0]
+    if len(args.paired) == 1:
+        print(f"== paired differences on the {n_queries[0]} {args.split} queries: {first[1]} - {first[0]} ==")
+    else:
+        print(f"== paired differences pooled over {len(args.paired)} pairs (seeds) of {args.split} queries "
+              f"({' + '.join(map(str, n_queries))}): AFTER - BEFORE, 95% t interval over the pairs ==")
+        for i, (b, a) in enumerate(args.paired):
+            print(f"  pair {i}: {a} - {b}")
+    before, after = (_side_label(spec) for spec in first)
+    print(format_comparison(comparison, before if first[0] in BASELINES else before[-12:],
+                            after if first[1] in BASELINES else after[-14:]))
+    if len(args.paired) > 1:
+        for metric, c in comparison.items():
+            print(f"  {metric} per pair: {', '.join(f'{d:+.4f}' for d in c['per_seed'])}")
+    per_pair = "" if len(args.paired) == 1 else " (mean per pair)"
+    print(f"rewrites that drift{per_pair}: " + "; ".join(
+        f"{name} {drift_mean['before'][name]:g} -> {drift_mean['after'][name]:g}" for name in HACKING))
     return 0
 
 
@@ -365,6 +398,8 @@ def main(argv=None) -> int:
     if args.paired is not None:
         check(args.ab is None and args.gate is None and args.gate_judge is None and not args.baselines
               and args.users is None, "--paired takes no --ab, --gate, --gate-judge, --baselines or --users")
+        check(args.ckpt is None or len(args.paired) == 1, "--ckpt picks the world of one --paired pair of "
+                                                             "baselines; with several pairs give run directories")
         return paired_main(args)
     if args.ab is not None:
         check(not args.baselines, "--baselines applies to the offline evaluation (--ckpt without --ab)")

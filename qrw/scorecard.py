@@ -37,6 +37,7 @@ from qrw.config import check
 from qrw.gate import (GATE_DIFFS, GATE_QUERY_CHECKS, GATE_TARGET, OOD_QUERIES, OOD_SETS,  # noqa: F401  (re-exported)
                       QUERY_CHECK_TEXT, choose_gate_threshold, evaluate_gate, format_gate, query_check_passes)
 from qrw.shop.abtest import paired_diff_ci
+from qrw.shop.pooled import pooled_paired_diff
 from qrw.shop.metrics import METRICS, rewrite_metrics
 from qrw.shop.relevance import held_out_mined_pairs
 from qrw.shop.shop import BASELINE_LABELS, BASELINES, UNSEEN, Shop
@@ -283,6 +284,34 @@ def compare_rewrites(ctx: Shop, queries, before: list[str], after: list[str],
         ci = paired_diff_ci(x, y)
         out[name] = {"before": float(np.nanmean(x)), "after": float(np.nanmean(y)), "diff": ci.lift,
                      "low": ci.low, "high": ci.high}
+    return out
+
+
+def compare_rewrites_pooled(replicates: list[tuple[Shop, list, list[str | None], list[str | None]]]) -> dict:
+    """Paired before/after differences pooled over replicates (seeds): metric -> {before, after, diff, low, high,
+    per_seed}.
+
+    ``replicates[s] = (ctx, queries, before rewrites, after rewrites)``: each replicate's two rewriters on
+    its own world's queries (a seed of a recipe against the same seed of another). Within a replicate the
+    per-query difference is paired; across replicates :func:`qrw.shop.pooled.pooled_paired_diff` pools the
+    seed means (t interval with N - 1 degrees of freedom; one replicate: :func:`compare_rewrites`'s
+    interval). ``before``/``after`` are means over replicates of each one's mean.
+    """
+    check(len(replicates) >= 1, "compare_rewrites_pooled needs at least one replicate")
+    pairs: dict[str, list] = {m: [] for m in METRICS}
+    for ctx, queries, before, after in replicates:
+        a = rewrite_metrics(ctx.world, ctx.engine, ctx.users, queries, before, k=ctx.k)
+        b = rewrite_metrics(ctx.world, ctx.engine, ctx.users, queries, after, k=ctx.k)
+        for m in METRICS:
+            pairs[m].append((np.asarray(a[m], dtype=float), np.asarray(b[m], dtype=float)))
+    out = {}
+    for name, per in pairs.items():
+        if any(int((np.isfinite(x) & np.isfinite(y)).sum()) < 2 for x, y in per):
+            continue
+        pooled = pooled_paired_diff(per)
+        out[name] = {"before": float(np.mean([np.nanmean(x) for x, _ in per])),
+                     "after": float(np.mean([np.nanmean(y) for _, y in per])), "diff": pooled.diff,
+                     "low": pooled.low, "high": pooled.high, "per_seed": [c.lift for c in pooled.per_seed]}
     return out
 
 

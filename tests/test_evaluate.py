@@ -339,3 +339,25 @@ def test_paired_differences_of_two_rewriters(run_dir, cli_error):
     for metric, values in expected.items():
         assert got[metric] == pytest.approx(values, abs=1e-6)
     assert "--paired takes no" in cli_error(main, "--paired", "none", str(run_dir), "--gate", "auto")
+
+
+def test_paired_pools_over_repeated_pairs(run_dir, cli_error):
+    """--paired repeated: the same pair twice pools to the single pair's difference with a zero-width interval
+    (the two seed means agree: sd 0), per pair listed; the drift counts are the rewrites' HACKING sums."""
+    from qrw.runs import load_run
+    from qrw.scorecard import HACKING, rewrite_kinds
+
+    one = json.loads(run_cli("--paired", "none", str(run_dir), "--json").stdout)
+    two = json.loads(run_cli("--paired", "none", str(run_dir), "--paired", "none", str(run_dir), "--json").stdout)
+    assert two["n_queries"] == [one["n_queries"]] * 2 and two["after"] == [str(run_dir)] * 2
+    for metric, c in one["comparison"].items():
+        pooled = two["comparison"][metric]
+        assert pooled["diff"] == pytest.approx(c["diff"], abs=1e-6)
+        assert pooled["low"] == pooled["high"] == pytest.approx(c["diff"], abs=1e-6)
+        assert pooled["per_seed"] == pytest.approx([c["diff"]] * 2, abs=1e-6)
+    loaded = load_run(run_dir)
+    queries = loaded.world.queries["test"]
+    kinds = rewrite_kinds(loaded.world, queries, loaded.rewriter().rewrite([q.text for q in queries]))
+    assert two["drift"]["after"] == {name: float(kinds[name]) for name in HACKING} == one["drift"]["after"]
+    assert "--ckpt picks the world" in cli_error(main, "--paired", "none", "gold", "--paired", "none", "gold",
+                                                 "--ckpt", str(run_dir))

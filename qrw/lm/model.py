@@ -329,22 +329,25 @@ class Transformer(nn.Module):
         Returns:
             logits: (B, T, vocab_size) float32, or (N, vocab_size) for the N selected positions
             in row-major order. The logits at t score token t + 1.
+
+        The checks' messages are built only when a check fails (``lambda``): a shape formatted into a
+        string on every call would make ``torch.compile`` specialise on it and recompile per shape.
         """
-        invariant(input_ids.dim() == 2, f"input_ids must be (B, T), got shape {tuple(input_ids.shape)}")
+        invariant(input_ids.dim() == 2, lambda: f"input_ids must be (B, T), got shape {tuple(input_ids.shape)}")
         B, T = input_ids.shape
         invariant(T > 0, "input_ids has no tokens")
-        invariant(not input_ids.is_floating_point(), f"input_ids must be integer token ids, got {input_ids.dtype}")
+        invariant(not input_ids.is_floating_point(), lambda: f"input_ids must be integer token ids, got {input_ids.dtype}")
         if attention_mask is not None:
-            invariant(attention_mask.shape == (B, T), f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {(B, T)}")
+            invariant(attention_mask.shape == (B, T), lambda: f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {(B, T)}")
             attention_mask = attention_mask.bool()
         start = 0 if cache is None else cache.length
         invariant(start + T <= self.config.max_seq_len,
-              f"sequence of {start + T} tokens exceeds the context window ({self.config.max_seq_len})")
+              lambda: f"sequence of {start + T} tokens exceeds the context window ({self.config.max_seq_len})")
 
         # Positions and the attention mask.
         if document_ids is not None:
             invariant(attention_mask is None and cache is None, "document_ids excludes attention_mask and cache")
-            invariant(document_ids.shape == (B, T), f"document_ids shape {tuple(document_ids.shape)} != input_ids shape {(B, T)}")
+            invariant(document_ids.shape == (B, T), lambda: f"document_ids shape {tuple(document_ids.shape)} != input_ids shape {(B, T)}")
             if positions is None:
                 positions = document_positions(document_ids)  # (B, T)
             attn_mask = document_attention_mask(document_ids)  # (B, 1, T, T)
@@ -367,7 +370,7 @@ class Transformer(nn.Module):
             x = layer(x, cos, sin, attn_mask, cache)
         x = self.norm(x)  # (B, T, C)
         if select is not None:
-            invariant(select.shape == (B, T), f"select shape {tuple(select.shape)} != input_ids shape {(B, T)}")
+            invariant(select.shape == (B, T), lambda: f"select shape {tuple(select.shape)} != input_ids shape {(B, T)}")
             x = x[select.bool()]  # (N, C)
         with torch.autocast(x.device.type, enabled=False):  # the head in float32: logits feed losses and log-probs
             logits = F.linear(x.float(), self.lm_head.weight.float())  # (B, T, V) or (N, V)
