@@ -346,3 +346,47 @@ def test_a_claim_not_reproduced_says_when_every_seed_agrees_in_sign():
     assert _seeds_agree_text([-0.01, -0.02]) != ""
     assert _seeds_agree_text([0.013, -0.056, 0.211]) == ""  # mixed signs: nothing to say
     assert _seeds_agree_text([0.2]) == ""  # one seed: its own interval says it all
+
+
+def test_a_run_of_another_recipe_is_not_reused(tmp_path, monkeypatch, capsys):
+    """A finished run is reused only when its recipe (step counts, batch sizes, learning rates, dtype; not when
+    it logs or saves) is what the grid trains today: a run of the old recipe is retrained, not mixed in."""
+    import argparse
+    import dataclasses
+    import subprocess
+
+    from qrw.reproduce import grid
+    from qrw.sft import DEFAULT_LABEL, DEFAULT_PRETRAIN, DEFAULT_SFT
+    from qrw.update import GRPOConfig
+
+    args = argparse.Namespace(smoke=False, quick=False, force=False, device="cpu")
+    sft = {"pretrain": dataclasses.asdict(DEFAULT_PRETRAIN), "sft": dataclasses.asdict(DEFAULT_SFT),
+           "label": dataclasses.asdict(DEFAULT_LABEL) | {"steps": 0}, "run": {"dtype": "fp32"}}
+    grpo = {"grpo": dataclasses.asdict(GRPOConfig()), "run": {"dtype": "fp32"}}
+
+    def finished(name: str, config: dict) -> None:
+        run = tmp_path / "seed-0" / name
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.json").write_text(json.dumps(config))
+        (run / "metrics.json").write_text(json.dumps({"wall": {}, "train_seconds": 7.0}))
+
+    finished("sft-multi", sft | {"sft": sft["sft"] | {"log_every": 1, "ckpt_every": 3}})  # when it logs: no matter
+    finished("grpo-fusion", grpo)
+    assert grid.recipe_changes(tmp_path / "seed-0" / "sft-multi", "train_sft.py", args) == []
+    assert grid.train("sft-multi", 0, tmp_path / "seed-0", args) == (7.0, True)
+    assert grid.train("grpo-fusion", 0, tmp_path / "seed-0", args) == (7.0, True)
+
+    finished("sft-multi", sft | {"sft": sft["sft"] | {"steps": sft["sft"]["steps"] + 1}})
+    finished("grpo-fusion", grpo | {"run": {"dtype": "bf16"}})
+    assert grid.recipe_changes(tmp_path / "seed-0" / "sft-multi", "train_sft.py", args) == [
+        f"sft.steps {DEFAULT_SFT.steps + 1} -> {DEFAULT_SFT.steps}"]
+    assert grid.recipe_changes(tmp_path / "seed-0" / "grpo-fusion", "train_grpo.py", args) == ["dtype bf16 -> fp32"]
+    launched = []
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: launched.append(cmd) or subprocess.CompletedProcess(cmd, 0))
+    for name in ("sft-multi", "grpo-fusion"):
+        assert grid.train(name, 0, tmp_path / "seed-0", args)[1] is False
+    assert [cmd[1] for cmd in launched] == ["train_sft.py", "train_grpo.py"]
+    assert "trained with another recipe (sft.steps" in capsys.readouterr().out
+    quick = argparse.Namespace(smoke=False, quick=True)
+    assert grid.expected_recipe("train_sft.py", quick)["sft.steps"] == 500
+    assert grid.expected_recipe("train_grpo.py", quick)["grpo.steps"] == 40

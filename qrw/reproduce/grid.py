@@ -86,6 +86,54 @@ def mode_flags(script: str, args: argparse.Namespace) -> list[str]:
     return SMOKE[script] if args.smoke else QUICK[script] if args.quick else []
 
 
+RECIPE_IGNORED = {"log_every", "eval_every", "ckpt_every", "sample_every", "kl_every"}
+"""Config fields that say when a run logs, validates or saves, not what it trains: left out of its recipe."""
+
+
+def recipe_of(config: dict, script: str) -> dict:
+    """The training recipe in a run's ``config.json``: each stage's step counts, batch sizes, learning rates
+    and the like (not :data:`RECIPE_IGNORED`), and the compute precision."""
+    sections = ("pretrain", "sft", "label") if script == "train_sft.py" else ("grpo",)
+    recipe = {f"{section}.{key}": value for section in sections
+              for key, value in (config.get(section) or {}).items() if key not in RECIPE_IGNORED}
+    return recipe | {"dtype": (config.get("run") or {}).get("dtype", "fp32")}
+
+
+def expected_recipe(script: str, args: argparse.Namespace) -> dict | None:
+    """The recipe an arm of this grid trains with today: the scripts' defaults, with ``--quick``'s step
+    counts (:data:`QUICK`); None for ``--smoke`` (its configs are the tests' own)."""
+    if getattr(args, "smoke", False):
+        return None
+    import dataclasses
+
+    if script == "train_sft.py":
+        from qrw.sft import DEFAULT_LABEL, DEFAULT_PRETRAIN, DEFAULT_SFT, SFTRunConfig
+
+        stages = {"pretrain": dataclasses.asdict(DEFAULT_PRETRAIN), "sft": dataclasses.asdict(DEFAULT_SFT),
+                  "label": dataclasses.asdict(DEFAULT_LABEL)}
+        if SFTRunConfig().label_rewrites + SFTRunConfig().label_ood == 0:
+            stages["label"]["steps"] = 0  # no stage 1b: the run records 0 steps
+        if args.quick:
+            stages["pretrain"]["steps"], stages["sft"]["steps"] = (int(QUICK[script][1]), int(QUICK[script][3]))
+        return recipe_of(stages | {"run": {"dtype": SFTRunConfig().dtype}}, script)
+    from qrw.update import GRPOConfig
+
+    grpo = dataclasses.asdict(GRPOConfig())
+    if args.quick:
+        grpo["steps"] = int(QUICK[script][1])
+    return recipe_of({"grpo": grpo, "run": {"dtype": "fp32"}}, script)
+
+
+def recipe_changes(run_dir: Path, script: str, args: argparse.Namespace) -> list[str]:
+    """``key saved -> today`` for each recipe field where the finished run in ``run_dir`` differs from what
+    the grid would train today (:func:`expected_recipe`); empty when they agree or nothing is expected."""
+    expected = expected_recipe(script, args)
+    if expected is None:
+        return []
+    saved = recipe_of(json.loads((run_dir / "config.json").read_text()), script)
+    return [f"{key} {saved.get(key)} -> {value}" for key, value in expected.items() if saved.get(key) != value]
+
+
 def train(name: str, seed: int, out: Path, args: argparse.Namespace, threads: int = 0) -> tuple[float, bool]:
     """Train one arm with one seed in a subprocess, into ``out/name`` (output to ``out/name.log``).
 
@@ -93,18 +141,23 @@ def train(name: str, seed: int, out: Path, args: argparse.Namespace, threads: in
     subprocess's CPU threads (``OMP_NUM_THREADS``). Returns (its training wall time,
     whether a finished run was reused). A finished run (``metrics.json`` written) is
     reused unless ``args.force``, or unless it trained before the hidden truth's wall
-    (:mod:`qrw.shop.wall`): its ``metrics.json`` has no ``wall`` record, and it is
-    retrained (a grid mixes no regimes).
+    (:mod:`qrw.shop.wall`: its ``metrics.json`` has no ``wall`` record) or with another recipe
+    than today's defaults (:func:`recipe_changes`: step counts, batch sizes, learning rates,
+    dtype), and it is retrained (a grid mixes no regimes and no recipes).
     """
     arm = GRID[name]
     run_dir = out / name
     if (run_dir / "metrics.json").exists() and not args.force:
         metrics = json.loads((run_dir / "metrics.json").read_text())
-        if "wall" in metrics:
+        changes = recipe_changes(run_dir, arm.script, args) if "wall" in metrics else []
+        if "wall" in metrics and not changes:
             print(f"  seed {seed} {name}: reusing {run_dir}")
             return metrics.get("train_seconds", 0.0), True
-        print(f"  seed {seed} {name}: {run_dir} trained before the wall (its metrics.json has no 'wall' record): "
-              "retraining")
+        if changes:
+            print(f"  seed {seed} {name}: {run_dir} trained with another recipe ({'; '.join(changes)}): retraining")
+        else:
+            print(f"  seed {seed} {name}: {run_dir} trained before the wall (its metrics.json has no 'wall' record): "
+                  "retraining")
     if run_dir.exists():
         shutil.rmtree(run_dir)
     cmd = [sys.executable, arm.script, "--out", str(run_dir), "--seed", str(seed), "--device", args.device,
