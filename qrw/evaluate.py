@@ -353,7 +353,8 @@ def paired_main(args: argparse.Namespace) -> int:
             print(f"  {metric} per pair: {', '.join(f'{d:+.4f}' for d in c['per_seed'])}")
     per_pair = "" if len(args.paired) == 1 else " (mean per pair)"
     print(f"rewrites that drift{per_pair}: " + "; ".join(
-        f"{name} {drift_mean['before'][name]:g} -> {drift_mean['after'][name]:g}" for name in HACKING))
+        f"{name} {drift_mean['before'][name]:.{0 if len(args.paired) == 1 else 1}f} -> "
+        f"{drift_mean['after'][name]:.{0 if len(args.paired) == 1 else 1}f}" for name in HACKING))
     return 0
 
 

@@ -74,7 +74,8 @@ class GRPOConfig:
     ``--aggregation sum --scale group --mu 1 --minibatch-size 0``.
     """
 
-    steps: int = arg(250, "GRPO steps (one rollout batch each)")
+    steps: int = arg(100, "GRPO steps (one rollout batch each; 100 chosen on validation queries: 250 bought no "
+                           "more there, docs/PERFORMANCE.md)")
     queries_per_step: int = arg(64, "P: training queries per step")
     group_size: int = arg(8, "G: rewrites sampled per query (the group that advantages compare within)")
     temperature: float = arg(1.0, "sampling temperature (scoring uses the same temperature)", advanced=True)
