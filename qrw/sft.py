@@ -118,7 +118,8 @@ class SFTRunConfig:
                          "serving gate's hard negatives")
     val_examples: int = arg(256, "validation examples per task for the periodic validation loss")
     dtype: str = arg("fp32", "compute precision: 'fp32', 'bf16' (autocast, float32 weights and optimizer state; "
-                     "1.5x faster here but measured worse after GRPO, README), or 'auto' (bf16 where the hardware "
+                     "1.2x faster here, within noise of fp32 after SFT but worse after GRPO over 3 seeds, "
+                     "docs/PERFORMANCE.md), or 'auto' (bf16 where the hardware "
                      "runs it fast); config.json records the choice",
                      choices=list(DTYPES))
 
