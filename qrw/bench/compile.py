@@ -95,7 +95,8 @@ def varied_steps(init: str, seed: int, n: int, stages: list[str], device: torch.
     from qrw.rewriter import Rewriter
     from qrw.rollout import groups_batch, rollout_logprobs, sample_groups, step_generator, step_queries
     from qrw.runs import load_run
-    from qrw.sft import SFTRunConfig, TrainConfig, multitask_loss, pretrain_mixture, sft_mixture, stage1_budget
+    from qrw.sft import SFTRunConfig, TrainConfig, pretrain_mixture, sft_mixture, stage1_budget
+    from qrw.bench.profile import packed_step
     from qrw.shop.observation import observe_world
     from qrw.update import GRPOConfig, update_policy
 
@@ -123,15 +124,7 @@ def varied_steps(init: str, seed: int, n: int, stages: list[str], device: torch.
             batches = [mixture.batch(i) for i in range(n)]
 
             def step(i: int) -> float:
-                model.train()
-                data = collate(batches[i], tok.pad_id, weights, 64).to(device)
-                logits = model(data.input_ids, document_ids=data.document_ids, select=data.target_mask.bool())
-                loss, _ = multitask_loss(logits, data, float(data.target_mask.sum()))
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                return loss.item()
+                return packed_step(model, optimizer, collate(batches[i], tok.pad_id, weights, 64).to(device)).item()
             return step
 
         steps.update({stage: sft_step(mixtures[stage]) for stage in ("pretrain", "sft") if stage in stages})

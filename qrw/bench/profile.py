@@ -55,6 +55,22 @@ def profile_step(step, steps: int) -> dict:
             "flops": counter.get_total_flops()}
 
 
+def packed_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data) -> torch.Tensor:
+    """One stage-0/1 optimizer step on a packed batch (``qrw.data.collate(..., 64)``), as ``train_sft.py``
+    takes it: the LM head at the targets only, the multi-task loss over the batch's target tokens,
+    clipping at 1.0. Returns the loss."""
+    from qrw.sft import multitask_loss
+
+    model.train()
+    logits = model(data.input_ids, document_ids=data.document_ids, select=data.target_mask.bool())
+    loss, _ = multitask_loss(logits, data, float(data.target_mask.sum()))
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss
+
+
 def stage_steps(init: str, seed: int = 0) -> tuple[torch.nn.Module, dict]:
     """The run's model and ``name -> step()``: one step of each stage on that model (trained in place)."""
     from qrw.config import config_from_dict
@@ -64,8 +80,7 @@ def stage_steps(init: str, seed: int = 0) -> tuple[torch.nn.Module, dict]:
     from qrw.runs import load_run
     from qrw.oracle import stage1_pairs
     from qrw.shop.observation import observe_world
-    from qrw.sft import (SFTRunConfig, TrainConfig, multitask_loss, pretrain_mixture, sft_mixture,
-                         stage1_budget)
+    from qrw.sft import SFTRunConfig, TrainConfig, pretrain_mixture, sft_mixture, stage1_budget
     from qrw.update import GRPOConfig, update_policy
 
     loaded = load_run(init)
@@ -88,14 +103,7 @@ def stage_steps(init: str, seed: int = 0) -> tuple[torch.nn.Module, dict]:
 
     def sft_step(stage):
         def step():
-            model.train()
-            data = collate(batches[stage], tok.pad_id, weights, 64)
-            logits = model(data.input_ids, document_ids=data.document_ids, select=data.target_mask.bool())
-            loss, _ = multitask_loss(logits, data, float(data.target_mask.sum()))
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            packed_step(model, optimizer, collate(batches[stage], tok.pad_id, weights, 64))
         return step
 
     def rollout():
