@@ -185,16 +185,24 @@ def test_gate_lines_show_the_logged_out_of_domain_searches():
 def test_a_grid_split_across_calls_trains_each_seed_once(tmp_path, monkeypatch):
     """``--seed 1 --seeds 1 --train-only`` trains seed 1 only and writes no report; a later ``--seeds 3`` call trains
     only what is missing; a finished run from before the wall (no ``wall`` record) is retrained."""
+    import dataclasses
+
     import qrw.reproduce.grid as grid
     from qrw.reproduce import main
+    from qrw.sft import DEFAULT_LABEL, DEFAULT_PRETRAIN, DEFAULT_SFT
+    from qrw.update import GRPOConfig
 
     trained = []
+    today = {"train_sft.py": {"pretrain": dataclasses.asdict(DEFAULT_PRETRAIN), "sft": dataclasses.asdict(DEFAULT_SFT),
+                              "label": dataclasses.asdict(DEFAULT_LABEL) | {"steps": 0}, "run": {"dtype": "fp32"}},
+             "train_grpo.py": {"grpo": dataclasses.asdict(GRPOConfig()), "run": {"dtype": "fp32"}}}
 
     def fake_run(cmd, cwd, stdout, stderr, env):
         out = cmd[cmd.index("--out") + 1]
         trained.append((int(cmd[cmd.index("--seed") + 1]), out.rsplit("/", 1)[1]))
         Path(out).mkdir(parents=True)
         (Path(out) / "metrics.json").write_text(json.dumps({"train_seconds": 2.0, "wall": {}}))
+        (Path(out) / "config.json").write_text(json.dumps(today[cmd[1]]))  # trained with today's recipe
         return SimpleNamespace(returncode=0)
 
     monkeypatch.setattr(grid.subprocess, "run", fake_run)

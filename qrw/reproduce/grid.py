@@ -130,7 +130,10 @@ def recipe_changes(run_dir: Path, script: str, args: argparse.Namespace) -> list
     expected = expected_recipe(script, args)
     if expected is None:
         return []
-    saved = recipe_of(json.loads((run_dir / "config.json").read_text()), script)
+    try:
+        saved = recipe_of(json.loads((run_dir / "config.json").read_text()), script)
+    except (OSError, ValueError):
+        return ["config.json unreadable"]  # a run whose recipe cannot be read is not reused
     return [f"{key} {saved.get(key)} -> {value}" for key, value in expected.items() if saved.get(key) != value]
 
 
