@@ -387,6 +387,7 @@ def test_a_run_of_another_recipe_is_not_reused(tmp_path, monkeypatch, capsys):
         assert grid.train(name, 0, tmp_path / "seed-0", args)[1] is False
     assert [cmd[1] for cmd in launched] == ["train_sft.py", "train_grpo.py"]
     assert "trained with another recipe (sft.steps" in capsys.readouterr().out
+    finished("sft-multi", sft)
     (tmp_path / "seed-0" / "sft-multi" / "config.json").unlink()  # a recipe that cannot be read is not reused
     assert grid.recipe_changes(tmp_path / "seed-0" / "sft-multi", "train_sft.py", args) == ["config.json unreadable"]
     quick = argparse.Namespace(smoke=False, quick=True)
