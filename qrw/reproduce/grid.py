@@ -106,6 +106,7 @@ def expected_recipe(script: str, args: argparse.Namespace) -> dict | None:
         return None
     import dataclasses
 
+    quick = dict(zip(QUICK[script][::2], QUICK[script][1::2]))  # --quick's flag -> value
     if script == "train_sft.py":
         from qrw.sft import DEFAULT_LABEL, DEFAULT_PRETRAIN, DEFAULT_SFT, SFTRunConfig
 
@@ -114,14 +115,15 @@ def expected_recipe(script: str, args: argparse.Namespace) -> dict | None:
         if SFTRunConfig().label_rewrites + SFTRunConfig().label_ood == 0:
             stages["label"]["steps"] = 0  # no stage 1b: the run records 0 steps
         if args.quick:
-            stages["pretrain"]["steps"], stages["sft"]["steps"] = (int(QUICK[script][1]), int(QUICK[script][3]))
+            stages["pretrain"]["steps"] = int(quick["--pretrain-steps"])
+            stages["sft"]["steps"] = int(quick["--sft-steps"])
         return recipe_of(stages | {"run": {"dtype": SFTRunConfig().dtype}}, script)
     from qrw.update import GRPOConfig
 
     grpo = dataclasses.asdict(GRPOConfig())
     if args.quick:
-        grpo["steps"] = int(QUICK[script][1])
-    return recipe_of({"grpo": grpo, "run": {"dtype": "fp32"}}, script)
+        grpo["steps"] = int(quick["--steps"])
+    return recipe_of({"grpo": grpo, "run": {"dtype": "fp32"}}, script)  # train_grpo.py's --dtype default
 
 
 def recipe_changes(run_dir: Path, script: str, args: argparse.Namespace) -> list[str]:
